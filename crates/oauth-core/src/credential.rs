@@ -1,0 +1,258 @@
+//! The credential: one OAuth account's client, tokens and bookkeeping.
+
+use std::fmt;
+use std::time::Duration;
+
+use chrono::{DateTime, TimeDelta, Utc};
+use serde::{Deserialize, Serialize};
+
+use crate::error::CredentialError;
+use crate::id::CredentialId;
+use crate::secret::{ExposeSecret, SecretString};
+
+/// Tokens expiring within this window should be refreshed proactively (the Go `RefreshBufferTime`).
+pub const REFRESH_BUFFER: Duration = Duration::from_secs(5 * 60);
+
+/// One OAuth account: everything the Go `OAuthCredentialSet` holds, plus the creation time that
+/// rotation age is measured from.
+///
+/// Secrets are [`SecretString`]s: `Debug` prints them redacted, there is no `Display`, and the type
+/// does **not** implement `Serialize`. A store persists a credential deliberately through
+/// [`Credential::persisted`]; reading one back is plain `Deserialize` (the same JSON shape).
+#[derive(Clone, Deserialize)]
+#[non_exhaustive]
+pub struct Credential {
+    /// Configured id; the only per-credential value that appears in logs, events and metrics.
+    pub id: CredentialId,
+    /// OAuth client id (public information, never a secret).
+    #[serde(default)]
+    pub client_id: String,
+    /// OAuth client secret, for confidential clients.
+    #[serde(default)]
+    pub client_secret: Option<SecretString>,
+    /// Current access token.
+    pub access_token: SecretString,
+    /// Current refresh token, if the account has one.
+    #[serde(default)]
+    pub refresh_token: Option<SecretString>,
+    /// When the access token stops working; `None` means it does not expire.
+    #[serde(default)]
+    pub expires_at: Option<DateTime<Utc>>,
+    /// When the refresh token stops working, if the provider said so (`refresh_token_expires_in`).
+    #[serde(default)]
+    pub refresh_token_expires_at: Option<DateTime<Utc>>,
+    /// Granted scopes.
+    #[serde(default)]
+    pub scopes: Vec<String>,
+    /// Time of the last successful refresh.
+    #[serde(default)]
+    pub last_refresh: Option<DateTime<Utc>>,
+    /// Number of successful refreshes over the credential's life (persisted).
+    #[serde(default)]
+    pub refresh_count: u64,
+    /// When this credential was first added to a pool; rotation age is measured from it and it
+    /// survives restarts because it is persisted with the credential.
+    pub created_at: DateTime<Utc>,
+}
+
+impl Credential {
+    /// A credential with an access token and nothing else, created at `created_at`.
+    ///
+    /// # Errors
+    /// [`CredentialError`] for an invalid id or an empty access token.
+    pub fn new(
+        id: impl AsRef<str>,
+        access_token: impl Into<String>,
+        created_at: DateTime<Utc>,
+    ) -> Result<Self, CredentialError> {
+        let id = CredentialId::new(id)?;
+        let access_token: String = access_token.into();
+        if access_token.is_empty() {
+            return Err(CredentialError::EmptyAccessToken { id: id.to_string() });
+        }
+        Ok(Self {
+            id,
+            client_id: String::new(),
+            client_secret: None,
+            access_token: SecretString::from(access_token),
+            refresh_token: None,
+            expires_at: None,
+            refresh_token_expires_at: None,
+            scopes: Vec::new(),
+            last_refresh: None,
+            refresh_count: 0,
+            created_at,
+        })
+    }
+
+    /// Sets the refresh token.
+    #[must_use]
+    pub fn with_refresh_token(mut self, token: impl Into<String>) -> Self {
+        self.refresh_token = Some(SecretString::from(token.into()));
+        self
+    }
+
+    /// Sets the OAuth client id and, for confidential clients, its secret.
+    #[must_use]
+    pub fn with_client(mut self, client_id: impl Into<String>, secret: Option<String>) -> Self {
+        self.client_id = client_id.into();
+        self.client_secret = secret.map(SecretString::from);
+        self
+    }
+
+    /// Sets the access token's expiry.
+    #[must_use]
+    pub fn with_expires_at(mut self, expires_at: DateTime<Utc>) -> Self {
+        self.expires_at = Some(expires_at);
+        self
+    }
+
+    /// Sets the granted scopes.
+    #[must_use]
+    pub fn with_scopes<I, S>(mut self, scopes: I) -> Self
+    where
+        I: IntoIterator<Item = S>,
+        S: Into<String>,
+    {
+        self.scopes = scopes.into_iter().map(Into::into).collect();
+        self
+    }
+
+    /// Go `IsExpired`: true when the token expires within [`REFRESH_BUFFER`] (strictly after
+    /// `expires_at - 5 min`). No expiry means never expired.
+    pub fn is_expired(&self, now: DateTime<Utc>) -> bool {
+        self.expires_within(REFRESH_BUFFER, now)
+    }
+
+    /// Go `NeedsRefresh`: the same rule as [`is_expired`](Self::is_expired); kept as its own name
+    /// because callers ask the two questions for different reasons.
+    pub fn needs_refresh(&self, now: DateTime<Utc>) -> bool {
+        self.expires_within(REFRESH_BUFFER, now)
+    }
+
+    /// True when the access token expires within `buffer` of `now` (strict, as in Go). `false`
+    /// without an expiry.
+    pub fn expires_within(&self, buffer: Duration, now: DateTime<Utc>) -> bool {
+        match self.expires_at {
+            None => false,
+            Some(at) => now > at - delta(buffer),
+        }
+    }
+
+    /// True while the access token itself still works (no buffer): `now < expires_at`.
+    pub fn access_token_valid(&self, now: DateTime<Utc>) -> bool {
+        self.expires_at.is_none_or(|at| now < at)
+    }
+
+    /// Time left until the access token expires (`None` without an expiry; zero once expired).
+    pub fn time_to_expiry(&self, now: DateTime<Utc>) -> Option<Duration> {
+        self.expires_at
+            .map(|at| (at - now).to_std().unwrap_or(Duration::ZERO))
+    }
+
+    /// A view that serializes every field, secrets included, in clear text. Only stores call this.
+    pub fn persisted(&self) -> PersistedCredential<'_> {
+        PersistedCredential(self)
+    }
+}
+
+/// Converts a std duration to a chrono delta, saturating at chrono's range.
+pub fn delta(d: Duration) -> TimeDelta {
+    TimeDelta::from_std(d).unwrap_or(TimeDelta::MAX)
+}
+
+impl fmt::Debug for Credential {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Credential")
+            .field("id", &self.id)
+            .field("client_id", &self.client_id)
+            .field("client_secret", &self.client_secret)
+            .field("access_token", &self.access_token)
+            .field("refresh_token", &self.refresh_token)
+            .field("expires_at", &self.expires_at)
+            .field("refresh_token_expires_at", &self.refresh_token_expires_at)
+            .field("scopes", &self.scopes)
+            .field("last_refresh", &self.last_refresh)
+            .field("refresh_count", &self.refresh_count)
+            .field("created_at", &self.created_at)
+            .finish()
+    }
+}
+
+/// The deliberate, clear-text serialization of a [`Credential`], for stores. Its own `Debug` stays
+/// redacted.
+#[derive(Debug, Clone, Copy)]
+pub struct PersistedCredential<'a>(&'a Credential);
+
+impl Serialize for PersistedCredential<'_> {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        #[derive(Serialize)]
+        struct Wire<'a> {
+            id: &'a CredentialId,
+            client_id: &'a str,
+            client_secret: Option<&'a str>,
+            access_token: &'a str,
+            refresh_token: Option<&'a str>,
+            expires_at: Option<DateTime<Utc>>,
+            refresh_token_expires_at: Option<DateTime<Utc>>,
+            scopes: &'a [String],
+            last_refresh: Option<DateTime<Utc>>,
+            refresh_count: u64,
+            created_at: DateTime<Utc>,
+        }
+        let c = self.0;
+        Wire {
+            id: &c.id,
+            client_id: &c.client_id,
+            client_secret: c.client_secret.as_ref().map(ExposeSecret::expose_secret),
+            access_token: c.access_token.expose_secret(),
+            refresh_token: c.refresh_token.as_ref().map(ExposeSecret::expose_secret),
+            expires_at: c.expires_at,
+            refresh_token_expires_at: c.refresh_token_expires_at,
+            scopes: &c.scopes,
+            last_refresh: c.last_refresh,
+            refresh_count: c.refresh_count,
+            created_at: c.created_at,
+        }
+        .serialize(serializer)
+    }
+}
+
+impl Credential {
+    /// True when both hold the same access and refresh tokens (compares secrets without exposing them
+    /// to the caller).
+    pub fn same_tokens(&self, other: &Self) -> bool {
+        self.access_token.expose_secret() == other.access_token.expose_secret()
+            && self.refresh_token.as_ref().map(ExposeSecret::expose_secret)
+                == other
+                    .refresh_token
+                    .as_ref()
+                    .map(ExposeSecret::expose_secret)
+    }
+}
+
+/// Token usage reported by one AI request.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Usage {
+    /// Tokens in the prompt.
+    #[serde(default)]
+    pub prompt_tokens: u64,
+    /// Tokens in the completion.
+    #[serde(default)]
+    pub completion_tokens: u64,
+    /// Total as the provider reported it (some fill only this).
+    #[serde(default)]
+    pub total_tokens: u64,
+}
+
+impl Usage {
+    /// The token count to account: the provider's total when it sent one, otherwise prompt +
+    /// completion. (The Go package used prompt + completion only, so total-only providers counted 0.)
+    pub fn tokens(&self) -> u64 {
+        if self.total_tokens > 0 {
+            self.total_tokens
+        } else {
+            self.prompt_tokens.saturating_add(self.completion_tokens)
+        }
+    }
+}

@@ -1,0 +1,641 @@
+//! The per-credential health state machine: pure, taking `now`.
+//!
+//! Four independent reasons keep a credential out of rotation, and availability is decided by the
+//! latest of them (the Go package let a short request backoff overwrite a long refresh backoff):
+//!
+//! | reason | set by | ends |
+//! |---|---|---|
+//! | request backoff | consecutive transient failures: 1, 2, 4, 8, 16, 32, 60, 60... s | time, or a success |
+//! | refresh backoff | failed refreshes; from the 5th in a row 60, 120, 240, 480 s | time, or a successful refresh |
+//! | cooldown | a rate limit, for Retry-After or the provider's reset hint, clamped | time |
+//! | needs re-authorization | a permanent auth failure (`invalid_grant`, revoked grant) | a human: [`CredentialHealth::mark_reauthorized`] |
+//!
+//! plus a manual [`disable`](CredentialHealth::disable). A credential that needs re-authorization
+//! stays usable until its still-valid access token expires, when the failure came from a refresh.
+
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+
+use crate::credential::delta;
+use crate::error::PolicyError;
+use crate::failure::FailureKind;
+
+/// Thresholds and schedules of the health state machine. The defaults are the Go constants.
+#[derive(Debug, Clone, PartialEq)]
+pub struct HealthPolicy {
+    /// Consecutive request failures after which a credential is reported unhealthy (Go: 3).
+    pub unhealthy_after: u32,
+    /// First request backoff (Go: 1 s); doubles per consecutive failure.
+    pub backoff_base: Duration,
+    /// Request backoff cap (Go: 60 s).
+    pub backoff_cap: Duration,
+    /// Consecutive refresh failures from which the long refresh backoff applies and the credential is
+    /// unhealthy (Go: 5). Below it, refresh failures back off on the request schedule.
+    pub refresh_unhealthy_after: u32,
+    /// First long refresh backoff (Go: 60 s).
+    pub refresh_backoff_base: Duration,
+    /// Refresh backoff cap (Go: 480 s).
+    pub refresh_backoff_cap: Duration,
+    /// Cooldown after a rate limit that named no time (not in Go: it had no rate-limit handling).
+    pub default_cooldown: Duration,
+    /// Longest cooldown accepted from a Retry-After or reset hint.
+    pub max_cooldown: Duration,
+    /// Fraction (0.0..=1.0) by which a backoff may be randomly shortened, so that credentials failing
+    /// together do not all return at the same instant. 0 disables jitter (the default, as in Go).
+    pub jitter: f64,
+}
+
+impl Default for HealthPolicy {
+    fn default() -> Self {
+        Self {
+            unhealthy_after: 3,
+            backoff_base: Duration::from_secs(1),
+            backoff_cap: Duration::from_secs(60),
+            refresh_unhealthy_after: 5,
+            refresh_backoff_base: Duration::from_secs(60),
+            refresh_backoff_cap: Duration::from_secs(480),
+            default_cooldown: Duration::from_secs(60),
+            max_cooldown: Duration::from_secs(3600),
+            jitter: 0.0,
+        }
+    }
+}
+
+impl HealthPolicy {
+    /// Checks that the policy makes sense.
+    ///
+    /// # Errors
+    /// [`PolicyError`] naming the first field that does not.
+    pub fn validate(&self) -> Result<(), PolicyError> {
+        for (field, v) in [
+            ("backoff_base", self.backoff_base),
+            ("refresh_backoff_base", self.refresh_backoff_base),
+            ("default_cooldown", self.default_cooldown),
+            ("max_cooldown", self.max_cooldown),
+        ] {
+            if v.is_zero() {
+                return Err(PolicyError::ZeroDuration { field });
+            }
+        }
+        for (field, value, lower_field, lower) in [
+            (
+                "backoff_cap",
+                self.backoff_cap,
+                "backoff_base",
+                self.backoff_base,
+            ),
+            (
+                "refresh_backoff_cap",
+                self.refresh_backoff_cap,
+                "refresh_backoff_base",
+                self.refresh_backoff_base,
+            ),
+            (
+                "max_cooldown",
+                self.max_cooldown,
+                "default_cooldown",
+                self.default_cooldown,
+            ),
+        ] {
+            if value < lower {
+                return Err(PolicyError::BoundBelowBase {
+                    field,
+                    value,
+                    lower_field,
+                    lower,
+                });
+            }
+        }
+        if self.unhealthy_after == 0 {
+            return Err(PolicyError::ZeroThreshold {
+                field: "unhealthy_after",
+            });
+        }
+        if self.refresh_unhealthy_after == 0 {
+            return Err(PolicyError::ZeroThreshold {
+                field: "refresh_unhealthy_after",
+            });
+        }
+        if !(0.0..=1.0).contains(&self.jitter) {
+            return Err(PolicyError::FractionOutOfRange {
+                field: "jitter",
+                value: self.jitter,
+            });
+        }
+        Ok(())
+    }
+
+    /// The request backoff after `failures` consecutive failures, before jitter: 0 for none, then
+    /// `base * 2^(failures-1)` capped (Go: 1, 2, 4, 8, 16, 32, 60, 60... s).
+    pub fn request_backoff(&self, failures: u32) -> Duration {
+        exp_backoff(self.backoff_base, self.backoff_cap, failures.checked_sub(1))
+    }
+
+    /// The refresh backoff after `failures` consecutive refresh failures, before jitter: the request
+    /// schedule below [`refresh_unhealthy_after`](Self::refresh_unhealthy_after), then
+    /// `refresh_base * 2^(failures-threshold)` capped (Go: 60, 120, 240, 480 s from the 5th).
+    pub fn refresh_backoff(&self, failures: u32) -> Duration {
+        match failures.checked_sub(self.refresh_unhealthy_after) {
+            Some(over) => exp_backoff(
+                self.refresh_backoff_base,
+                self.refresh_backoff_cap,
+                Some(over),
+            ),
+            None => self.request_backoff(failures),
+        }
+    }
+
+    /// Clamps a provider-requested cooldown to `max_cooldown`, using `default_cooldown` when the
+    /// provider named none.
+    pub fn cooldown(&self, requested: Option<Duration>) -> Duration {
+        requested
+            .unwrap_or(self.default_cooldown)
+            .min(self.max_cooldown)
+    }
+}
+
+fn exp_backoff(base: Duration, cap: Duration, exponent: Option<u32>) -> Duration {
+    let Some(exp) = exponent else {
+        return Duration::ZERO;
+    };
+    let factor = 1u32.checked_shl(exp.min(31)).unwrap_or(u32::MAX);
+    base.checked_mul(factor).unwrap_or(cap).min(cap)
+}
+
+/// A small seedable random source (SplitMix64) for backoff jitter: deterministic in tests, cheap, and
+/// with no dependency.
+#[derive(Debug, Clone)]
+pub struct Jitter(u64);
+
+impl Jitter {
+    /// A source seeded with `seed`.
+    pub const fn new(seed: u64) -> Self {
+        Self(seed)
+    }
+
+    /// The next value in `0.0..1.0`.
+    pub fn next_unit(&mut self) -> f64 {
+        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        z ^= z >> 31;
+        // 53 random bits into [0, 1).
+        #[allow(clippy::cast_precision_loss)]
+        let unit = (z >> 11) as f64 / (1u64 << 53) as f64;
+        unit
+    }
+
+    /// Shortens `d` by up to `fraction` of itself; never lengthens it.
+    pub fn apply(&mut self, d: Duration, fraction: f64) -> Duration {
+        if fraction <= 0.0 || d.is_zero() {
+            return d;
+        }
+        d.mul_f64(1.0 - fraction.min(1.0) * self.next_unit())
+    }
+}
+
+/// What a credential is doing now, for reporting (a metric gauge, a health endpoint).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+#[non_exhaustive]
+pub enum CredentialState {
+    /// Serving traffic.
+    Active,
+    /// Waiting out a failure backoff (request or refresh).
+    BackingOff,
+    /// Waiting out a rate limit.
+    CoolingDown,
+    /// Needs a human to re-authorize it.
+    NeedsReauthorization,
+    /// Disabled by an operator.
+    Disabled,
+}
+
+impl CredentialState {
+    /// Every state, in gauge order.
+    pub const ALL: [Self; 5] = [
+        Self::Active,
+        Self::BackingOff,
+        Self::CoolingDown,
+        Self::NeedsReauthorization,
+        Self::Disabled,
+    ];
+
+    /// The state's snake_case name.
+    pub const fn as_str(&self) -> &'static str {
+        match self {
+            Self::Active => "active",
+            Self::BackingOff => "backing_off",
+            Self::CoolingDown => "cooling_down",
+            Self::NeedsReauthorization => "needs_reauthorization",
+            Self::Disabled => "disabled",
+        }
+    }
+}
+
+/// When a credential can take traffic.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Availability {
+    /// Now.
+    Now,
+    /// From this instant on (a backoff or cooldown ends then).
+    At(DateTime<Utc>),
+    /// Not until someone acts (re-authorization, or enabling a disabled credential).
+    Never,
+}
+
+impl Availability {
+    /// True for [`Availability::Now`].
+    pub const fn is_now(&self) -> bool {
+        matches!(self, Self::Now)
+    }
+}
+
+/// A noteworthy change caused by a health transition; the manager turns these into events.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum HealthChange {
+    /// A failure started (or extended) a backoff.
+    BackedOff {
+        /// Backoff end.
+        until: DateTime<Utc>,
+        /// Consecutive failures so far.
+        consecutive_failures: u32,
+    },
+    /// A rate limit started a cooldown.
+    CooledDown {
+        /// Cooldown end.
+        until: DateTime<Utc>,
+    },
+    /// The credential became unhealthy (crossed a failure threshold).
+    BecameUnhealthy,
+    /// The credential needs re-authorization.
+    NeedsReauthorization {
+        /// Until when its access token still works, if at all.
+        access_valid_until: Option<DateTime<Utc>>,
+    },
+    /// A success after being unhealthy or in backoff.
+    Recovered,
+}
+
+/// The request- and refresh-failure history of one credential, and what follows from it.
+#[derive(Debug, Clone)]
+pub struct CredentialHealth {
+    consecutive_failures: u32,
+    refresh_failures: u32,
+    request_backoff_until: Option<DateTime<Utc>>,
+    refresh_backoff_until: Option<DateTime<Utc>>,
+    cooldown_until: Option<DateTime<Utc>>,
+    reauth: Option<Reauth>,
+    disabled: bool,
+    last_success: Option<DateTime<Utc>>,
+    last_failure: Option<DateTime<Utc>>,
+    last_failure_kind: Option<FailureKind>,
+    last_refresh: Option<DateTime<Utc>>,
+    last_refresh_failure: Option<FailureKind>,
+    jitter: Jitter,
+}
+
+#[derive(Debug, Clone, Copy)]
+struct Reauth {
+    since: DateTime<Utc>,
+    access_valid_until: Option<DateTime<Utc>>,
+}
+
+impl Default for CredentialHealth {
+    fn default() -> Self {
+        Self::new(0)
+    }
+}
+
+impl CredentialHealth {
+    /// A healthy credential with no history; `seed` seeds its jitter source.
+    pub const fn new(seed: u64) -> Self {
+        Self {
+            consecutive_failures: 0,
+            refresh_failures: 0,
+            request_backoff_until: None,
+            refresh_backoff_until: None,
+            cooldown_until: None,
+            reauth: None,
+            disabled: false,
+            last_success: None,
+            last_failure: None,
+            last_failure_kind: None,
+            last_refresh: None,
+            last_refresh_failure: None,
+            jitter: Jitter::new(seed),
+        }
+    }
+
+    /// A request succeeded: failures reset, the request backoff clears.
+    pub fn record_success(&mut self, now: DateTime<Utc>) -> Option<HealthChange> {
+        let was_failing = self.consecutive_failures > 0;
+        self.last_success = Some(now);
+        self.consecutive_failures = 0;
+        self.request_backoff_until = None;
+        (was_failing && self.reauth.is_none()).then_some(HealthChange::Recovered)
+    }
+
+    /// A request failed with `kind`. Returns the most significant change.
+    pub fn record_failure(
+        &mut self,
+        kind: FailureKind,
+        policy: &HealthPolicy,
+        now: DateTime<Utc>,
+    ) -> Option<HealthChange> {
+        match kind {
+            FailureKind::RequestScoped => None,
+            FailureKind::RateLimited { retry_after } => {
+                self.note_failure(kind, now);
+                Some(self.cool_down_for(policy.cooldown(retry_after), now))
+            }
+            FailureKind::PermanentAuth | FailureKind::Misconfigured => {
+                self.note_failure(kind, now);
+                Some(self.require_reauthorization(None, now))
+            }
+            FailureKind::Unauthorized | FailureKind::Transient => {
+                self.note_failure(kind, now);
+                let was_healthy = self.is_healthy(policy);
+                self.consecutive_failures = self.consecutive_failures.saturating_add(1);
+                let backoff = self.jitter.apply(
+                    policy.request_backoff(self.consecutive_failures),
+                    policy.jitter,
+                );
+                let until = now + delta(backoff);
+                self.request_backoff_until = Some(until);
+                Some(if was_healthy && !self.is_healthy(policy) {
+                    HealthChange::BecameUnhealthy
+                } else {
+                    HealthChange::BackedOff {
+                        until,
+                        consecutive_failures: self.consecutive_failures,
+                    }
+                })
+            }
+        }
+    }
+
+    /// A refresh succeeded: refresh failures and the refresh backoff clear, and a re-authorization
+    /// requirement ends (the grant evidently works).
+    pub fn record_refresh_success(&mut self, now: DateTime<Utc>) -> Option<HealthChange> {
+        let was_failing = self.refresh_failures > 0 || self.reauth.is_some();
+        self.last_refresh = Some(now);
+        self.refresh_failures = 0;
+        self.refresh_backoff_until = None;
+        self.last_refresh_failure = None;
+        self.reauth = None;
+        was_failing.then_some(HealthChange::Recovered)
+    }
+
+    /// A refresh failed with `kind`. `access_valid_until` is when the current access token expires:
+    /// after a permanent failure the credential stays usable until then.
+    pub fn record_refresh_failure(
+        &mut self,
+        kind: FailureKind,
+        access_valid_until: Option<DateTime<Utc>>,
+        policy: &HealthPolicy,
+        now: DateTime<Utc>,
+    ) -> Option<HealthChange> {
+        self.last_refresh_failure = Some(kind);
+        self.last_failure = Some(now);
+        self.last_failure_kind = Some(kind);
+        if kind.is_permanent() {
+            return Some(self.require_reauthorization(access_valid_until, now));
+        }
+        if kind == FailureKind::RequestScoped {
+            return None;
+        }
+        let was_healthy = self.is_healthy(policy);
+        self.refresh_failures = self.refresh_failures.saturating_add(1);
+        let mut backoff = self
+            .jitter
+            .apply(policy.refresh_backoff(self.refresh_failures), policy.jitter);
+        if let FailureKind::RateLimited { retry_after } = kind {
+            backoff = backoff.max(policy.cooldown(retry_after));
+        }
+        let until = now + delta(backoff);
+        self.refresh_backoff_until =
+            Some(self.refresh_backoff_until.map_or(until, |t| t.max(until)));
+        Some(if was_healthy && !self.is_healthy(policy) {
+            HealthChange::BecameUnhealthy
+        } else {
+            HealthChange::BackedOff {
+                until,
+                consecutive_failures: self.refresh_failures,
+            }
+        })
+    }
+
+    /// Cools the credential down until `until` (a provider's reset hint), clamped to the policy's
+    /// maximum from `now`.
+    pub fn cool_down_until(
+        &mut self,
+        until: DateTime<Utc>,
+        policy: &HealthPolicy,
+        now: DateTime<Utc>,
+    ) -> HealthChange {
+        let requested = (until - now).to_std().unwrap_or(Duration::ZERO);
+        self.cool_down_for(policy.cooldown(Some(requested)), now)
+    }
+
+    fn cool_down_for(&mut self, d: Duration, now: DateTime<Utc>) -> HealthChange {
+        let until = now + delta(d);
+        let until = self.cooldown_until.map_or(until, |t| t.max(until));
+        self.cooldown_until = Some(until);
+        HealthChange::CooledDown { until }
+    }
+
+    fn require_reauthorization(
+        &mut self,
+        access_valid_until: Option<DateTime<Utc>>,
+        now: DateTime<Utc>,
+    ) -> HealthChange {
+        let since = self.reauth.map_or(now, |r| r.since);
+        self.reauth = Some(Reauth {
+            since,
+            access_valid_until,
+        });
+        HealthChange::NeedsReauthorization { access_valid_until }
+    }
+
+    fn note_failure(&mut self, kind: FailureKind, now: DateTime<Utc>) {
+        self.last_failure = Some(now);
+        self.last_failure_kind = Some(kind);
+    }
+
+    /// A human re-authorized the credential (new tokens stored): the requirement ends.
+    pub fn mark_reauthorized(&mut self) {
+        self.reauth = None;
+        self.refresh_failures = 0;
+        self.refresh_backoff_until = None;
+    }
+
+    /// Takes the credential out of rotation until [`enable`](Self::enable).
+    pub fn disable(&mut self) {
+        self.disabled = true;
+    }
+
+    /// Undoes [`disable`](Self::disable).
+    pub fn enable(&mut self) {
+        self.disabled = false;
+    }
+
+    /// When the credential can take traffic: the latest of its backoffs and cooldown, or never while
+    /// disabled or needing re-authorization (unless its access token is still valid).
+    pub fn availability(&self, now: DateTime<Utc>) -> Availability {
+        if self.disabled {
+            return Availability::Never;
+        }
+        if let Some(r) = self.reauth {
+            match r.access_valid_until {
+                Some(t) if t > now => {}
+                _ => return Availability::Never,
+            }
+        }
+        match self.blocked_until() {
+            Some(t) if t > now => Availability::At(t),
+            _ => Availability::Now,
+        }
+    }
+
+    /// The latest of the request backoff, refresh backoff and cooldown ends.
+    pub fn blocked_until(&self) -> Option<DateTime<Utc>> {
+        [
+            self.request_backoff_until,
+            self.refresh_backoff_until,
+            self.cooldown_until,
+        ]
+        .into_iter()
+        .flatten()
+        .max()
+    }
+
+    /// True when the credential can take traffic at `now`.
+    pub fn is_available(&self, now: DateTime<Utc>) -> bool {
+        self.availability(now).is_now()
+    }
+
+    /// True unless failure thresholds were crossed, it needs re-authorization, or it is disabled.
+    pub fn is_healthy(&self, policy: &HealthPolicy) -> bool {
+        self.reauth.is_none()
+            && !self.disabled
+            && self.consecutive_failures < policy.unhealthy_after
+            && self.refresh_failures < policy.refresh_unhealthy_after
+    }
+
+    /// True while a human must re-authorize the credential.
+    pub const fn needs_reauthorization(&self) -> bool {
+        self.reauth.is_some()
+    }
+
+    /// Consecutive request failures.
+    pub const fn consecutive_failures(&self) -> u32 {
+        self.consecutive_failures
+    }
+
+    /// Consecutive refresh failures.
+    pub const fn refresh_failures(&self) -> u32 {
+        self.refresh_failures
+    }
+
+    /// The current state, for reporting.
+    pub fn state(&self, now: DateTime<Utc>) -> CredentialState {
+        if self.disabled {
+            CredentialState::Disabled
+        } else if self.reauth.is_some() {
+            CredentialState::NeedsReauthorization
+        } else if self.cooldown_until.is_some_and(|t| t > now)
+            && self.cooldown_until >= self.request_backoff_until.max(self.refresh_backoff_until)
+        {
+            CredentialState::CoolingDown
+        } else if self.blocked_until().is_some_and(|t| t > now) {
+            CredentialState::BackingOff
+        } else {
+            CredentialState::Active
+        }
+    }
+
+    /// A serializable copy of the health at `now`.
+    pub fn snapshot(&self, policy: &HealthPolicy, now: DateTime<Utc>) -> HealthSnapshot {
+        let availability = self.availability(now);
+        HealthSnapshot {
+            state: self.state(now),
+            is_healthy: self.is_healthy(policy),
+            is_available: availability.is_now(),
+            available_at: match availability {
+                Availability::Now => Some(now),
+                Availability::At(t) => Some(t),
+                Availability::Never => None,
+            },
+            failure_count: self.consecutive_failures,
+            refresh_fail_count: self.refresh_failures,
+            backoff_until: self.blocked_until().filter(|t| *t > now),
+            request_backoff_until: self.request_backoff_until.filter(|t| *t > now),
+            refresh_backoff_until: self.refresh_backoff_until.filter(|t| *t > now),
+            cooldown_until: self.cooldown_until.filter(|t| *t > now),
+            needs_reauthorization: self.reauth.is_some(),
+            needs_reauthorization_since: self.reauth.map(|r| r.since),
+            access_valid_until: self.reauth.and_then(|r| r.access_valid_until),
+            disabled: self.disabled,
+            last_success: self.last_success,
+            last_failure: self.last_failure,
+            last_failure_kind: self.last_failure_kind,
+            last_refresh: self.last_refresh,
+            last_refresh_failure: self.last_refresh_failure,
+        }
+    }
+}
+
+/// A serializable copy of one credential's health. Holds no secret material.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[non_exhaustive]
+pub struct HealthSnapshot {
+    /// What the credential is doing.
+    pub state: CredentialState,
+    /// Go `is_healthy`.
+    pub is_healthy: bool,
+    /// Go `is_available`: can take traffic now.
+    pub is_available: bool,
+    /// When it can take traffic (now when available; `None` for never).
+    pub available_at: Option<DateTime<Utc>>,
+    /// Go `failure_count`: consecutive request failures.
+    pub failure_count: u32,
+    /// Go `refresh_fail_count`: consecutive refresh failures.
+    pub refresh_fail_count: u32,
+    /// Go `backoff_until`: the latest of all backoffs and the cooldown, when in the future.
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub backoff_until: Option<DateTime<Utc>>,
+    /// Request-failure backoff end.
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub request_backoff_until: Option<DateTime<Utc>>,
+    /// Refresh-failure backoff end.
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub refresh_backoff_until: Option<DateTime<Utc>>,
+    /// Rate-limit cooldown end.
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub cooldown_until: Option<DateTime<Utc>>,
+    /// Needs a human to re-authorize it.
+    pub needs_reauthorization: bool,
+    /// Since when.
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub needs_reauthorization_since: Option<DateTime<Utc>>,
+    /// Until when its access token still works while it needs re-authorization.
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub access_valid_until: Option<DateTime<Utc>>,
+    /// Disabled by an operator.
+    pub disabled: bool,
+    /// Go `last_success`.
+    pub last_success: Option<DateTime<Utc>>,
+    /// Go `last_failure`.
+    pub last_failure: Option<DateTime<Utc>>,
+    /// Classification of the last failure.
+    pub last_failure_kind: Option<FailureKind>,
+    /// Go `last_refresh`.
+    pub last_refresh: Option<DateTime<Utc>>,
+    /// Classification of the last refresh failure, until a refresh succeeds.
+    pub last_refresh_failure: Option<FailureKind>,
+}

@@ -1,0 +1,368 @@
+use std::time::Duration;
+
+use chrono::{DateTime, TimeDelta, TimeZone, Utc};
+use oauth_core::{
+    Availability, CredentialHealth, CredentialState, FailureKind, HealthChange, HealthPolicy,
+    Jitter, PolicyError, UsageSnapshot, delta,
+};
+use proptest::prelude::*;
+
+fn t0() -> DateTime<Utc> {
+    Utc.with_ymd_and_hms(2026, 11, 30, 12, 0, 0)
+        .single()
+        .expect("valid date")
+}
+
+fn secs(s: u64) -> Duration {
+    Duration::from_secs(s)
+}
+
+#[test]
+fn request_backoff_schedule_matches_go() {
+    let p = HealthPolicy::default();
+    let got: Vec<u64> = (1..=8).map(|f| p.request_backoff(f).as_secs()).collect();
+    assert_eq!(got, [1, 2, 4, 8, 16, 32, 60, 60]);
+    assert_eq!(p.request_backoff(0), Duration::ZERO);
+    assert_eq!(p.request_backoff(u32::MAX), secs(60));
+}
+
+#[test]
+fn failures_back_off_on_schedule_and_turn_unhealthy_at_the_third() {
+    let p = HealthPolicy::default();
+    let mut h = CredentialHealth::default();
+    let mut now = t0();
+    for (i, want) in [1u64, 2, 4, 8, 16, 32, 60, 60].into_iter().enumerate() {
+        let change = h.record_failure(FailureKind::Transient, &p, now);
+        let failures = u32::try_from(i + 1).expect("small");
+        assert_eq!(h.consecutive_failures(), failures);
+        assert_eq!(
+            h.availability(now),
+            Availability::At(now + delta(secs(want)))
+        );
+        assert_eq!(h.is_healthy(&p), failures < 3, "after {failures} failures");
+        if failures == 3 {
+            assert_eq!(change, Some(HealthChange::BecameUnhealthy));
+        } else {
+            assert!(matches!(change, Some(HealthChange::BackedOff { .. })));
+        }
+        now += delta(secs(want));
+        assert!(h.is_available(now), "available once the backoff ends");
+    }
+    assert_eq!(h.record_success(now), Some(HealthChange::Recovered));
+    assert!(h.is_healthy(&p));
+    assert_eq!(h.consecutive_failures(), 0);
+    assert!(h.is_available(now));
+}
+
+#[test]
+fn refresh_failure_schedule_matches_go_from_the_fifth() {
+    let p = HealthPolicy::default();
+    let got: Vec<u64> = (5..=9).map(|f| p.refresh_backoff(f).as_secs()).collect();
+    assert_eq!(got, [60, 120, 240, 480, 480]);
+    let mut h = CredentialHealth::default();
+    for n in 1..=4 {
+        h.record_refresh_failure(FailureKind::Transient, None, &p, t0());
+        assert!(h.is_healthy(&p), "healthy after {n} refresh failures");
+    }
+    let change = h.record_refresh_failure(FailureKind::Transient, None, &p, t0());
+    assert_eq!(change, Some(HealthChange::BecameUnhealthy));
+    assert!(!h.is_healthy(&p));
+    assert_eq!(
+        h.availability(t0()),
+        Availability::At(t0() + delta(secs(60)))
+    );
+    assert_eq!(
+        h.record_refresh_success(t0()),
+        Some(HealthChange::Recovered)
+    );
+    assert!(h.is_healthy(&p));
+    assert!(h.is_available(t0()));
+}
+
+#[test]
+fn availability_is_the_later_of_the_two_backoffs() {
+    let p = HealthPolicy::default();
+    let mut h = CredentialHealth::default();
+    for _ in 0..5 {
+        h.record_refresh_failure(FailureKind::Transient, None, &p, t0());
+    }
+    // A request failure afterwards (1 s) must not shorten the 60 s refresh backoff, as Go's did.
+    h.record_failure(FailureKind::Transient, &p, t0());
+    assert_eq!(
+        h.availability(t0()),
+        Availability::At(t0() + delta(secs(60)))
+    );
+    // And a long request backoff is not shortened by a short refresh one.
+    let mut h = CredentialHealth::default();
+    for _ in 0..7 {
+        h.record_failure(FailureKind::Transient, &p, t0());
+    }
+    h.record_refresh_failure(FailureKind::Transient, None, &p, t0());
+    assert_eq!(
+        h.availability(t0()),
+        Availability::At(t0() + delta(secs(60)))
+    );
+    assert_eq!(h.state(t0()), CredentialState::BackingOff);
+}
+
+#[test]
+fn rate_limits_cool_down_for_retry_after_clamped() {
+    let p = HealthPolicy::default();
+    let mut h = CredentialHealth::default();
+    let change = h.record_failure(FailureKind::rate_limited(Some(secs(30))), &p, t0());
+    assert_eq!(
+        change,
+        Some(HealthChange::CooledDown {
+            until: t0() + delta(secs(30))
+        })
+    );
+    assert_eq!(h.state(t0()), CredentialState::CoolingDown);
+    assert!(h.is_healthy(&p), "a rate limit is not a health fault");
+    assert_eq!(h.consecutive_failures(), 0);
+    assert!(h.is_available(t0() + delta(secs(30))));
+
+    let mut h = CredentialHealth::default();
+    h.record_failure(FailureKind::rate_limited(Some(secs(86_400))), &p, t0());
+    assert_eq!(
+        h.availability(t0()),
+        Availability::At(t0() + delta(secs(3600)))
+    );
+
+    let mut h = CredentialHealth::default();
+    h.record_failure(FailureKind::rate_limited(None), &p, t0());
+    assert_eq!(
+        h.availability(t0()),
+        Availability::At(t0() + delta(secs(60)))
+    );
+
+    let mut h = CredentialHealth::default();
+    h.cool_down_until(t0() + TimeDelta::minutes(10), &p, t0());
+    assert_eq!(
+        h.availability(t0()),
+        Availability::At(t0() + TimeDelta::minutes(10))
+    );
+}
+
+#[test]
+fn permanent_auth_needs_reauthorization_that_no_timer_ends() {
+    let p = HealthPolicy::default();
+    let mut h = CredentialHealth::default();
+    let valid_until = t0() + TimeDelta::minutes(4);
+    let change = h.record_refresh_failure(FailureKind::PermanentAuth, Some(valid_until), &p, t0());
+    assert_eq!(
+        change,
+        Some(HealthChange::NeedsReauthorization {
+            access_valid_until: Some(valid_until)
+        })
+    );
+    assert_eq!(h.state(t0()), CredentialState::NeedsReauthorization);
+    assert!(
+        h.is_available(t0()),
+        "the still-valid access token may be used"
+    );
+    assert_eq!(h.availability(valid_until), Availability::Never);
+    assert_eq!(
+        h.availability(t0() + TimeDelta::days(365)),
+        Availability::Never
+    );
+    let snap = h.snapshot(&p, t0());
+    assert!(snap.needs_reauthorization);
+    assert_eq!(snap.access_valid_until, Some(valid_until));
+    h.mark_reauthorized();
+    assert!(h.is_available(t0() + TimeDelta::days(365)));
+
+    // From a request (the provider says the account is gone): not usable at all.
+    let mut h = CredentialHealth::default();
+    h.record_failure(FailureKind::PermanentAuth, &p, t0());
+    assert_eq!(h.availability(t0()), Availability::Never);
+}
+
+#[test]
+fn request_scoped_failures_penalize_nothing() {
+    let p = HealthPolicy::default();
+    let mut h = CredentialHealth::default();
+    assert_eq!(h.record_failure(FailureKind::RequestScoped, &p, t0()), None);
+    assert!(h.is_available(t0()));
+    assert_eq!(h.snapshot(&p, t0()).last_failure, None);
+}
+
+#[test]
+fn disable_and_enable() {
+    let p = HealthPolicy::default();
+    let mut h = CredentialHealth::default();
+    h.disable();
+    assert_eq!(h.availability(t0()), Availability::Never);
+    assert_eq!(h.state(t0()), CredentialState::Disabled);
+    assert!(!h.is_healthy(&p));
+    h.enable();
+    assert!(h.is_available(t0()));
+    assert!(h.is_healthy(&p));
+}
+
+#[test]
+fn snapshot_has_the_go_json_names() {
+    let p = HealthPolicy::default();
+    let mut h = CredentialHealth::default();
+    h.record_failure(FailureKind::Transient, &p, t0());
+    let json = serde_json::to_value(h.snapshot(&p, t0())).expect("serializes");
+    for key in [
+        "is_healthy",
+        "is_available",
+        "failure_count",
+        "last_success",
+        "last_failure",
+        "backoff_until",
+        "last_refresh",
+        "refresh_fail_count",
+    ] {
+        assert!(json.get(key).is_some(), "missing {key} in {json}");
+    }
+    let mut healthy = CredentialHealth::default();
+    healthy.record_success(t0());
+    let json = serde_json::to_value(healthy.snapshot(&p, t0())).expect("serializes");
+    assert!(
+        json.get("backoff_until").is_none(),
+        "omitted when not backing off"
+    );
+}
+
+#[test]
+fn policy_validation_rejects_nonsense() {
+    let bad = HealthPolicy {
+        backoff_base: Duration::ZERO,
+        ..HealthPolicy::default()
+    };
+    assert_eq!(
+        bad.validate(),
+        Err(PolicyError::ZeroDuration {
+            field: "backoff_base"
+        })
+    );
+    let bad = HealthPolicy {
+        backoff_cap: secs(1),
+        backoff_base: secs(2),
+        ..HealthPolicy::default()
+    };
+    assert!(matches!(
+        bad.validate(),
+        Err(PolicyError::BoundBelowBase { .. })
+    ));
+    let bad = HealthPolicy {
+        jitter: f64::NAN,
+        ..HealthPolicy::default()
+    };
+    assert!(matches!(
+        bad.validate(),
+        Err(PolicyError::FractionOutOfRange { .. })
+    ));
+    let bad = HealthPolicy {
+        unhealthy_after: 0,
+        ..HealthPolicy::default()
+    };
+    assert!(matches!(
+        bad.validate(),
+        Err(PolicyError::ZeroThreshold { .. })
+    ));
+    assert_eq!(HealthPolicy::default().validate(), Ok(()));
+}
+
+#[test]
+fn jitter_is_deterministic_per_seed_and_only_shortens() {
+    let p = HealthPolicy {
+        jitter: 0.5,
+        ..HealthPolicy::default()
+    };
+    let run = |seed| {
+        let mut h = CredentialHealth::new(seed);
+        (0..6)
+            .map(|_| {
+                h.record_failure(FailureKind::Transient, &p, t0());
+                h.blocked_until()
+            })
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(run(7), run(7));
+    assert_ne!(run(7), run(8));
+    let mut j = Jitter::new(1);
+    for _ in 0..1000 {
+        let d = j.apply(secs(10), 0.5);
+        assert!(d <= secs(10) && d >= secs(5), "{d:?}");
+    }
+}
+
+#[test]
+fn usage_go_vectors() {
+    let rate = |ok: u64, failed: u64| {
+        let u = UsageSnapshot {
+            request_count: ok + failed,
+            success_count: ok,
+            error_count: failed,
+            ..UsageSnapshot::default()
+        };
+        u.success_rate()
+    };
+    assert!((rate(10, 0) - 1.0).abs() < f64::EPSILON);
+    assert!((rate(5, 5) - 0.5).abs() < f64::EPSILON);
+    assert!((rate(0, 0) - 1.0).abs() < f64::EPSILON);
+    assert!((rate(1, 3) - 0.25).abs() < f64::EPSILON);
+}
+
+#[test]
+fn requests_per_hour_is_continuous() {
+    let u = UsageSnapshot {
+        request_count: 100,
+        success_count: 100,
+        first_used: Some(t0()),
+        ..UsageSnapshot::default()
+    };
+    let at = |s: i64| u.requests_per_hour(t0() + TimeDelta::seconds(s));
+    assert!((at(35) - 100.0).abs() < 1e-9);
+    assert!((at(36) - 100.0).abs() < 1e-9, "Go jumped to 10,000 here");
+    assert!((at(3600) - 100.0).abs() < 1e-9);
+    assert!((at(7200) - 50.0).abs() < 1e-9);
+    let mut prev = at(0);
+    for s in (0..20_000).step_by(7) {
+        let v = at(s);
+        assert!(
+            v <= prev + 1e-9,
+            "never rises as time passes with no requests"
+        );
+        prev = v;
+    }
+}
+
+proptest! {
+    #[test]
+    fn backoff_never_decreases_and_never_exceeds_its_cap(
+        base_ms in 1u64..10_000,
+        cap_factor in 1u64..1_000,
+        a in 0u32..200,
+        b in 0u32..200,
+    ) {
+        let p = HealthPolicy {
+            backoff_base: Duration::from_millis(base_ms),
+            backoff_cap: Duration::from_millis(base_ms * cap_factor),
+            refresh_backoff_base: Duration::from_millis(base_ms),
+            refresh_backoff_cap: Duration::from_millis(base_ms * cap_factor),
+            ..HealthPolicy::default()
+        };
+        let (lo, hi) = (a.min(b), a.max(b));
+        prop_assert!(p.request_backoff(lo) <= p.request_backoff(hi));
+        prop_assert!(p.request_backoff(hi) <= p.backoff_cap);
+        prop_assert!(p.refresh_backoff(hi) <= p.refresh_backoff_cap.max(p.backoff_cap));
+        prop_assert!(p.refresh_backoff(lo) <= p.refresh_backoff(hi) || lo < p.refresh_unhealthy_after);
+    }
+
+    #[test]
+    fn jittered_backoff_stays_within_bounds(seed in any::<u64>(), failures in 1u32..40, jitter in 0.0f64..=1.0) {
+        let p = HealthPolicy { jitter, ..HealthPolicy::default() };
+        let mut h = CredentialHealth::new(seed);
+        for _ in 0..failures {
+            h.record_failure(FailureKind::Transient, &p, t0());
+        }
+        let until = h.blocked_until().expect("a backoff is set");
+        let d = (until - t0()).to_std().expect("in the future or now");
+        prop_assert!(d <= p.request_backoff(failures));
+        prop_assert!(d <= p.backoff_cap);
+    }
+}

@@ -1,0 +1,283 @@
+//! `cargo xtask tidy`: the architecture rules that the compiler does not check.
+//!
+//! - The crate graph is a DAG with `oauth-core` at the bottom: core depends on no crate of ours; a
+//!   concern crate (refresh, rotation, metrics, webhooks, store) depends only on core (and, for its
+//!   tests, on the testkit); the testkit depends on core at most; nothing but the tooling (xtask, the
+//!   `tests/` suite) depends on `oauth-manager`.
+//! - Every member inherits the workspace lints (`[lints] workspace = true`).
+//!
+//! The rules are a pure function over a [`Member`] list, so a test can feed them a bad graph.
+
+use std::fmt;
+use std::path::Path;
+use std::process::Command;
+
+use serde::Deserialize;
+
+/// What role a workspace crate plays in the layering.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Layer {
+    Core,
+    Concern,
+    Testkit,
+    Facade,
+    Tooling,
+}
+
+const CONCERNS: [&str; 5] = [
+    "oauth-refresh",
+    "oauth-rotation",
+    "oauth-metrics",
+    "oauth-webhooks",
+    "oauth-store",
+];
+
+pub(crate) fn layer_of(name: &str) -> Option<Layer> {
+    match name {
+        "oauth-core" => Some(Layer::Core),
+        "oauth-testkit" => Some(Layer::Testkit),
+        "oauth-manager" => Some(Layer::Facade),
+        "xtask" | "oauth-tests" => Some(Layer::Tooling),
+        n if CONCERNS.contains(&n) => Some(Layer::Concern),
+        _ => None,
+    }
+}
+
+/// How a dependency is used.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub(crate) enum DepKind {
+    Normal,
+    Dev,
+    Build,
+}
+
+impl fmt::Display for DepKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Self::Normal => "dependency",
+            Self::Dev => "dev-dependency",
+            Self::Build => "build-dependency",
+        })
+    }
+}
+
+/// One workspace member as tidy sees it.
+#[derive(Debug, Clone)]
+pub(crate) struct Member {
+    pub(crate) name: String,
+    /// Dependencies on other workspace members.
+    pub(crate) deps: Vec<(String, DepKind)>,
+    pub(crate) inherits_lints: bool,
+}
+
+/// Every rule violation in `members`, as readable lines; empty when tidy.
+pub(crate) fn check(members: &[Member]) -> Vec<String> {
+    let mut problems = Vec::new();
+    for m in members {
+        if !m.inherits_lints {
+            problems.push(format!(
+                "{}: does not inherit the workspace lints (add `[lints] workspace = true`)",
+                m.name
+            ));
+        }
+        let Some(from) = layer_of(&m.name) else {
+            problems.push(format!(
+                "{}: unknown crate; give it a layer in xtask/src/tidy.rs before adding it",
+                m.name
+            ));
+            continue;
+        };
+        for (dep, kind) in &m.deps {
+            let Some(to) = layer_of(dep) else {
+                continue; // reported as unknown on its own line
+            };
+            if let Some(why) = forbidden(from, to, *kind) {
+                problems.push(format!("{} -> {dep} ({kind}): {why}", m.name));
+            }
+        }
+    }
+    problems
+}
+
+fn forbidden(from: Layer, to: Layer, kind: DepKind) -> Option<&'static str> {
+    use Layer::{Concern, Core, Facade, Testkit, Tooling};
+    match (from, to) {
+        (Tooling, _) => None,
+        (_, Facade) => Some("only tooling (xtask, tests/) may depend on oauth-manager"),
+        (_, Tooling) => Some("nothing depends on tooling crates"),
+        (Core, _) => Some("oauth-core depends on no crate of ours"),
+        (Concern, Core) | (Testkit, Core) | (Facade, Core | Concern) => None,
+        (Concern | Facade, Testkit) if kind == DepKind::Dev => None,
+        (Concern, Testkit) | (Facade, Testkit) => {
+            Some("oauth-testkit is for tests: use it as a dev-dependency")
+        }
+        (Concern, Concern) => Some("a concern crate depends only on oauth-core"),
+        (Testkit, _) => Some("oauth-testkit depends on oauth-core at most"),
+    }
+}
+
+#[derive(Deserialize)]
+struct Metadata {
+    packages: Vec<Package>,
+    workspace_members: Vec<String>,
+}
+
+#[derive(Deserialize)]
+struct Package {
+    id: String,
+    name: String,
+    manifest_path: String,
+    dependencies: Vec<Dependency>,
+}
+
+#[derive(Deserialize)]
+struct Dependency {
+    name: String,
+    kind: Option<DepKind>,
+    path: Option<String>,
+}
+
+/// Reads the workspace with `cargo metadata` and each member's manifest.
+fn load() -> Result<Vec<Member>, String> {
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_owned());
+    let out = Command::new(cargo)
+        .args([
+            "metadata",
+            "--format-version",
+            "1",
+            "--no-deps",
+            "--offline",
+        ])
+        .current_dir(crate::ci::root())
+        .output()
+        .map_err(|e| format!("could not run cargo metadata: {e}"))?;
+    if !out.status.success() {
+        return Err(format!(
+            "cargo metadata failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        ));
+    }
+    let meta: Metadata = serde_json::from_slice(&out.stdout)
+        .map_err(|e| format!("cannot read cargo metadata output: {e}"))?;
+    let names: Vec<&str> = meta
+        .packages
+        .iter()
+        .filter(|p| meta.workspace_members.contains(&p.id))
+        .map(|p| p.name.as_str())
+        .collect();
+    meta.packages
+        .iter()
+        .filter(|p| meta.workspace_members.contains(&p.id))
+        .map(|p| {
+            Ok(Member {
+                name: p.name.clone(),
+                deps: p
+                    .dependencies
+                    .iter()
+                    .filter(|d| d.path.is_some() && names.contains(&d.name.as_str()))
+                    .filter(|d| d.name != p.name)
+                    .map(|d| (d.name.clone(), d.kind.unwrap_or(DepKind::Normal)))
+                    .collect(),
+                inherits_lints: inherits_lints(Path::new(&p.manifest_path))?,
+            })
+        })
+        .collect()
+}
+
+fn inherits_lints(manifest: &Path) -> Result<bool, String> {
+    let text = std::fs::read_to_string(manifest)
+        .map_err(|e| format!("cannot read {}: {e}", manifest.display()))?;
+    let doc: toml::Table = text
+        .parse()
+        .map_err(|e| format!("cannot parse {}: {e}", manifest.display()))?;
+    Ok(doc
+        .get("lints")
+        .and_then(|l| l.get("workspace"))
+        .and_then(toml::Value::as_bool)
+        == Some(true))
+}
+
+pub(crate) fn run() -> Result<(), String> {
+    let members = load()?;
+    let problems = check(&members);
+    if problems.is_empty() {
+        eprintln!("tidy: {} members, crate graph and lints OK", members.len());
+        Ok(())
+    } else {
+        Err(format!("tidy found problems:\n  {}", problems.join("\n  ")))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn member(name: &str, deps: &[(&str, DepKind)]) -> Member {
+        Member {
+            name: name.to_owned(),
+            deps: deps.iter().map(|(n, k)| ((*n).to_owned(), *k)).collect(),
+            inherits_lints: true,
+        }
+    }
+
+    #[test]
+    fn the_real_workspace_is_tidy() {
+        let members = load().unwrap_or_else(|e| panic!("{e}"));
+        assert!(members.iter().any(|m| m.name == "oauth-core"));
+        assert_eq!(check(&members), Vec::<String>::new());
+    }
+
+    #[test]
+    fn a_good_graph_passes() {
+        let g = [
+            member("oauth-core", &[]),
+            member(
+                "oauth-refresh",
+                &[
+                    ("oauth-core", DepKind::Normal),
+                    ("oauth-testkit", DepKind::Dev),
+                ],
+            ),
+            member("oauth-testkit", &[("oauth-core", DepKind::Normal)]),
+            member(
+                "oauth-manager",
+                &[
+                    ("oauth-refresh", DepKind::Normal),
+                    ("oauth-testkit", DepKind::Dev),
+                ],
+            ),
+            member("oauth-tests", &[("oauth-manager", DepKind::Normal)]),
+            member("xtask", &[("oauth-manager", DepKind::Normal)]),
+        ];
+        assert_eq!(check(&g), Vec::<String>::new());
+    }
+
+    #[test]
+    fn forbidden_dependencies_are_reported() {
+        let g = [
+            member("oauth-core", &[("oauth-refresh", DepKind::Dev)]),
+            member("oauth-metrics", &[("oauth-refresh", DepKind::Normal)]),
+            member("oauth-webhooks", &[("oauth-testkit", DepKind::Normal)]),
+            member("oauth-store", &[("oauth-manager", DepKind::Dev)]),
+            member("oauth-testkit", &[("oauth-webhooks", DepKind::Normal)]),
+        ];
+        let problems = check(&g);
+        assert_eq!(problems.len(), 5, "{problems:#?}");
+        assert!(problems[0].starts_with("oauth-core -> oauth-refresh (dev-dependency)"));
+        assert!(problems[1].contains("a concern crate depends only on oauth-core"));
+        assert!(problems[2].contains("use it as a dev-dependency"));
+        assert!(problems[3].contains("only tooling"));
+        assert!(problems[4].contains("oauth-core at most"));
+    }
+
+    #[test]
+    fn missing_lints_and_unknown_crates_are_reported() {
+        let mut m = member("oauth-core", &[]);
+        m.inherits_lints = false;
+        let problems = check(&[m, member("oauth-shiny", &[])]);
+        assert_eq!(problems.len(), 2);
+        assert!(problems[0].contains("workspace lints"));
+        assert!(problems[1].contains("unknown crate"));
+    }
+}
