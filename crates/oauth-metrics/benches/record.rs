@@ -1,0 +1,127 @@
+//! `record_request` through a cached per-credential handle, for the in-memory and the Prometheus
+//! recorders, with 3 and 10,000 credentials, on 1 and 2 threads.
+//!
+//! Each thread records into its own credentials (thread `t` of `n` takes every `n`-th handle,
+//! cycling through them), as the pool's round-robin spreads requests. The reported time is wall
+//! time divided by the records of all threads: aggregate nanoseconds per record, so a 2-thread
+//! figure below the 1-thread one means recording scales. `shared` runs 2 threads on one
+//! credential, the worst case.
+
+use std::hint::black_box;
+use std::sync::{Arc, Barrier};
+use std::time::{Duration, Instant};
+
+use chrono::Utc;
+use criterion::{BenchmarkId, Criterion, criterion_group, criterion_main};
+use oauth_core::CredentialId;
+use oauth_metrics::prometheus_client::registry::Registry;
+use oauth_metrics::{
+    CredentialRecorder, Fanout, InMemoryRecorder, MetricsRecorder, PrometheusRecorder,
+    RequestOutcome,
+};
+
+fn handles(recorder: &dyn MetricsRecorder, n: usize) -> Vec<Arc<dyn CredentialRecorder>> {
+    (0..n)
+        .map(|i| {
+            let id = CredentialId::new(format!("account-{i}")).expect("valid id");
+            recorder.handle(&id)
+        })
+        .collect()
+}
+
+/// Runs `iters` records on each of `threads` threads; returns wall time per record.
+fn run(
+    handles: &[Arc<dyn CredentialRecorder>],
+    threads: usize,
+    shared: bool,
+    iters: u64,
+) -> Duration {
+    let now = Utc::now();
+    let barrier = Barrier::new(threads);
+    let elapsed = std::thread::scope(|s| {
+        let workers: Vec<_> = (0..threads)
+            .map(|t| {
+                let barrier = &barrier;
+                s.spawn(move || {
+                    let mine: Vec<&Arc<dyn CredentialRecorder>> = if shared {
+                        handles.iter().take(1).collect()
+                    } else {
+                        handles.iter().skip(t).step_by(threads).collect()
+                    };
+                    barrier.wait();
+                    let start = Instant::now();
+                    let mut i = 0;
+                    for _ in 0..iters {
+                        mine[i].record_request(
+                            black_box(120),
+                            black_box(Duration::from_millis(800)),
+                            black_box(RequestOutcome::Success),
+                            black_box(now),
+                        );
+                        i += 1;
+                        if i == mine.len() {
+                            i = 0;
+                        }
+                    }
+                    start.elapsed()
+                })
+            })
+            .collect();
+        workers
+            .into_iter()
+            .map(|w| w.join().expect("worker"))
+            .max()
+            .unwrap_or_default()
+    });
+    elapsed / u32::try_from(threads).expect("few threads")
+}
+
+fn bench(c: &mut Criterion) {
+    let mut group = c.benchmark_group("record_request");
+    for credentials in [3usize, 10_000] {
+        let memory = InMemoryRecorder::new();
+        let mut registry = Registry::with_prefix("bench");
+        let prometheus = PrometheusRecorder::new(&mut registry, "provider");
+        let recorders: [(&str, &dyn MetricsRecorder); 2] =
+            [("in_memory", &memory), ("prometheus", &prometheus)];
+        for (name, recorder) in recorders {
+            let hs = handles(recorder, credentials);
+            for threads in [1usize, 2] {
+                let id = BenchmarkId::new(name, format!("{credentials}cred/{threads}thr"));
+                group.bench_function(id, |b| {
+                    b.iter_custom(|iters| run(&hs, threads, false, iters));
+                });
+            }
+        }
+    }
+    // Worst case: two threads on one credential.
+    let memory = InMemoryRecorder::new();
+    let mut registry = Registry::with_prefix("bench");
+    let prometheus = PrometheusRecorder::new(&mut registry, "provider");
+    let recorders: [(&str, &dyn MetricsRecorder); 2] =
+        [("in_memory", &memory), ("prometheus", &prometheus)];
+    for (name, recorder) in recorders {
+        let hs = handles(recorder, 1);
+        group.bench_function(BenchmarkId::new(name, "shared/2thr"), |b| {
+            b.iter_custom(|iters| run(&hs, 2, true, iters));
+        });
+    }
+    // What the manager records into: its in-memory recorder plus the application's Prometheus one.
+    let memory = Arc::new(InMemoryRecorder::new());
+    let mut registry = Registry::with_prefix("bench");
+    let fanout = Fanout::new(vec![
+        memory,
+        Arc::new(PrometheusRecorder::new(&mut registry, "provider")),
+    ]);
+    let hs = handles(&fanout, 3);
+    group.bench_function(
+        BenchmarkId::new("fanout_memory_prometheus", "3cred/1thr"),
+        |b| {
+            b.iter_custom(|iters| run(&hs, 1, false, iters));
+        },
+    );
+    group.finish();
+}
+
+criterion_group!(benches, bench);
+criterion_main!(benches);

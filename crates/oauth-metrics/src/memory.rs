@@ -1,0 +1,465 @@
+//! The in-memory recorder: everything the Go `CredentialMetrics` kept, plus a recent window.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError, RwLock};
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use oauth_core::{CredentialId, CredentialState, FailureKind, UsageSnapshot};
+
+use crate::recorder::{CredentialRecorder, MetricsRecorder, RefreshResult, RequestOutcome};
+
+/// The default length of the recent window: 5 minutes.
+pub const DEFAULT_WINDOW: Duration = Duration::from_secs(5 * 60);
+
+/// The default bound on credentials created by recording for an id never registered through
+/// [`MetricsRecorder::handle`].
+pub const DEFAULT_MAX_CREDENTIALS: usize = 1024;
+
+/// The recent window is kept in this many buckets of `window / WINDOW_BUCKETS` each.
+const WINDOW_BUCKETS: usize = 30;
+
+/// Keeps per-credential usage in memory and reports it as [`UsageSnapshot`]s (the Go
+/// `CredentialMetrics`): request, success and error counts, tokens, total latency, first and last
+/// use, refresh counts and the latest refresh, and the requests and failures of a recent window
+/// (default [`DEFAULT_WINDOW`]) for alerting on a credential that just broke.
+///
+/// Each credential has its own [`CredentialMetrics`] behind its own small mutex, so a snapshot is
+/// consistent (`request_count == success_count + error_count`, and the tokens and latency belong to
+/// the same requests), and recording through a handle touches nothing shared with other
+/// credentials. The id → metrics map is only used by [`handle`](MetricsRecorder::handle), the by-id
+/// methods and the reports.
+///
+/// # Unknown ids
+/// [`record_request`](Self::record_request) by id accepts ids never registered through
+/// [`handle`](MetricsRecorder::handle), as the Go `RecordRequest` did, but bounded: at most
+/// `max_credentials` (default [`DEFAULT_MAX_CREDENTIALS`]) such unregistered entries are created.
+/// Beyond that, recordings for further unknown ids fold into one overflow entry, readable with
+/// [`overflow`](Self::overflow); its `request_count` counts the folded requests. Registered
+/// credentials (the pool's own) are never refused and do not count toward the bound.
+///
+/// `record_state` is ignored: the health reports read state from the manager's health tracking.
+#[derive(Debug)]
+pub struct InMemoryRecorder {
+    window: Duration,
+    max_unregistered: usize,
+    entries: RwLock<Entries>,
+    overflow: Arc<CredentialMetrics>,
+}
+
+#[derive(Debug, Default)]
+struct Entries {
+    map: HashMap<CredentialId, Entry>,
+    unregistered: usize,
+}
+
+#[derive(Debug)]
+struct Entry {
+    metrics: Arc<CredentialMetrics>,
+    registered: bool,
+}
+
+impl Default for InMemoryRecorder {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl InMemoryRecorder {
+    /// An empty recorder with a 5-minute window and the default unknown-id bound.
+    pub fn new() -> Self {
+        Self {
+            window: DEFAULT_WINDOW,
+            max_unregistered: DEFAULT_MAX_CREDENTIALS,
+            entries: RwLock::default(),
+            overflow: Arc::new(CredentialMetrics::new(DEFAULT_WINDOW)),
+        }
+    }
+
+    /// Sets the length of the recent window (kept in 30 buckets, so it is exact to within
+    /// `window / 30`; at least 30 ms). Applies to credentials created afterwards: call it on a new
+    /// recorder.
+    #[must_use]
+    pub fn with_window(mut self, window: Duration) -> Self {
+        self.window = window;
+        self.overflow = Arc::new(CredentialMetrics::new(window));
+        self
+    }
+
+    /// Sets how many entries recording for unregistered ids may create (see the type's docs).
+    #[must_use]
+    pub fn with_max_credentials(mut self, max: usize) -> Self {
+        self.max_unregistered = max;
+        self
+    }
+
+    /// The per-credential metrics of `id`, registering it (like [`handle`](MetricsRecorder::handle))
+    /// if it is new. The concrete type gives access to [`CredentialMetrics::snapshot`].
+    pub fn register(&self, id: &CredentialId) -> Arc<CredentialMetrics> {
+        let mut entries = self.write();
+        let Entries { map, unregistered } = &mut *entries;
+        match map.get_mut(id) {
+            Some(entry) => {
+                if !entry.registered {
+                    entry.registered = true;
+                    *unregistered -= 1;
+                }
+                Arc::clone(&entry.metrics)
+            }
+            None => {
+                let metrics = Arc::new(CredentialMetrics::new(self.window));
+                map.insert(
+                    id.clone(),
+                    Entry {
+                        metrics: Arc::clone(&metrics),
+                        registered: true,
+                    },
+                );
+                metrics
+            }
+        }
+    }
+
+    /// The metrics of `id` if it is known (registered, or created by recording by id).
+    pub fn metrics(&self, id: &CredentialId) -> Option<Arc<CredentialMetrics>> {
+        self.read().map.get(id).map(|e| Arc::clone(&e.metrics))
+    }
+
+    /// Go `RecordRequest`: records a request by id. Unknown ids get an entry, within the bound
+    /// described on the type; beyond it the request is counted in [`overflow`](Self::overflow).
+    /// Prefer a cached [`handle`](MetricsRecorder::handle) on hot paths: this looks the id up.
+    pub fn record_request(
+        &self,
+        id: &CredentialId,
+        tokens: u64,
+        latency: Duration,
+        outcome: RequestOutcome,
+        now: DateTime<Utc>,
+    ) {
+        self.metrics_or_create(id)
+            .record_request(tokens, latency, outcome, now);
+    }
+
+    /// A consistent snapshot of `id` at `now`, or `None` for an unknown id (Go
+    /// `GetCredentialMetrics`).
+    pub fn snapshot(&self, id: &CredentialId, now: DateTime<Utc>) -> Option<UsageSnapshot> {
+        self.metrics(id).map(|m| m.snapshot(now))
+    }
+
+    /// Snapshots of every known credential, sorted by id (Go `GetAllMetrics`; the overflow entry is
+    /// not included).
+    pub fn snapshots(&self, now: DateTime<Utc>) -> BTreeMap<CredentialId, UsageSnapshot> {
+        let metrics: Vec<(CredentialId, Arc<CredentialMetrics>)> = self
+            .read()
+            .map
+            .iter()
+            .map(|(id, e)| (id.clone(), Arc::clone(&e.metrics)))
+            .collect();
+        metrics
+            .into_iter()
+            .map(|(id, m)| (id, m.snapshot(now)))
+            .collect()
+    }
+
+    /// What was recorded for unknown ids past the bound.
+    pub fn overflow(&self, now: DateTime<Utc>) -> UsageSnapshot {
+        self.overflow.snapshot(now)
+    }
+
+    /// Failovers away from `id`, or `None` for an unknown id.
+    pub fn failovers(&self, id: &CredentialId) -> Option<u64> {
+        self.metrics(id).map(|m| m.failovers())
+    }
+
+    /// The number of known credentials (registered and unregistered).
+    pub fn len(&self) -> usize {
+        self.read().map.len()
+    }
+
+    /// True when no credential is known.
+    pub fn is_empty(&self) -> bool {
+        self.read().map.is_empty()
+    }
+
+    fn metrics_or_create(&self, id: &CredentialId) -> Arc<CredentialMetrics> {
+        if let Some(m) = self.metrics(id) {
+            return m;
+        }
+        let mut entries = self.write();
+        if let Some(e) = entries.map.get(id) {
+            return Arc::clone(&e.metrics);
+        }
+        if entries.unregistered >= self.max_unregistered {
+            return Arc::clone(&self.overflow);
+        }
+        let metrics = Arc::new(CredentialMetrics::new(self.window));
+        entries.unregistered += 1;
+        entries.map.insert(
+            id.clone(),
+            Entry {
+                metrics: Arc::clone(&metrics),
+                registered: false,
+            },
+        );
+        metrics
+    }
+
+    fn read(&self) -> std::sync::RwLockReadGuard<'_, Entries> {
+        self.entries.read().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    fn write(&self) -> std::sync::RwLockWriteGuard<'_, Entries> {
+        self.entries.write().unwrap_or_else(PoisonError::into_inner)
+    }
+}
+
+impl MetricsRecorder for InMemoryRecorder {
+    fn handle(&self, credential: &CredentialId) -> Arc<dyn CredentialRecorder> {
+        self.register(credential)
+    }
+
+    fn record_failover(&self, from: &CredentialId, _reason: FailureKind) {
+        self.metrics_or_create(from).lock().failovers += 1;
+    }
+
+    fn remove(&self, credential: &CredentialId) {
+        let mut entries = self.write();
+        if let Some(e) = entries.map.remove(credential)
+            && !e.registered
+        {
+            entries.unregistered -= 1;
+        }
+    }
+}
+
+/// One credential's in-memory metrics (the Go `CredentialMetrics`); the handle
+/// [`InMemoryRecorder`] gives out.
+#[derive(Debug)]
+pub struct CredentialMetrics {
+    state: Mutex<Counters>,
+}
+
+#[derive(Debug)]
+struct Counters {
+    success_count: u64,
+    error_count: u64,
+    tokens_used: u64,
+    total_latency: Duration,
+    first_used: Option<DateTime<Utc>>,
+    last_used: Option<DateTime<Utc>>,
+    refresh_count: u64,
+    refresh_failures: u64,
+    last_refresh: Option<DateTime<Utc>>,
+    failovers: u64,
+    recent: RecentWindow,
+}
+
+impl CredentialMetrics {
+    /// Empty metrics with a recent window of `window`.
+    pub fn new(window: Duration) -> Self {
+        Self {
+            state: Mutex::new(Counters {
+                success_count: 0,
+                error_count: 0,
+                tokens_used: 0,
+                total_latency: Duration::ZERO,
+                first_used: None,
+                last_used: None,
+                refresh_count: 0,
+                refresh_failures: 0,
+                last_refresh: None,
+                failovers: 0,
+                recent: RecentWindow::new(window),
+            }),
+        }
+    }
+
+    /// A consistent copy of the counters; the recent window is evaluated at `now`.
+    pub fn snapshot(&self, now: DateTime<Utc>) -> UsageSnapshot {
+        let c = self.lock();
+        let (recent_requests, recent_failures) = c.recent.totals(now);
+        UsageSnapshot {
+            request_count: c.success_count + c.error_count,
+            success_count: c.success_count,
+            error_count: c.error_count,
+            tokens_used: c.tokens_used,
+            total_latency: c.total_latency,
+            first_used: c.first_used,
+            last_used: c.last_used,
+            refresh_count: c.refresh_count,
+            refresh_failures: c.refresh_failures,
+            last_refresh: c.last_refresh,
+            recent_requests,
+            recent_failures,
+            recent_window: c.recent.window(),
+        }
+    }
+
+    /// Failovers away from this credential.
+    pub fn failovers(&self) -> u64 {
+        self.lock().failovers
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Counters> {
+        // Nothing panics while the lock is held; a poisoned lock still holds consistent counters.
+        self.state.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+}
+
+impl CredentialRecorder for CredentialMetrics {
+    fn record_request(
+        &self,
+        tokens: u64,
+        latency: Duration,
+        outcome: RequestOutcome,
+        now: DateTime<Utc>,
+    ) {
+        let mut c = self.lock();
+        let failed = !outcome.is_success();
+        if failed {
+            c.error_count += 1;
+        } else {
+            c.success_count += 1;
+        }
+        c.tokens_used = c.tokens_used.saturating_add(tokens);
+        c.total_latency = c.total_latency.saturating_add(latency);
+        if c.first_used.is_none_or(|t| now < t) {
+            c.first_used = Some(now);
+        }
+        if c.last_used.is_none_or(|t| now > t) {
+            c.last_used = Some(now);
+        }
+        c.recent.record(now, failed);
+    }
+
+    fn record_refresh(&self, result: RefreshResult, _duration: Duration, now: DateTime<Utc>) {
+        let mut c = self.lock();
+        if result.is_success() {
+            c.refresh_count += 1;
+            if c.last_refresh.is_none_or(|t| now > t) {
+                c.last_refresh = Some(now);
+            }
+        } else {
+            c.refresh_failures += 1;
+        }
+    }
+
+    fn record_state(&self, _: CredentialState, _: Option<Duration>, _: Option<Duration>) {}
+}
+
+/// Requests and failures over the recent window, in a ring of fixed-width time buckets. A bucket
+/// is reused (zeroed) when time moves a full ring past it, so memory is constant.
+#[derive(Debug)]
+struct RecentWindow {
+    width_ms: i64,
+    buckets: [Bucket; WINDOW_BUCKETS],
+}
+
+#[derive(Debug, Clone, Copy)]
+struct Bucket {
+    /// `timestamp_ms / width_ms` of the requests counted here; `i64::MIN` when unused.
+    slot: i64,
+    requests: u64,
+    failures: u64,
+}
+
+impl RecentWindow {
+    const BUCKETS: i64 = WINDOW_BUCKETS as i64;
+
+    fn new(window: Duration) -> Self {
+        let width_ms = i64::try_from(window.as_millis() / u128::from(WINDOW_BUCKETS as u32))
+            .unwrap_or(i64::MAX / Self::BUCKETS)
+            .clamp(1, i64::MAX / Self::BUCKETS);
+        Self {
+            width_ms,
+            buckets: [Bucket {
+                slot: i64::MIN,
+                requests: 0,
+                failures: 0,
+            }; WINDOW_BUCKETS],
+        }
+    }
+
+    /// The window actually covered: the buckets' total width.
+    fn window(&self) -> Duration {
+        Duration::from_millis(u64::try_from(self.width_ms * Self::BUCKETS).unwrap_or(u64::MAX))
+    }
+
+    fn index(slot: i64) -> usize {
+        usize::try_from(slot.rem_euclid(Self::BUCKETS)).unwrap_or(0)
+    }
+
+    fn record(&mut self, at: DateTime<Utc>, failed: bool) {
+        let slot = at.timestamp_millis().div_euclid(self.width_ms);
+        let bucket = &mut self.buckets[Self::index(slot)];
+        if bucket.slot != slot {
+            if bucket.slot > slot {
+                return; // older than the window already: nothing to count
+            }
+            *bucket = Bucket {
+                slot,
+                requests: 0,
+                failures: 0,
+            };
+        }
+        bucket.requests += 1;
+        bucket.failures += u64::from(failed);
+    }
+
+    /// Requests and failures in the buckets that end no earlier than `now - window` (the current
+    /// bucket and the 29 before it).
+    fn totals(&self, now: DateTime<Utc>) -> (u64, u64) {
+        let current = now.timestamp_millis().div_euclid(self.width_ms);
+        self.buckets
+            .iter()
+            .filter(|b| b.slot <= current && b.slot > current - Self::BUCKETS)
+            .fold((0, 0), |(r, f), b| (r + b.requests, f + b.failures))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use chrono::{TimeDelta, TimeZone};
+
+    use super::*;
+
+    fn t0() -> DateTime<Utc> {
+        Utc.with_ymd_and_hms(2026, 1, 1, 0, 0, 0)
+            .single()
+            .expect("valid date")
+    }
+
+    #[test]
+    fn window_counts_recent_and_forgets_old() {
+        let mut w = RecentWindow::new(Duration::from_secs(300));
+        assert_eq!(w.window(), Duration::from_secs(300));
+        w.record(t0(), false);
+        w.record(t0() + TimeDelta::seconds(100), true);
+        assert_eq!(w.totals(t0() + TimeDelta::seconds(100)), (2, 1));
+        // 295 s later, the first bucket (t0 .. t0+10 s) is still inside the window.
+        assert_eq!(w.totals(t0() + TimeDelta::seconds(295)), (2, 1));
+        // At t0+300 s the first bucket left the window.
+        assert_eq!(w.totals(t0() + TimeDelta::seconds(300)), (1, 1));
+        assert_eq!(w.totals(t0() + TimeDelta::seconds(400)), (0, 0));
+        // A bucket is reused a whole ring later, and old counts are dropped, not added.
+        w.record(t0() + TimeDelta::seconds(405), false);
+        assert_eq!(w.totals(t0() + TimeDelta::seconds(405)), (1, 0));
+        // A record older than the bucket's current slot is ignored.
+        w.record(t0() + TimeDelta::seconds(105), true);
+        assert_eq!(w.totals(t0() + TimeDelta::seconds(405)), (1, 0));
+    }
+
+    #[test]
+    fn window_does_not_count_the_future() {
+        let mut w = RecentWindow::new(Duration::from_secs(60));
+        w.record(t0() + TimeDelta::seconds(30), true);
+        assert_eq!(w.totals(t0()), (0, 0));
+        assert_eq!(w.totals(t0() + TimeDelta::seconds(30)), (1, 1));
+    }
+
+    #[test]
+    fn tiny_window_is_clamped() {
+        let w = RecentWindow::new(Duration::ZERO);
+        assert_eq!(w.window(), Duration::from_millis(30));
+    }
+}
