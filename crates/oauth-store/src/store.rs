@@ -1,0 +1,190 @@
+//! The store and refresh-lock traits and the types they exchange.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use oauth_core::{Credential, CredentialId};
+
+use crate::StoreError;
+
+/// A credential's generation in a store: 1 when created, one more on every successful write.
+///
+/// A credential deleted and created again continues from the deleted one's version, so a writer
+/// holding a version of the old credential can never overwrite the new one.
+pub type Version = u64;
+
+/// A value together with the store version it was read at (or written as).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Versioned<T> {
+    /// The value.
+    pub value: T,
+    /// Its version in the store.
+    pub version: Version,
+}
+
+impl<T> Versioned<T> {
+    /// Pairs a value with its version.
+    pub fn new(value: T, version: Version) -> Self {
+        Self { value, version }
+    }
+}
+
+/// Where a credential pool keeps its credentials, so rotated refresh tokens survive restarts and are
+/// shared by every process using the same store.
+///
+/// Credentials are grouped by provider (`"anthropic"`, `"openai"`); ids are unique within one
+/// provider. Every write is a compare-and-set on the credential's [`Version`], so a writer holding
+/// an old snapshot can never overwrite a newer token.
+///
+/// Implementations must be linearizable per provider: once `save` returned a version, every later
+/// `load` (from any process sharing the store) sees that write or a newer one.
+#[async_trait]
+pub trait CredentialStore: Send + Sync + fmt::Debug {
+    /// Every credential of `provider` with its version, sorted by id. A provider with nothing
+    /// stored yields an empty list.
+    async fn load_all(&self, provider: &str) -> Result<Vec<Versioned<Credential>>, StoreError>;
+
+    /// One credential with its version, or `None` when it is not stored.
+    async fn load(
+        &self,
+        provider: &str,
+        id: &CredentialId,
+    ) -> Result<Option<Versioned<Credential>>, StoreError>;
+
+    /// Compare-and-set: `expected = None` creates (fails with [`StoreError::Conflict`] if the
+    /// credential exists); `Some(v)` replaces only if the stored version is `v`. Returns the new
+    /// version. On any error the stored credential is unchanged.
+    async fn save(
+        &self,
+        provider: &str,
+        credential: &Credential,
+        expected: Option<Version>,
+    ) -> Result<Version, StoreError>;
+
+    /// Removes a credential: `expected = None` removes whatever version is stored; `Some(v)` only
+    /// version `v` ([`StoreError::Conflict`] otherwise). [`StoreError::NotFound`] when there is
+    /// nothing to remove.
+    async fn delete(
+        &self,
+        provider: &str,
+        id: &CredentialId,
+        expected: Option<Version>,
+    ) -> Result<(), StoreError>;
+
+    /// Cheap change detection: the current version of every stored credential of `provider`. A
+    /// manager polls this and reloads the credentials whose version moved (another process
+    /// refreshed them, a CLI re-authorized them).
+    async fn versions(&self, provider: &str)
+    -> Result<BTreeMap<CredentialId, Version>, StoreError>;
+
+    /// The store's cross-process refresh lock, if it has one.
+    fn refresh_lock(&self) -> Option<Arc<dyn RefreshLock>> {
+        None
+    }
+}
+
+/// A per-credential lock that processes sharing a store take before refreshing a credential, so that
+/// one of them refreshes and the others find the new token when they re-read the store.
+///
+/// The refresh protocol: take the lock, re-read the credential with [`CredentialStore::load`], skip
+/// the refresh if it no longer needs one, otherwise refresh and save with the version just read,
+/// then drop the guard. A lock only makes duplicate refreshes rare; the version compare-and-set on
+/// save is what keeps a stale writer from overwriting a newer token.
+#[async_trait]
+pub trait RefreshLock: Send + Sync + fmt::Debug {
+    /// Waits (asynchronously) until this caller holds the refresh lock of one credential, or
+    /// `timeout` passes ([`StoreError::LockTimeout`]). The lock is released when the guard drops.
+    async fn acquire(
+        &self,
+        provider: &str,
+        id: &CredentialId,
+        timeout: Duration,
+    ) -> Result<RefreshGuard, StoreError>;
+}
+
+/// Proof of holding a [`RefreshLock`]; dropping it releases the lock.
+///
+/// Implementations build one with [`RefreshGuard::new`], handing it whatever releases the lock (a
+/// locked file, a mutex guard, a task that clears a lease row).
+#[must_use = "the refresh lock is released as soon as the guard is dropped"]
+pub struct RefreshGuard {
+    provider: String,
+    id: CredentialId,
+    release: Option<Box<dyn FnOnce() + Send + Sync>>,
+}
+
+impl RefreshGuard {
+    /// A guard for the lock of `provider`/`id` that calls `release` exactly once, when dropped.
+    pub fn new(
+        provider: impl Into<String>,
+        id: CredentialId,
+        release: impl FnOnce() + Send + Sync + 'static,
+    ) -> Self {
+        Self {
+            provider: provider.into(),
+            id,
+            release: Some(Box::new(release)),
+        }
+    }
+
+    /// The provider whose credential is locked.
+    pub fn provider(&self) -> &str {
+        &self.provider
+    }
+
+    /// The locked credential.
+    pub fn id(&self) -> &CredentialId {
+        &self.id
+    }
+}
+
+impl Drop for RefreshGuard {
+    fn drop(&mut self) {
+        if let Some(release) = self.release.take() {
+            release();
+        }
+    }
+}
+
+impl fmt::Debug for RefreshGuard {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("RefreshGuard")
+            .field("provider", &self.provider)
+            .field("id", &self.id)
+            .finish_non_exhaustive()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    use super::*;
+
+    #[test]
+    fn guard_releases_once_on_drop() {
+        let released = Arc::new(AtomicUsize::new(0));
+        let counter = Arc::clone(&released);
+        let guard = RefreshGuard::new("p", CredentialId::new("a").expect("id"), move || {
+            counter.fetch_add(1, Ordering::SeqCst);
+        });
+        assert_eq!(guard.provider(), "p");
+        assert_eq!(guard.id(), "a");
+        assert_eq!(
+            format!("{guard:?}"),
+            r#"RefreshGuard { provider: "p", id: "a", .. }"#
+        );
+        assert_eq!(released.load(Ordering::SeqCst), 0);
+        drop(guard);
+        assert_eq!(released.load(Ordering::SeqCst), 1);
+    }
+
+    #[test]
+    fn traits_are_dyn_compatible() {
+        fn takes(_: Option<Arc<dyn CredentialStore>>, _: Option<Arc<dyn RefreshLock>>) {}
+        takes(None, None);
+    }
+}
