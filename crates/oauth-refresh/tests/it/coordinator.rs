@@ -1,0 +1,289 @@
+//! The single-flight coordinator: sharing, cancellation, panics, failed commits, the bound.
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use chrono::{TimeDelta, Utc};
+use oauth_core::{Credential, CredentialId, ExposeSecret, FailureKind};
+use oauth_refresh::{
+    BoxFuture, FnRefresher, RefreshCoordinator, RefreshError, RefreshOutcome, Refresher,
+};
+use oauth_testkit::token_server::{Fault, FaultTarget, TokenServer};
+
+use crate::support::{assert_no_secrets, refresher, seeded};
+
+type Store = Arc<Mutex<Credential>>;
+
+fn reader(store: &Store) -> impl Fn() -> Credential + Send + Sync + 'static {
+    let store = Arc::clone(store);
+    move || store.lock().expect("store lock").clone()
+}
+
+fn writer(
+    store: &Store,
+) -> impl FnOnce(Credential) -> BoxFuture<'static, Result<(), RefreshError>> + Send + 'static {
+    let store = Arc::clone(store);
+    move |new| {
+        Box::pin(async move {
+            *store.lock().expect("store lock") = new;
+            Ok(())
+        })
+    }
+}
+
+fn failing_commit() -> impl FnOnce(Credential) -> BoxFuture<'static, Result<(), RefreshError>> + Send
+{
+    |_new| {
+        Box::pin(async {
+            Err(RefreshError::other(
+                FailureKind::Transient,
+                "disk full while persisting",
+            ))
+        })
+    }
+}
+
+fn needs(c: &Credential) -> bool {
+    c.needs_refresh(Utc::now())
+}
+
+async fn eventually(mut cond: impl FnMut() -> bool) {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while !cond() {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "condition not reached"
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dropped_caller_neither_cancels_the_refresh_nor_leaves_it_stuck() {
+    let server = TokenServer::start().await.expect("server starts");
+    server.inject(FaultTarget::Any, Fault::Latency(Duration::from_millis(300)));
+    let grant = server.issue_grant("c");
+    let store: Store = Arc::new(Mutex::new(seeded("a", &grant)));
+    let id = store.lock().expect("lock").id.clone();
+    let r: Arc<dyn Refresher> = Arc::new(refresher(&server));
+    let coordinator = RefreshCoordinator::new();
+
+    let leader = {
+        let (c, id, r, read, write) = (
+            coordinator.clone(),
+            id.clone(),
+            Arc::clone(&r),
+            reader(&store),
+            writer(&store),
+        );
+        tokio::spawn(async move { c.refresh_if_needed(&id, read, needs, r, write).await })
+    };
+    // Wait until the refresh request reached the server, then drop the only caller.
+    eventually(|| server.stats().requests == 1).await;
+    leader.abort();
+    assert!(leader.await.is_err_and(|e| e.is_cancelled()));
+
+    // The refresh carries on: a later caller gets its result (joining it, or re-reading the
+    // committed credential), and the endpoint was called once.
+    let out = coordinator
+        .refresh_if_needed(&id, reader(&store), needs, r, writer(&store))
+        .await
+        .expect("refresh completed");
+    let committed = store.lock().expect("lock").clone();
+    assert_eq!(
+        out.credential.access_token.expose_secret(),
+        committed.access_token.expose_secret()
+    );
+    assert_ne!(committed.access_token.expose_secret(), grant.access_token);
+    assert_eq!(server.stats().requests, 1);
+    assert_eq!(coordinator.in_flight(), 0);
+}
+
+#[tokio::test]
+async fn a_panicking_refresh_is_reported_and_does_not_wedge_the_id() {
+    let coordinator = RefreshCoordinator::new();
+    let id = CredentialId::new("p").expect("valid id");
+    let err = coordinator
+        .run(&id, || async { panic!("refresher bug") })
+        .await
+        .expect_err("interrupted");
+    assert!(matches!(err, RefreshError::Interrupted { .. }));
+    assert_eq!(coordinator.in_flight(), 0);
+    let cred = Credential::new("p", "at", Utc::now()).expect("valid");
+    let out = coordinator
+        .run(&id, move || async move {
+            Ok(RefreshOutcome {
+                credential: cred,
+                refreshed: true,
+            })
+        })
+        .await
+        .expect("next flight runs");
+    assert!(out.refreshed);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_callers_share_one_error() {
+    let calls = Arc::new(AtomicUsize::new(0));
+    let counted = Arc::clone(&calls);
+    let r: Arc<dyn Refresher> = Arc::new(FnRefresher::new(move |_c: Credential| {
+        counted.fetch_add(1, Ordering::SeqCst);
+        async {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            Err(RefreshError::other(
+                FailureKind::PermanentAuth,
+                "grant revoked",
+            ))
+        }
+    }));
+    let now = Utc::now();
+    let store: Store = Arc::new(Mutex::new(
+        Credential::new("e", "at", now)
+            .expect("valid")
+            .with_refresh_token("rt")
+            .with_expires_at(now + TimeDelta::minutes(1)),
+    ));
+    let id = store.lock().expect("lock").id.clone();
+    let coordinator = RefreshCoordinator::new();
+    let mut tasks = Vec::new();
+    for _ in 0..50 {
+        let (c, id, r, read, write) = (
+            coordinator.clone(),
+            id.clone(),
+            Arc::clone(&r),
+            reader(&store),
+            writer(&store),
+        );
+        tasks.push(tokio::spawn(async move {
+            c.refresh_if_needed(&id, read, needs, r, write).await
+        }));
+    }
+    for t in tasks {
+        let err = t.await.expect("task").expect_err("shared failure");
+        assert_eq!(err.kind(), FailureKind::PermanentAuth);
+    }
+    // Callers that arrived after the failure started their own flight; none ran concurrently
+    // with another, and most joined the first.
+    assert!(calls.load(Ordering::SeqCst) < 50);
+    assert_eq!(coordinator.in_flight(), 0);
+}
+
+#[tokio::test]
+async fn a_failed_commit_keeps_the_new_credential_and_never_reuses_the_old_token() {
+    let server = TokenServer::start().await.expect("server starts");
+    let grant = server.issue_grant("c");
+    let store: Store = Arc::new(Mutex::new(seeded("a", &grant)));
+    let id = store.lock().expect("lock").id.clone();
+    let r: Arc<dyn Refresher> = Arc::new(refresher(&server));
+    let coordinator = RefreshCoordinator::new();
+
+    let err = coordinator
+        .refresh_if_needed(&id, reader(&store), needs, Arc::clone(&r), failing_commit())
+        .await
+        .expect_err("commit failed");
+    let kept = err
+        .refreshed_credential()
+        .expect("carries the refreshed credential")
+        .clone();
+    assert_eq!(err.kind(), FailureKind::Transient);
+    assert!(!err.is_retryable(), "the refresh must not be repeated");
+    assert!(err.to_string().contains("disk full"));
+    assert_no_secrets(
+        &err,
+        &[
+            kept.access_token.expose_secret(),
+            kept.refresh_token
+                .as_ref()
+                .expect("rotated")
+                .expose_secret(),
+            &grant.refresh_token,
+        ],
+    );
+    // The store still holds the consumed refresh token. The next flight commits the kept
+    // credential instead of exchanging the consumed token again.
+    let out = coordinator
+        .refresh_if_needed(&id, reader(&store), needs, r, writer(&store))
+        .await
+        .expect("commit retried");
+    assert!(out.refreshed);
+    assert!(out.credential.same_tokens(&kept));
+    assert!(store.lock().expect("lock").same_tokens(&kept));
+    let stats = server.stats();
+    assert_eq!((stats.requests, stats.invalid_grants), (1, 0));
+}
+
+#[tokio::test]
+async fn a_fresh_credential_is_not_refreshed_again() {
+    let calls = Arc::new(AtomicUsize::new(0));
+    let counted = Arc::clone(&calls);
+    let r: Arc<dyn Refresher> = Arc::new(FnRefresher::new(move |c: Credential| {
+        counted.fetch_add(1, Ordering::SeqCst);
+        async move { Ok(c) }
+    }));
+    let now = Utc::now();
+    let store: Store = Arc::new(Mutex::new(
+        Credential::new("f", "at", now)
+            .expect("valid")
+            .with_expires_at(now + TimeDelta::hours(1)),
+    ));
+    let id = store.lock().expect("lock").id.clone();
+    let out = RefreshCoordinator::new()
+        .refresh_if_needed(&id, reader(&store), needs, r, writer(&store))
+        .await
+        .expect("no refresh needed");
+    assert!(!out.refreshed);
+    assert_eq!(calls.load(Ordering::SeqCst), 0);
+}
+
+#[tokio::test]
+async fn a_refresher_changing_the_id_is_rejected() {
+    let r: Arc<dyn Refresher> = Arc::new(FnRefresher::new(|c: Credential| async move {
+        let mut other = Credential::new("someone-else", "x", Utc::now()).expect("valid");
+        other.expires_at = c.expires_at;
+        Ok(other)
+    }));
+    let now = Utc::now();
+    let store: Store = Arc::new(Mutex::new(
+        Credential::new("me", "at", now)
+            .expect("valid")
+            .with_expires_at(now),
+    ));
+    let id = store.lock().expect("lock").id.clone();
+    let err = RefreshCoordinator::new()
+        .refresh_if_needed(&id, reader(&store), needs, r, writer(&store))
+        .await
+        .expect_err("id changed");
+    assert!(matches!(err, RefreshError::IdChanged { .. }));
+    assert_eq!(store.lock().expect("lock").id.as_str(), "me");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_bound_limits_refreshes_across_credentials() {
+    let coordinator = RefreshCoordinator::with_max_concurrent(1);
+    let running = Arc::new(AtomicUsize::new(0));
+    let peak = Arc::new(AtomicUsize::new(0));
+    let mut tasks = Vec::new();
+    for i in 0..4 {
+        let (c, running, peak) = (coordinator.clone(), Arc::clone(&running), Arc::clone(&peak));
+        tasks.push(tokio::spawn(async move {
+            let id = CredentialId::new(format!("b{i}")).expect("valid id");
+            let cred = Credential::new(id.as_str(), "at", Utc::now()).expect("valid");
+            c.run(&id, move || async move {
+                let now = running.fetch_add(1, Ordering::SeqCst) + 1;
+                peak.fetch_max(now, Ordering::SeqCst);
+                tokio::time::sleep(Duration::from_millis(20)).await;
+                running.fetch_sub(1, Ordering::SeqCst);
+                Ok(RefreshOutcome {
+                    credential: cred,
+                    refreshed: true,
+                })
+            })
+            .await
+        }));
+    }
+    for t in tasks {
+        t.await.expect("task").expect("refreshed");
+    }
+    assert_eq!(peak.load(Ordering::SeqCst), 1);
+}

@@ -1,0 +1,71 @@
+//! The provider presets, pointed at the fake server: encoding, client authentication, headers.
+
+use oauth_core::ExposeSecret;
+use oauth_refresh::{HttpRefresher, Refresher, presets};
+use oauth_testkit::token_server::{Outcome, TokenServer};
+
+use crate::support::seeded;
+
+async fn refresh_with(
+    server: &TokenServer,
+    endpoint: oauth_refresh::TokenEndpoint,
+    cred: oauth_core::Credential,
+) -> oauth_core::Credential {
+    HttpRefresher::builder(endpoint.with_url(server.url()))
+        .build()
+        .expect("builds")
+        .refresh(&cred)
+        .await
+        .expect("refreshes")
+}
+
+#[tokio::test]
+async fn public_client_presets_send_their_client_id_and_encoding() {
+    let cases = [
+        (
+            presets::anthropic_claude(),
+            presets::CLAUDE_CODE_CLIENT_ID,
+            "json",
+        ),
+        (
+            presets::openai_codex(),
+            presets::CODEX_CLI_CLIENT_ID,
+            "json",
+        ),
+        (presets::qwen(), presets::QWEN_CODE_CLIENT_ID, "form"),
+    ];
+    for (endpoint, client_id, encoding) in cases {
+        let server = TokenServer::start().await.expect("server starts");
+        let grant = server.issue_grant(client_id);
+        // A credential without its own client id: the preset's public one is used.
+        let cred = seeded("p", &grant).with_client("", None);
+        let out = refresh_with(&server, endpoint, cred).await;
+        assert!(server.is_access_token_valid(out.access_token.expose_secret()));
+        let seen = &server.log()[0];
+        assert_eq!(seen.client_id.as_deref(), Some(client_id));
+        assert_eq!((seen.encoding, seen.client_auth), (encoding, "none"));
+        assert_eq!(seen.grant_type.as_deref(), Some("refresh_token"));
+        assert_eq!(seen.outcome, Outcome::Issued);
+        if client_id == presets::CLAUDE_CODE_CLIENT_ID {
+            assert!(
+                seen.user_agent
+                    .as_deref()
+                    .is_some_and(|ua| ua.starts_with("claude-cli/"))
+            );
+        }
+    }
+}
+
+#[tokio::test]
+async fn gemini_preset_sends_the_confidential_client_in_the_body() {
+    let server = TokenServer::start().await.expect("server starts");
+    server.register_client("gemini-client.apps.example", "installed-app-secret");
+    let grant = server.issue_grant("gemini-client.apps.example");
+    let cred = seeded("g", &grant).with_client(
+        "gemini-client.apps.example",
+        Some("installed-app-secret".into()),
+    );
+    refresh_with(&server, presets::google_gemini(), cred).await;
+    let seen = &server.log()[0];
+    assert_eq!((seen.encoding, seen.client_auth), ("form", "body"));
+}
