@@ -147,6 +147,12 @@ impl<T: ClassifyFailure + ?Sized> ClassifyFailure for &T {
     }
 }
 
+/// I/O errors (connection resets, timeouts) say nothing about the credential: transient.
+impl ClassifyFailure for std::io::Error {}
+
+/// Cannot happen; the impl lets infallible operations use the pool.
+impl ClassifyFailure for std::convert::Infallible {}
+
 /// An error with its classification attached, for callers whose own error type does not implement
 /// [`ClassifyFailure`].
 #[derive(Debug)]

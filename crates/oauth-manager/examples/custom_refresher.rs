@@ -1,0 +1,48 @@
+//! Bring your own refresher: any async function from a credential to a refreshed one.
+//!
+//! `cargo run -p oauth-manager --example custom_refresher`
+
+#![allow(clippy::print_stdout)] // an example prints what it shows
+
+use std::sync::Arc;
+
+use oauth_manager::refresh::{FnRefresher, RefreshError};
+use oauth_manager::{Credential, OAuthKeyManager, SecretString};
+
+/// Pretend token endpoint: a real refresher would POST the refresh token and parse the answer.
+async fn exchange(credential: Credential) -> Result<Credential, RefreshError> {
+    let now = chrono::Utc::now();
+    let mut refreshed = credential;
+    refreshed.access_token = SecretString::from(format!("access-{}", now.timestamp()));
+    refreshed.expires_at = Some(now + chrono::TimeDelta::hours(1));
+    refreshed.last_refresh = Some(now);
+    refreshed.refresh_count += 1;
+    Ok(refreshed)
+}
+
+#[tokio::main]
+async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    let now = chrono::Utc::now();
+    let expiring = Credential::new("acct", "old-access", now)?
+        .with_refresh_token("refresh-1")
+        .with_expires_at(now + chrono::TimeDelta::minutes(2));
+    let pool = OAuthKeyManager::builder("claude")
+        .credential(expiring)
+        .refresher(Arc::new(FnRefresher::new(exchange)))
+        .build()
+        .await?;
+
+    // The token expires within the 5-minute buffer: the pool refreshes it once, before use.
+    let served = pool
+        .execute_with_failover(
+            |cred| async move { Ok::<_, std::io::Error>((cred.expires_at, None)) },
+        )
+        .await?;
+    println!(
+        "served by {}; token now expires at {:?}",
+        served.credential, served.value
+    );
+    let metrics = pool.credential_metrics("acct").unwrap_or_default();
+    println!("refreshes: {}", metrics.refresh_count);
+    Ok(())
+}

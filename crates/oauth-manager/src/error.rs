@@ -1,0 +1,246 @@
+//! Errors of the manager's operations, one enum per operation.
+
+use std::fmt;
+
+use chrono::{DateTime, Utc};
+use oauth_core::{CredentialId, FailureKind, PolicyError};
+use thiserror::Error;
+
+/// [`OAuthKeyManagerBuilder::build`](crate::OAuthKeyManagerBuilder::build) refused the configuration.
+#[derive(Debug, Error)]
+#[non_exhaustive]
+pub enum BuildError {
+    /// No credentials were given (and none came from the store or provider).
+    #[error("provider {provider}: the credential pool is empty")]
+    EmptyPool {
+        /// The provider.
+        provider: String,
+    },
+    /// Two credentials share an id.
+    #[error("provider {provider}: duplicate credential id {id}")]
+    DuplicateId {
+        /// The provider.
+        provider: String,
+        /// The repeated id.
+        id: CredentialId,
+    },
+    /// The provider name is empty.
+    #[error("the provider name is empty")]
+    EmptyProvider,
+    /// A setting makes no sense.
+    #[error("invalid setting: {0}")]
+    InvalidSetting(#[from] SettingsError),
+    /// Loading credentials from the store failed.
+    #[error("loading credentials from the store failed: {0}")]
+    Store(#[from] oauth_store::StoreError),
+    /// Loading credentials from the credential provider failed.
+    #[error("loading credentials from the credential provider failed: {0}")]
+    Provider(#[from] ProviderError),
+}
+
+/// A setter or builder rejected a setting.
+#[derive(Debug, Error)]
+#[non_exhaustive]
+pub enum SettingsError {
+    /// The health policy is invalid.
+    #[error("health policy: {0}")]
+    HealthPolicy(#[from] PolicyError),
+    /// The refresh strategy is invalid.
+    #[error("refresh strategy: {0}")]
+    RefreshStrategy(#[from] oauth_refresh::StrategyError),
+    /// The rotation policy is invalid.
+    #[error("rotation policy: {0}")]
+    RotationPolicy(PolicyError),
+    /// The monitoring configuration is invalid.
+    #[error("monitoring: {0}")]
+    Monitoring(#[from] oauth_webhooks::ConfigError),
+    /// The failover settings are invalid.
+    #[error("failover: {0}")]
+    Failover(&'static str),
+}
+
+/// A [`CredentialProvider`](crate::CredentialProvider) failed. Its message must not hold secrets.
+#[derive(Debug, Clone, Error)]
+#[error("{message}")]
+pub struct ProviderError {
+    message: String,
+}
+
+impl ProviderError {
+    /// An error with `message`.
+    pub fn new(message: impl Into<String>) -> Self {
+        Self {
+            message: message.into(),
+        }
+    }
+}
+
+/// No credential can take traffic now.
+#[derive(Debug, Clone, Error)]
+#[error("{}", describe_unavailable(provider, *total, *next_available_at))]
+pub struct NoCredentialAvailable {
+    /// The provider.
+    pub provider: String,
+    /// Credentials in the pool.
+    pub total: usize,
+    /// When the first one will be available again; `None` if none will by itself (they need
+    /// re-authorization or are disabled).
+    pub next_available_at: Option<DateTime<Utc>>,
+}
+
+fn describe_unavailable(provider: &str, total: usize, next: Option<DateTime<Utc>>) -> String {
+    match next {
+        Some(t) => format!(
+            "all {total} OAuth credentials for {provider} are unavailable; the first is available again at {}",
+            t.to_rfc3339()
+        ),
+        None => format!(
+            "all {total} OAuth credentials for {provider} are unavailable and none will recover by itself (re-authorization needed or disabled)"
+        ),
+    }
+}
+
+/// One failed attempt of an [`execute_with_failover`](crate::OAuthKeyManager::execute_with_failover)
+/// call.
+#[derive(Debug)]
+#[non_exhaustive]
+pub enum AttemptError<E> {
+    /// The operation failed.
+    Operation(E),
+    /// Refreshing the credential before use failed.
+    Refresh(oauth_refresh::RefreshError),
+}
+
+impl<E: fmt::Display> fmt::Display for AttemptError<E> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Operation(e) => e.fmt(f),
+            Self::Refresh(e) => write!(f, "token refresh failed: {e}"),
+        }
+    }
+}
+
+/// [`execute_with_failover`](crate::OAuthKeyManager::execute_with_failover) failed.
+#[derive(Debug, Error)]
+#[non_exhaustive]
+pub enum ExecuteError<E> {
+    /// The operation failed in a way that is the request's own fault; no credential was penalized
+    /// and no other was tried.
+    #[error("request rejected by {provider} via credential {credential}: {error}")]
+    RequestScoped {
+        /// The provider.
+        provider: String,
+        /// The credential that carried the request.
+        credential: CredentialId,
+        /// The operation's error.
+        error: E,
+    },
+    /// Every attempt failed; the last error is kept.
+    #[error(
+        "{provider}: all {attempts} OAuth credential failover attempts failed, last error (credential {credential}, {kind}): {last}"
+    )]
+    AttemptsExhausted {
+        /// The provider.
+        provider: String,
+        /// Attempts made.
+        attempts: u32,
+        /// The credential of the last attempt.
+        credential: CredentialId,
+        /// The last failure's classification.
+        kind: FailureKind,
+        /// The last failure.
+        last: AttemptError<E>,
+    },
+    /// No credential was available (before or between attempts), with the last attempt's error if
+    /// there was one.
+    #[error("{unavailable}{}", last_suffix(.last.as_ref()))]
+    Unavailable {
+        /// When the first credential is available again.
+        unavailable: NoCredentialAvailable,
+        /// The last attempt's failure, if any attempt was made.
+        last: Option<(CredentialId, AttemptError<E>)>,
+    },
+    /// The call's deadline passed.
+    #[error("{provider}: the call's deadline passed")]
+    DeadlineExceeded {
+        /// The provider.
+        provider: String,
+    },
+}
+
+fn last_suffix<E: fmt::Display>(last: Option<&(CredentialId, AttemptError<E>)>) -> String {
+    last.map(|(id, e)| format!("; last error (credential {id}): {e}"))
+        .unwrap_or_default()
+}
+
+impl<E> ExecuteError<E> {
+    /// The operation's own error, when the call ended with one.
+    pub fn operation_error(&self) -> Option<&E> {
+        match self {
+            Self::RequestScoped { error, .. } => Some(error),
+            Self::AttemptsExhausted {
+                last: AttemptError::Operation(e),
+                ..
+            } => Some(e),
+            Self::Unavailable {
+                last: Some((_, AttemptError::Operation(e))),
+                ..
+            } => Some(e),
+            _ => None,
+        }
+    }
+
+    /// True when retrying later may succeed (not a request-scoped rejection).
+    pub fn is_retryable(&self) -> bool {
+        !matches!(self, Self::RequestScoped { .. })
+    }
+
+    /// When the first credential is available again, if the error says.
+    pub fn next_available_at(&self) -> Option<DateTime<Utc>> {
+        match self {
+            Self::Unavailable { unavailable, .. } => unavailable.next_available_at,
+            _ => None,
+        }
+    }
+}
+
+/// An operation on one credential named by id failed.
+#[derive(Debug, Error)]
+#[non_exhaustive]
+pub enum CredentialOpError {
+    /// No credential has that id.
+    #[error("credential {id} not found")]
+    UnknownCredential {
+        /// The id.
+        id: String,
+    },
+    /// A credential with that id already exists.
+    #[error("credential {id} already exists")]
+    DuplicateId {
+        /// The id.
+        id: CredentialId,
+    },
+    /// Removing it would leave the pool empty.
+    #[error("credential {id} is the last one in the pool")]
+    LastCredential {
+        /// The id.
+        id: CredentialId,
+    },
+    /// The rotation state machine refused.
+    #[error(transparent)]
+    Rotation(#[from] oauth_rotation::RotationError),
+    /// The store failed.
+    #[error("store: {0}")]
+    Store(#[from] oauth_store::StoreError),
+    /// The refresh failed.
+    #[error("refresh: {0}")]
+    Refresh(#[from] oauth_refresh::RefreshError),
+    /// Persisting the credential (store or credential provider) failed.
+    #[error("persisting credential {id} failed: {reason}")]
+    Persist {
+        /// The credential.
+        id: CredentialId,
+        /// Why (no secrets).
+        reason: String,
+    },
+}

@@ -1,0 +1,289 @@
+//! `execute_with_failover`: one call, classified failover.
+
+use std::future::Future;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::Instant;
+
+use oauth_core::{ClassifyFailure, Credential, CredentialId, Event, EventKind, FailureKind, Usage};
+use oauth_metrics::RequestOutcome;
+
+use crate::error::{AttemptError, ExecuteError};
+use crate::manager::OAuthKeyManager;
+use crate::pool::Slot;
+use crate::refreshing::RefreshNeed;
+
+/// What a successful [`execute_with_failover`](OAuthKeyManager::execute_with_failover) returns.
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub struct Served<T> {
+    /// The operation's value.
+    pub value: T,
+    /// The usage the operation reported.
+    pub usage: Option<Usage>,
+    /// The credential that served it.
+    pub credential: CredentialId,
+    /// Attempts made (1 when the first credential served it).
+    pub attempts: u32,
+}
+
+/// How one attempt failed.
+struct Failed<E> {
+    kind: FailureKind,
+    error: AttemptError<E>,
+}
+
+/// Decrements a slot's in-flight count when dropped (also on cancellation).
+struct InFlight<'a>(&'a Slot);
+
+impl<'a> InFlight<'a> {
+    fn enter(slot: &'a Slot) -> Self {
+        slot.in_flight.fetch_add(1, Ordering::Relaxed);
+        Self(slot)
+    }
+}
+
+impl Drop for InFlight<'_> {
+    fn drop(&mut self) {
+        self.0.in_flight.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+impl OAuthKeyManager {
+    /// Runs `operation` with an available credential, failing over to others as its failures
+    /// dictate (Go `ExecuteWithFailover` and `ExecuteWithFailoverMessage`, for any result type).
+    ///
+    /// The operation gets a copy of the credential and returns its value and optional [`Usage`], or
+    /// an error whose [`ClassifyFailure`] says what it means:
+    /// - rate-limited: the credential cools down for Retry-After (or the reset hint) and the next
+    ///   credential is tried;
+    /// - unauthorized: the credential is refreshed (once, shared with concurrent callers) and the
+    ///   operation retried on it once;
+    /// - permanent auth failure: the credential needs re-authorization, an alert goes out, the next
+    ///   is tried;
+    /// - transient (also any error that says nothing): backoff, next credential;
+    /// - request-scoped: returned at once; no credential is penalized.
+    ///
+    /// Tokens are refreshed before use when the refresh strategy says so, through the single-flight
+    /// coordinator. Attempts are bounded by [`FailoverSettings`](crate::FailoverSettings) (default
+    /// `min(n, 3)`), its deadline, and the caller (dropping the future cancels the call, never a
+    /// refresh other callers wait for).
+    ///
+    /// # Errors
+    /// [`ExecuteError`]: request-scoped rejection, attempts exhausted (with the last error), no
+    /// credential available (saying when one will be), or the deadline.
+    pub async fn execute_with_failover<T, E, F, Fut>(
+        &self,
+        operation: F,
+    ) -> Result<Served<T>, ExecuteError<E>>
+    where
+        F: FnMut(Arc<Credential>) -> Fut,
+        Fut: Future<Output = Result<(T, Option<Usage>), E>>,
+        E: ClassifyFailure,
+    {
+        match self.settings().failover.deadline {
+            None => self.execute_inner(operation).await,
+            Some(deadline) => tokio::time::timeout(deadline, self.execute_inner(operation))
+                .await
+                .unwrap_or_else(|_| {
+                    Err(ExecuteError::DeadlineExceeded {
+                        provider: self.inner.provider.clone(),
+                    })
+                }),
+        }
+    }
+
+    async fn execute_inner<T, E, F, Fut>(
+        &self,
+        mut operation: F,
+    ) -> Result<Served<T>, ExecuteError<E>>
+    where
+        F: FnMut(Arc<Credential>) -> Fut,
+        Fut: Future<Output = Result<(T, Option<Usage>), E>>,
+        E: ClassifyFailure,
+    {
+        let failover = self.settings().failover.clone();
+        let n = u32::try_from(self.inner.selector.pool().slots.len()).unwrap_or(u32::MAX);
+        let max_attempts = failover.max_attempts.unwrap_or_else(|| n.min(3)).max(1);
+        let wait_until = failover
+            .wait_for_available
+            .map(|d| tokio::time::Instant::now() + d);
+        let mut attempts = 0;
+        let mut last: Option<(CredentialId, Failed<E>)> = None;
+        while attempts < max_attempts {
+            let now = self.now();
+            let slot = match self.inner.selector.select(now) {
+                Ok(slot) => {
+                    self.inner.exhausted.store(false, Ordering::Relaxed);
+                    slot
+                }
+                Err(none) => {
+                    if let (Some(until), Some(next)) = (wait_until, none.next_available_at) {
+                        let wait = (next - now).to_std().unwrap_or_default();
+                        let wake = tokio::time::Instant::now() + wait;
+                        if wake <= until {
+                            tokio::time::sleep_until(wake).await;
+                            tokio::task::yield_now().await;
+                            continue;
+                        }
+                    }
+                    let unavailable = self.unavailable(none.next_available_at);
+                    if !self.inner.exhausted.swap(true, Ordering::Relaxed) {
+                        self.emit(Event::new(
+                            now,
+                            EventKind::PoolExhausted {
+                                provider: self.inner.provider.clone(),
+                                next_available_at: none.next_available_at,
+                            },
+                        ));
+                    }
+                    return Err(ExecuteError::Unavailable {
+                        unavailable,
+                        last: last.map(|(id, f)| (id, f.error)),
+                    });
+                }
+            };
+            attempts += 1;
+            match self.attempt(&slot, &mut operation).await {
+                Ok((value, usage)) => {
+                    return Ok(Served {
+                        value,
+                        usage,
+                        credential: slot.id.clone(),
+                        attempts,
+                    });
+                }
+                Err(Failed {
+                    kind: FailureKind::RequestScoped,
+                    error: AttemptError::Operation(error),
+                }) => {
+                    return Err(ExecuteError::RequestScoped {
+                        provider: self.inner.provider.clone(),
+                        credential: slot.id.clone(),
+                        error,
+                    });
+                }
+                Err(failed) => {
+                    if attempts < max_attempts {
+                        self.record_failover(&slot.id, failed.kind);
+                    }
+                    last = Some((slot.id.clone(), failed));
+                }
+            }
+        }
+        match last {
+            Some((credential, failed)) => Err(ExecuteError::AttemptsExhausted {
+                provider: self.inner.provider.clone(),
+                attempts,
+                credential,
+                kind: failed.kind,
+                last: failed.error,
+            }),
+            None => Err(ExecuteError::Unavailable {
+                unavailable: self.unavailable(None),
+                last: None,
+            }),
+        }
+    }
+
+    /// One attempt on one credential: refresh if due, run, classify, record; retries once on the
+    /// same credential after an unauthorized answer and a refresh.
+    async fn attempt<T, E, F, Fut>(
+        &self,
+        slot: &Arc<Slot>,
+        operation: &mut F,
+    ) -> Result<(T, Option<Usage>), Failed<E>>
+    where
+        F: FnMut(Arc<Credential>) -> Fut,
+        Fut: Future<Output = Result<(T, Option<Usage>), E>>,
+        E: ClassifyFailure,
+    {
+        let mut credential = self.credential_for_use(slot).await.map_err(|e| Failed {
+            kind: e.kind(),
+            error: AttemptError::Refresh(e),
+        })?;
+        let mut retried_unauthorized = false;
+        loop {
+            let _in_flight = InFlight::enter(slot);
+            let started = Instant::now();
+            let result = operation(Arc::clone(&credential)).await;
+            let latency = started.elapsed();
+            let now = self.now();
+            match result {
+                Ok((value, usage)) => {
+                    let tokens = usage.as_ref().map_or(0, Usage::tokens);
+                    slot.record_request(tokens, latency, RequestOutcome::Success, now);
+                    let (change, changed) = slot.record_success(now);
+                    if change.is_some() || changed {
+                        self.after_health_change(slot, change, changed, now);
+                    }
+                    return Ok((value, usage));
+                }
+                Err(error) => {
+                    let kind = error.failure_kind();
+                    slot.record_request(0, latency, RequestOutcome::Failure(kind), now);
+                    if kind == FailureKind::Unauthorized
+                        && !retried_unauthorized
+                        && self.inner.refresher.is_configured()
+                    {
+                        retried_unauthorized = true;
+                        match self
+                            .refresh_slot(slot, RefreshNeed::Rejected(Arc::clone(&credential)))
+                            .await
+                        {
+                            Ok(fresh) => {
+                                credential = fresh;
+                                continue;
+                            }
+                            Err(e) => {
+                                return Err(Failed {
+                                    kind: e.kind(),
+                                    error: AttemptError::Refresh(e),
+                                });
+                            }
+                        }
+                    }
+                    if kind != FailureKind::RequestScoped {
+                        self.record_failure(slot, kind);
+                    }
+                    return Err(Failed {
+                        kind,
+                        error: AttemptError::Operation(error),
+                    });
+                }
+            }
+        }
+    }
+
+    /// The credential to use now: refreshed first when the strategy says so. Without a refresher, a
+    /// credential stays usable until its token really expires (Go made it unusable 5 minutes early).
+    async fn credential_for_use(
+        &self,
+        slot: &Arc<Slot>,
+    ) -> Result<Arc<Credential>, oauth_refresh::RefreshError> {
+        let credential = slot.credential();
+        let now = self.now();
+        if !self.inner.refresher.is_configured() {
+            if credential.access_token_valid(now) {
+                return Ok(credential);
+            }
+            let expired_at = credential.expires_at;
+            let (change, changed) = slot.with_health(now, |h| {
+                h.record_refresh_failure(
+                    FailureKind::PermanentAuth,
+                    expired_at,
+                    &self.settings().health,
+                    now,
+                )
+            });
+            self.after_health_change(slot, change, changed, now);
+            return Err(oauth_refresh::RefreshError::NotConfigured {
+                id: slot.id.clone(),
+            });
+        }
+        if self.needs_refresh_before_use(slot, &credential, now) {
+            return self.refresh_slot(slot, RefreshNeed::Strategy).await;
+        }
+        Ok(credential)
+    }
+}

@@ -1,0 +1,342 @@
+//! The credential pool: per-credential slots and lock-free selection.
+//!
+//! Reads never take a lock shared by all credentials:
+//! - the list of slots is an immutable [`Pool`] behind an `ArcSwap`, replaced when credentials are
+//!   added or removed;
+//! - each slot publishes when it is next available as an atomic (`available_at_ms`), derived from its
+//!   own [`CredentialHealth`] (a per-credential mutex, taken only on state changes);
+//! - the available slots form an immutable [`Available`] snapshot, rebuilt when a slot's
+//!   availability changes or when the earliest backoff ends. Selection indexes into it with one
+//!   atomic cursor, so its cost does not depend on how many credentials are in backoff, and a skipped
+//!   credential's share is spread evenly over the others (the Go code gave it to the successor).
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU32, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
+
+use arc_swap::ArcSwap;
+use chrono::{DateTime, Utc};
+use oauth_core::{Availability, Credential, CredentialHealth, CredentialId, HealthChange};
+use std::time::Duration;
+
+use oauth_core::CredentialState;
+use oauth_metrics::{CredentialMetrics, CredentialRecorder, RefreshResult, RequestOutcome};
+
+/// `available_at_ms` value for "now".
+const NOW: i64 = i64::MIN;
+/// `available_at_ms` value for "never" (needs re-authorization, disabled).
+const NEVER: i64 = i64::MAX;
+
+pub(crate) fn millis(t: DateTime<Utc>) -> i64 {
+    t.timestamp_millis()
+}
+
+fn from_millis(ms: i64) -> Option<DateTime<Utc>> {
+    DateTime::from_timestamp_millis(ms)
+}
+
+/// One credential in the pool.
+#[derive(Debug)]
+pub(crate) struct Slot {
+    pub(crate) id: CredentialId,
+    credential: ArcSwap<Credential>,
+    /// The store's version of this credential (0: not stored).
+    pub(crate) version: AtomicU64,
+    health: Mutex<CredentialHealth>,
+    available_at_ms: AtomicI64,
+    /// The health has something to clear on success (failures, backoff); a success on a clean slot
+    /// takes no lock.
+    troubled: AtomicBool,
+    last_success_ms: AtomicI64,
+    /// Being replaced by a rotation: selected only when no unmarked credential is available.
+    pub(crate) marked: AtomicBool,
+    /// Requests running on this credential now.
+    pub(crate) in_flight: AtomicU32,
+    /// A refreshed credential that could not be persisted yet.
+    pub(crate) persist_pending: AtomicBool,
+    /// The manager's own in-memory counters (static dispatch on the hot path).
+    pub(crate) usage: Arc<CredentialMetrics>,
+    /// The application's recorder, if any (e.g. Prometheus).
+    extra: Option<Arc<dyn CredentialRecorder>>,
+}
+
+impl Slot {
+    pub(crate) fn new(
+        credential: Credential,
+        version: u64,
+        seed: u64,
+        usage: Arc<CredentialMetrics>,
+        extra: Option<Arc<dyn CredentialRecorder>>,
+    ) -> Self {
+        Self {
+            id: credential.id.clone(),
+            credential: ArcSwap::from_pointee(credential),
+            version: AtomicU64::new(version),
+            health: Mutex::new(CredentialHealth::new(seed)),
+            available_at_ms: AtomicI64::new(NOW),
+            troubled: AtomicBool::new(false),
+            last_success_ms: AtomicI64::new(i64::MIN),
+            marked: AtomicBool::new(false),
+            in_flight: AtomicU32::new(0),
+            persist_pending: AtomicBool::new(false),
+            usage,
+            extra,
+        }
+    }
+
+    /// Records one request in every recorder.
+    pub(crate) fn record_request(
+        &self,
+        tokens: u64,
+        latency: Duration,
+        outcome: RequestOutcome,
+        now: DateTime<Utc>,
+    ) {
+        self.usage.record_request(tokens, latency, outcome, now);
+        if let Some(extra) = &self.extra {
+            extra.record_request(tokens, latency, outcome, now);
+        }
+    }
+
+    /// Records one refresh in every recorder.
+    pub(crate) fn record_refresh(&self, result: RefreshResult, took: Duration, now: DateTime<Utc>) {
+        self.usage.record_refresh(result, took, now);
+        if let Some(extra) = &self.extra {
+            extra.record_refresh(result, took, now);
+        }
+    }
+
+    /// Reports the state gauges.
+    pub(crate) fn record_state(
+        &self,
+        state: CredentialState,
+        expires_in: Option<Duration>,
+        cooldown: Option<Duration>,
+    ) {
+        if let Some(extra) = &self.extra {
+            extra.record_state(state, expires_in, cooldown);
+        }
+    }
+
+    /// The current credential (a cheap shared copy; the pool never hands out a mutable pointer).
+    pub(crate) fn credential(&self) -> Arc<Credential> {
+        self.credential.load_full()
+    }
+
+    /// Publishes a new credential (after a refresh, or adopted from the store).
+    pub(crate) fn set_credential(&self, credential: Credential) {
+        self.credential.store(Arc::new(credential));
+    }
+
+    /// True when the slot can serve at `now_ms`.
+    pub(crate) fn is_available_at(&self, now_ms: i64) -> bool {
+        self.available_at_ms.load(Ordering::Acquire) <= now_ms
+    }
+
+    /// Runs `f` on the health under its (per-credential) lock, then republishes availability.
+    /// Returns `f`'s result and whether availability changed.
+    pub(crate) fn with_health<R>(
+        &self,
+        now: DateTime<Utc>,
+        f: impl FnOnce(&mut CredentialHealth) -> R,
+    ) -> (R, bool) {
+        let mut h = self.health.lock().unwrap_or_else(PoisonError::into_inner);
+        let r = f(&mut h);
+        let now_ms = millis(now);
+        let at = match h.availability(now) {
+            Availability::Now => NOW,
+            Availability::At(t) => millis(t),
+            Availability::Never => NEVER,
+        };
+        let troubled = h.consecutive_failures() > 0 || at != NOW;
+        drop(h);
+        let before = self.available_at_ms.swap(at, Ordering::AcqRel);
+        self.troubled.store(troubled, Ordering::Release);
+        let changed = (before <= now_ms) != (at <= now_ms) || (before == NEVER) != (at == NEVER);
+        (r, changed)
+    }
+
+    /// True while the credential needs re-authorization (takes the slot's own lock).
+    pub(crate) fn needs_reauthorization(&self) -> bool {
+        self.health
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .needs_reauthorization()
+    }
+
+    /// Records a success: lock-free unless the health has something to clear.
+    pub(crate) fn record_success(&self, now: DateTime<Utc>) -> (Option<HealthChange>, bool) {
+        self.last_success_ms.store(millis(now), Ordering::Relaxed);
+        if !self.troubled.load(Ordering::Acquire) {
+            return (None, false);
+        }
+        self.with_health(now, |h| h.record_success(now))
+    }
+
+    /// A snapshot of the health (with the lock-free last-success time merged in).
+    pub(crate) fn health_snapshot(
+        &self,
+        policy: &oauth_core::HealthPolicy,
+        now: DateTime<Utc>,
+    ) -> oauth_core::HealthSnapshot {
+        let mut snap = self
+            .health
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .snapshot(policy, now);
+        let ms = self.last_success_ms.load(Ordering::Relaxed);
+        if let Some(t) = (ms != i64::MIN).then(|| from_millis(ms)).flatten()
+            && snap.last_success.is_none_or(|l| l < t)
+        {
+            snap.last_success = Some(t);
+        }
+        snap
+    }
+}
+
+/// The immutable list of slots.
+#[derive(Debug, Default)]
+pub(crate) struct Pool {
+    pub(crate) slots: Vec<Arc<Slot>>,
+    pub(crate) by_id: HashMap<CredentialId, Arc<Slot>>,
+}
+
+impl Pool {
+    pub(crate) fn new(slots: Vec<Arc<Slot>>) -> Self {
+        let by_id = slots
+            .iter()
+            .map(|s| (s.id.clone(), Arc::clone(s)))
+            .collect();
+        Self { slots, by_id }
+    }
+
+    pub(crate) fn get(&self, id: &str) -> Option<&Arc<Slot>> {
+        self.by_id.get(id)
+    }
+}
+
+/// The slots available when the snapshot was built.
+#[derive(Debug, Default)]
+struct Available {
+    /// Unmarked available slots.
+    preferred: Vec<Arc<Slot>>,
+    /// Available slots being rotated out: used only when `preferred` is empty.
+    fallback: Vec<Arc<Slot>>,
+    /// Rebuild when the clock reaches this (the earliest backoff end); `i64::MAX` for never.
+    recheck_at_ms: i64,
+}
+
+/// Why nothing was selected.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct NoneAvailable {
+    /// When the first credential will be available again, if any will.
+    pub(crate) next_available_at: Option<DateTime<Utc>>,
+}
+
+/// Lock-free round-robin selection over the available slots.
+#[derive(Debug)]
+pub(crate) struct Selector {
+    pool: ArcSwap<Pool>,
+    available: ArcSwap<Available>,
+    cursor: AtomicUsize,
+    rebuild: Mutex<()>,
+}
+
+impl Selector {
+    pub(crate) fn new(pool: Pool, now: DateTime<Utc>) -> Self {
+        let s = Self {
+            pool: ArcSwap::from_pointee(pool),
+            available: ArcSwap::from_pointee(Available::default()),
+            cursor: AtomicUsize::new(0),
+            rebuild: Mutex::new(()),
+        };
+        s.rebuild(millis(now));
+        s
+    }
+
+    pub(crate) fn pool(&self) -> arc_swap::Guard<Arc<Pool>> {
+        self.pool.load()
+    }
+
+    pub(crate) fn pool_full(&self) -> Arc<Pool> {
+        self.pool.load_full()
+    }
+
+    /// Replaces the pool (credentials added or removed) and rebuilds the available set.
+    pub(crate) fn replace_pool(&self, pool: Pool, now: DateTime<Utc>) {
+        self.pool.store(Arc::new(pool));
+        self.rebuild(millis(now));
+    }
+
+    /// Rebuilds the available snapshot from the slots' published availability.
+    pub(crate) fn rebuild(&self, now_ms: i64) {
+        let _serialized = self.rebuild.lock().unwrap_or_else(PoisonError::into_inner);
+        let pool = self.pool.load();
+        let mut next = Available {
+            preferred: Vec::with_capacity(pool.slots.len()),
+            fallback: Vec::new(),
+            recheck_at_ms: i64::MAX,
+        };
+        for slot in &pool.slots {
+            let at = slot.available_at_ms.load(Ordering::Acquire);
+            if at <= now_ms {
+                if slot.marked.load(Ordering::Acquire) {
+                    next.fallback.push(Arc::clone(slot));
+                } else {
+                    next.preferred.push(Arc::clone(slot));
+                }
+            } else if at != NEVER {
+                next.recheck_at_ms = next.recheck_at_ms.min(at);
+            }
+        }
+        self.available.store(Arc::new(next));
+    }
+
+    /// The next available slot, round-robin.
+    pub(crate) fn select(&self, now: DateTime<Utc>) -> Result<Arc<Slot>, NoneAvailable> {
+        let now_ms = millis(now);
+        if let Some(slot) = self.try_select(now_ms) {
+            return Ok(slot);
+        }
+        // The snapshot may be stale (a slot changed between its publication and our read).
+        self.rebuild(now_ms);
+        self.try_select(now_ms).ok_or_else(|| NoneAvailable {
+            next_available_at: self.next_available_at(now_ms),
+        })
+    }
+
+    fn try_select(&self, now_ms: i64) -> Option<Arc<Slot>> {
+        let mut avail = self.available.load();
+        if now_ms >= avail.recheck_at_ms {
+            drop(avail);
+            self.rebuild(now_ms);
+            avail = self.available.load();
+        }
+        let list = if avail.preferred.is_empty() {
+            &avail.fallback
+        } else {
+            &avail.preferred
+        };
+        let n = list.len();
+        if n == 0 {
+            return None;
+        }
+        let start = self.cursor.fetch_add(1, Ordering::Relaxed);
+        (0..n.min(4))
+            .map(|k| &list[start.wrapping_add(k) % n])
+            .find(|slot| slot.is_available_at(now_ms))
+            .map(Arc::clone)
+    }
+
+    /// The earliest time any credential becomes available (`None`: none ever will by itself).
+    pub(crate) fn next_available_at(&self, now_ms: i64) -> Option<DateTime<Utc>> {
+        let pool = self.pool.load();
+        pool.slots
+            .iter()
+            .map(|s| s.available_at_ms.load(Ordering::Acquire))
+            .filter(|at| *at != NEVER)
+            .map(|at| at.max(now_ms))
+            .min()
+            .and_then(from_millis)
+    }
+}

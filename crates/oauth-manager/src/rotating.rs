@@ -1,0 +1,158 @@
+//! Credential rotation on the pool: the state machine lives in `oauth-rotation`; the manager adds
+//! and removes credentials and calls the hooks with no lock held.
+
+use std::sync::atomic::Ordering;
+
+use oauth_core::{Credential, CredentialId, Event};
+use oauth_rotation::{AutoDecommissionReport, RotationState};
+
+use crate::error::CredentialOpError;
+use crate::manager::OAuthKeyManager;
+
+impl OAuthKeyManager {
+    /// Credentials older than the rotation interval (measured from their persisted creation time)
+    /// and not yet marked, sorted (Go `CheckRotationNeeded`). Empty while the policy is disabled.
+    pub fn check_rotation_needed(&self) -> Vec<CredentialId> {
+        self.inner.rotation.check_rotation_needed(self.now())
+    }
+
+    /// Starts rotating `old` out in favour of `replacement` (Go `MarkForRotation`): the replacement
+    /// joins the pool (and the store) and is preferred; `old` keeps serving, as a fallback, until
+    /// the grace period ends. The `on_rotation_needed` hook runs afterwards with no lock held; its
+    /// error is reported in a `DecommissionFailed`-free way: it is returned by
+    /// [`MarkOutcome`](oauth_rotation::MarkOutcome) semantics (the mark stands).
+    ///
+    /// # Errors
+    /// Unknown `old`, `old` already marked, or `replacement`'s id already in use (including `old`'s
+    /// own); the store's error when saving the replacement. Nothing changes on error.
+    pub async fn mark_for_rotation(
+        &self,
+        old: &str,
+        replacement: Credential,
+    ) -> Result<Event, CredentialOpError> {
+        let structure = self.inner.structure.lock().await;
+        let old_slot = self
+            .slot(old)
+            .ok_or_else(|| CredentialOpError::UnknownCredential { id: old.to_owned() })?;
+        if self.slot(replacement.id.as_str()).is_some() {
+            return Err(CredentialOpError::DuplicateId { id: replacement.id });
+        }
+        // Validate with the state machine before touching the pool or the store.
+        self.inner.rotation.with_tracker(|t| {
+            if t.is_marked(&old_slot.id) {
+                return Err(oauth_rotation::RotationError::AlreadyMarked {
+                    id: old_slot.id.clone(),
+                });
+            }
+            Ok(())
+        })?;
+        let version = match &self.inner.store {
+            Some(store) => store.save(&self.inner.provider, &replacement, None).await?,
+            None => 0,
+        };
+        let now = self.now();
+        let new_id = replacement.id.clone();
+        let created_at = replacement.created_at;
+        self.insert_slot(replacement, version);
+        drop(structure);
+        let outcome = match self
+            .inner
+            .rotation
+            .mark_for_rotation(&old_slot.id, new_id.clone(), created_at, now)
+            .await
+        {
+            Ok(outcome) => outcome,
+            Err(e) => {
+                self.remove_slot(&new_id);
+                return Err(e.into());
+            }
+        };
+        old_slot.marked.store(true, Ordering::Release);
+        self.inner.selector.rebuild(crate::pool::millis(now));
+        self.emit(outcome.event.clone());
+        if let Err(hook) = outcome.hook_result {
+            self.emit(Event::new(
+                now,
+                oauth_core::EventKind::DecommissionFailed {
+                    credential: old_slot.id.clone(),
+                    reason: format!("on_rotation_needed hook failed: {}", hook.message()),
+                },
+            ));
+        }
+        Ok(outcome.event)
+    }
+
+    /// Removes a credential whose rotation grace period has ended (Go `CompleteRotation`). The
+    /// `on_decommission` hook runs with no lock held (it may call the manager) and may veto.
+    ///
+    /// # Errors
+    /// Unknown, not marked, grace not elapsed (saying when), the hook's veto (the credential
+    /// stays), or the store's error when deleting it (it is then already out of the pool).
+    pub async fn complete_rotation(&self, id: &str) -> Result<Event, CredentialOpError> {
+        let id = CredentialId::new(id)
+            .map_err(|_| CredentialOpError::UnknownCredential { id: id.to_owned() })?;
+        let now = self.now();
+        let result = self
+            .inner
+            .rotation
+            .complete_rotation(&id, now, |id| self.remove_slot(id))
+            .await;
+        match result {
+            Ok(event) => {
+                self.emit(event.clone());
+                self.delete_from_store(&id).await?;
+                Ok(event)
+            }
+            Err(e) => {
+                if let Some(event) = e.decommission_failed_event(now) {
+                    self.emit(event);
+                }
+                Err(e.into())
+            }
+        }
+    }
+
+    /// Completes every rotation whose grace period has ended, when the policy's auto-decommission
+    /// is on (Go `AutoDecommissionExpired`); reports every failure, not only the last.
+    pub async fn auto_decommission_expired(&self) -> AutoDecommissionReport {
+        let now = self.now();
+        let report = self
+            .inner
+            .rotation
+            .auto_decommission_expired(now, |id| self.remove_slot(id))
+            .await;
+        for event in &report.events {
+            self.emit(event.clone());
+        }
+        for id in &report.decommissioned {
+            if let Err(e) = self.delete_from_store(id).await {
+                self.emit(Event::new(
+                    now,
+                    oauth_core::EventKind::PersistenceFailed {
+                        credential: id.clone(),
+                        reason: format!("deleting the decommissioned credential: {e}"),
+                        attempts: 1,
+                    },
+                ));
+            }
+        }
+        report
+    }
+
+    /// The rotation state of a credential (Go `GetRotationState`).
+    pub fn rotation_state(&self, id: &str) -> Option<RotationState> {
+        let id = CredentialId::new(id).ok()?;
+        self.inner.rotation.state(&id)
+    }
+
+    async fn delete_from_store(&self, id: &CredentialId) -> Result<(), CredentialOpError> {
+        if let Some(store) = &self.inner.store {
+            match store.delete(&self.inner.provider, id, None).await {
+                Ok(()) => {}
+                Err(oauth_store::StoreError::NotFound { .. }) => {}
+                Err(e) => return Err(e.into()),
+            }
+        }
+        Ok(())
+    }
+}

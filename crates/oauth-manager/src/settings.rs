@@ -1,0 +1,78 @@
+//! Settings the manager copies in (never aliases) and hands out as copies.
+
+use std::time::Duration;
+
+use oauth_core::HealthPolicy;
+use oauth_refresh::RefreshStrategy;
+use oauth_webhooks::MonitoringConfig;
+
+use crate::error::SettingsError;
+
+/// How [`execute_with_failover`](crate::OAuthKeyManager::execute_with_failover) tries credentials.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+#[non_exhaustive]
+pub struct FailoverSettings {
+    /// Attempts per call; `None` means `min(credentials, 3)`, as in Go.
+    pub max_attempts: Option<u32>,
+    /// When no credential is available, wait up to this long for the first to come back instead of
+    /// failing at once. `None`: fail at once (Go).
+    pub wait_for_available: Option<Duration>,
+    /// Deadline for a whole call, attempts and refreshes included. `None`: only the caller's own
+    /// cancellation (dropping the future) bounds it.
+    pub deadline: Option<Duration>,
+}
+
+impl FailoverSettings {
+    /// Sets [`max_attempts`](Self::max_attempts).
+    #[must_use]
+    pub const fn with_max_attempts(mut self, n: u32) -> Self {
+        self.max_attempts = Some(n);
+        self
+    }
+
+    /// Sets [`wait_for_available`](Self::wait_for_available).
+    #[must_use]
+    pub const fn with_wait_for_available(mut self, d: Duration) -> Self {
+        self.wait_for_available = Some(d);
+        self
+    }
+
+    /// Sets [`deadline`](Self::deadline).
+    #[must_use]
+    pub const fn with_deadline(mut self, d: Duration) -> Self {
+        self.deadline = Some(d);
+        self
+    }
+
+    pub(crate) fn validate(&self) -> Result<(), SettingsError> {
+        if self.max_attempts == Some(0) {
+            return Err(SettingsError::Failover("max_attempts must be at least 1"));
+        }
+        if self.deadline.is_some_and(|d| d.is_zero()) {
+            return Err(SettingsError::Failover(
+                "deadline must be greater than zero",
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// All settings read on the hot path, swapped as one immutable value.
+#[derive(Debug, Clone)]
+pub(crate) struct Settings {
+    pub(crate) strategy: RefreshStrategy,
+    pub(crate) health: HealthPolicy,
+    pub(crate) monitoring: Option<MonitoringConfig>,
+    pub(crate) failover: FailoverSettings,
+}
+
+impl Settings {
+    pub(crate) fn validate(&self) -> Result<(), SettingsError> {
+        self.health.validate()?;
+        self.strategy.validate()?;
+        if let Some(m) = &self.monitoring {
+            m.validate()?;
+        }
+        self.failover.validate()
+    }
+}

@@ -1,0 +1,11 @@
+//! oauth-manager's integration tests: the Go behaviours, as improved, through the public API.
+
+mod builder;
+mod failover;
+mod maintenance;
+mod refresh;
+mod reporting;
+mod rotation;
+mod selection;
+mod stress;
+mod support;

@@ -1,0 +1,347 @@
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use chrono::TimeDelta;
+use oauth_core::ManualClock;
+use oauth_manager::store::{CredentialStore, MemoryStore, StoreError, Version, Versioned};
+use oauth_manager::{
+    Credential, CredentialId, CredentialProvider, EventKind, ExposeSecret, MaintenanceConfig,
+    OAuthKeyManager, ProviderError,
+};
+
+use crate::support::{TestError, counting_refresher, cred, t0};
+
+fn expiring_pool(clock: &ManualClock) -> oauth_manager::OAuthKeyManagerBuilder {
+    OAuthKeyManager::builder("test")
+        .credential(cred("c1", TimeDelta::minutes(2)))
+        .clock(Arc::new(clock.clone()))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stampede_of_10000_calls_refreshes_once_and_all_succeed() {
+    // Go: one refresh, 999 of 1,000 callers failed, and the credential was left in backoff.
+    let clock = ManualClock::new(t0());
+    let refresher = counting_refresher(&clock, Duration::from_millis(50), None);
+    let manager = expiring_pool(&clock)
+        .refresher(Arc::clone(&refresher.refresher))
+        .build()
+        .await
+        .expect("builds");
+    let barrier = Arc::new(tokio::sync::Barrier::new(10_000));
+    let tasks: Vec<_> = (0..10_000)
+        .map(|_| {
+            let (manager, barrier) = (manager.clone(), Arc::clone(&barrier));
+            tokio::spawn(async move {
+                barrier.wait().await;
+                manager
+                    .execute_with_failover(|c| async move {
+                        Ok::<_, TestError>((c.access_token.expose_secret().to_owned(), None))
+                    })
+                    .await
+            })
+        })
+        .collect();
+    let mut ok = 0;
+    for t in tasks {
+        let served = t.await.expect("task ran").expect("every call succeeds");
+        assert_eq!(
+            served.value, "access-c1-1",
+            "everyone used the refreshed token"
+        );
+        ok += 1;
+    }
+    assert_eq!(ok, 10_000);
+    assert_eq!(
+        refresher.calls.load(Ordering::SeqCst),
+        1,
+        "exactly one refresh"
+    );
+    assert_eq!(refresher.reused.load(Ordering::SeqCst), 0);
+    let h = manager.credential_health("c1").expect("known");
+    assert!(
+        h.is_available && h.is_healthy && h.failure_count == 0,
+        "{h:?}"
+    );
+    let m = manager.credential_metrics("c1").expect("recorded");
+    assert_eq!(
+        (m.request_count, m.success_count, m.refresh_count),
+        (10_000, 10_000, 1)
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dropped_caller_neither_cancels_the_refresh_nor_leaves_it_stuck() {
+    let clock = ManualClock::new(t0());
+    let refresher = counting_refresher(&clock, Duration::from_millis(100), None);
+    let manager = expiring_pool(&clock)
+        .refresher(Arc::clone(&refresher.refresher))
+        .build()
+        .await
+        .expect("builds");
+    let first = {
+        let manager = manager.clone();
+        tokio::spawn(async move {
+            manager
+                .execute_with_failover(|_| async { Ok::<_, TestError>(((), None)) })
+                .await
+        })
+    };
+    tokio::time::sleep(Duration::from_millis(20)).await;
+    first.abort();
+    let served = manager
+        .execute_with_failover(|c| async move {
+            Ok::<_, TestError>((c.access_token.expose_secret().to_owned(), None))
+        })
+        .await
+        .expect("the second caller is served");
+    assert_eq!(served.value, "access-c1-1");
+    assert_eq!(refresher.calls.load(Ordering::SeqCst), 1);
+}
+
+#[tokio::test]
+async fn a_refreshed_credential_is_in_the_store_before_it_is_used() {
+    let clock = ManualClock::new(t0());
+    let refresher = counting_refresher(&clock, Duration::ZERO, None);
+    let store = Arc::new(MemoryStore::new());
+    let manager = expiring_pool(&clock)
+        .store(Arc::clone(&store) as Arc<dyn CredentialStore>)
+        .refresher(Arc::clone(&refresher.refresher))
+        .build()
+        .await
+        .expect("builds");
+    let id = CredentialId::new("c1").expect("valid");
+    let stored = store.clone();
+    manager
+        .execute_with_failover(|c| {
+            let (stored, id) = (stored.clone(), id.clone());
+            async move {
+                let in_store = stored
+                    .load("test", &id)
+                    .await
+                    .expect("loads")
+                    .expect("present");
+                assert!(
+                    in_store.value.same_tokens(&c),
+                    "the store already holds the token in use"
+                );
+                Ok::<_, TestError>(((), None))
+            }
+        })
+        .await
+        .expect("served");
+    let saved = store
+        .load("test", &id)
+        .await
+        .expect("loads")
+        .expect("present");
+    assert_eq!(
+        saved
+            .value
+            .refresh_token
+            .as_ref()
+            .map(|t| t.expose_secret().to_owned()),
+        Some("refresh-c1-1".to_owned()),
+        "the rotated refresh token is persisted"
+    );
+    assert_eq!(saved.version, 2);
+}
+
+#[tokio::test]
+async fn stored_credentials_win_over_configured_ones() {
+    let clock = ManualClock::new(t0());
+    let store = Arc::new(MemoryStore::new());
+    let rotated = cred("c1", TimeDelta::hours(1)).with_refresh_token("refresh-c1-7");
+    store.save("test", &rotated, None).await.expect("seeded");
+    let manager = expiring_pool(&clock)
+        .credential(cred("c2", TimeDelta::hours(1)))
+        .store(Arc::clone(&store) as Arc<dyn CredentialStore>)
+        .build()
+        .await
+        .expect("builds");
+    let c1 = manager.credential("c1").expect("present");
+    assert_eq!(
+        c1.refresh_token
+            .as_ref()
+            .map(|t| t.expose_secret().to_owned()),
+        Some("refresh-c1-7".to_owned())
+    );
+    assert!(
+        store
+            .load("test", &CredentialId::new("c2").expect("valid"))
+            .await
+            .expect("loads")
+            .is_some(),
+        "configured credentials seed the store"
+    );
+}
+
+/// A store whose saves fail until healed.
+#[derive(Debug, Default)]
+struct FlakyStore {
+    inner: MemoryStore,
+    broken: std::sync::atomic::AtomicBool,
+}
+
+#[async_trait]
+impl CredentialStore for FlakyStore {
+    async fn load_all(&self, provider: &str) -> Result<Vec<Versioned<Credential>>, StoreError> {
+        self.inner.load_all(provider).await
+    }
+    async fn load(
+        &self,
+        provider: &str,
+        id: &CredentialId,
+    ) -> Result<Option<Versioned<Credential>>, StoreError> {
+        self.inner.load(provider, id).await
+    }
+    async fn save(
+        &self,
+        provider: &str,
+        credential: &Credential,
+        expected: Option<Version>,
+    ) -> Result<Version, StoreError> {
+        if self.broken.load(Ordering::SeqCst) {
+            return Err(StoreError::Io {
+                path: "/nonexistent/disk".into(),
+                source: std::io::Error::other("disk full"),
+            });
+        }
+        self.inner.save(provider, credential, expected).await
+    }
+    async fn delete(
+        &self,
+        provider: &str,
+        id: &CredentialId,
+        expected: Option<Version>,
+    ) -> Result<(), StoreError> {
+        self.inner.delete(provider, id, expected).await
+    }
+    async fn versions(
+        &self,
+        provider: &str,
+    ) -> Result<std::collections::BTreeMap<CredentialId, Version>, StoreError> {
+        self.inner.versions(provider).await
+    }
+}
+
+#[tokio::test]
+async fn a_failed_persist_is_surfaced_keeps_the_token_and_is_retried() {
+    let clock = ManualClock::new(t0());
+    let refresher = counting_refresher(&clock, Duration::ZERO, None);
+    let store = Arc::new(FlakyStore::default());
+    let manager = expiring_pool(&clock)
+        .store(Arc::clone(&store) as Arc<dyn CredentialStore>)
+        .refresher(Arc::clone(&refresher.refresher))
+        .build()
+        .await
+        .expect("builds");
+    let mut events = manager.subscribe();
+    store.broken.store(true, Ordering::SeqCst);
+    let served = manager
+        .execute_with_failover(|c| async move {
+            Ok::<_, TestError>((c.access_token.expose_secret().to_owned(), None))
+        })
+        .await
+        .expect("served with the refreshed token");
+    assert_eq!(served.value, "access-c1-1");
+    let mut failed = false;
+    while let Ok(e) = events.try_recv() {
+        if let EventKind::PersistenceFailed { ref reason, .. } = e.kind {
+            failed = true;
+            assert!(
+                !reason.contains("refresh-c1-1") && !reason.contains("access-c1-1"),
+                "{reason}"
+            );
+        }
+    }
+    assert!(failed, "a PersistenceFailed event was emitted");
+    // A second use does not refresh again: the new token is kept in memory.
+    manager
+        .execute_with_failover(|_| async { Ok::<_, TestError>(((), None)) })
+        .await
+        .expect("served");
+    assert_eq!(refresher.calls.load(Ordering::SeqCst), 1);
+    store.broken.store(false, Ordering::SeqCst);
+    let report = manager
+        .run_maintenance_once(&MaintenanceConfig::default())
+        .await;
+    assert_eq!(report.persisted, [CredentialId::new("c1").expect("valid")]);
+    let saved = store
+        .load("test", &CredentialId::new("c1").expect("valid"))
+        .await
+        .expect("loads")
+        .expect("present");
+    assert_eq!(saved.value.access_token.expose_secret(), "access-c1-1");
+}
+
+#[derive(Debug, Default)]
+struct RecordingProvider {
+    credentials: std::sync::Mutex<Vec<Credential>>,
+    updates: AtomicUsize,
+}
+
+#[async_trait]
+impl CredentialProvider for RecordingProvider {
+    async fn credentials(&self, _provider: &str) -> Result<Vec<Credential>, ProviderError> {
+        Ok(self
+            .credentials
+            .lock()
+            .map_err(|_| ProviderError::new("poisoned"))?
+            .clone())
+    }
+    async fn update_credential(
+        &self,
+        _provider: &str,
+        credential: &Credential,
+    ) -> Result<(), ProviderError> {
+        self.updates.fetch_add(1, Ordering::SeqCst);
+        let mut all = self
+            .credentials
+            .lock()
+            .map_err(|_| ProviderError::new("poisoned"))?;
+        for c in all.iter_mut() {
+            if c.id == credential.id {
+                *c = credential.clone();
+            }
+        }
+        Ok(())
+    }
+}
+
+#[tokio::test]
+async fn the_credential_provider_is_updated_after_a_refresh_so_it_is_not_repeated() {
+    // Go never called UpdateCredential: 5 requests gave 5 refreshes.
+    let clock = ManualClock::new(t0());
+    let refresher = counting_refresher(&clock, Duration::ZERO, None);
+    let provider = Arc::new(RecordingProvider::default());
+    *provider.credentials.lock().expect("fresh") = vec![cred("p1", TimeDelta::minutes(2))];
+    let manager = OAuthKeyManager::builder("test")
+        .credential(cred("c1", TimeDelta::hours(2)))
+        .clock(Arc::new(clock.clone()))
+        .refresher(Arc::clone(&refresher.refresher))
+        .build()
+        .await
+        .expect("builds");
+    manager
+        .set_credential_provider(Arc::clone(&provider) as Arc<dyn CredentialProvider>)
+        .await
+        .expect("provider read");
+    assert!(
+        manager.credential("p1").is_some(),
+        "provider credentials join the pool"
+    );
+    manager.disable("c1").expect("known");
+    for _ in 0..5 {
+        let served = manager
+            .execute_with_failover(|c| async move { Ok::<_, TestError>((c.id.to_string(), None)) })
+            .await
+            .expect("served");
+        assert_eq!(served.credential, "p1");
+    }
+    assert_eq!(refresher.calls.load(Ordering::SeqCst), 1);
+    assert_eq!(provider.updates.load(Ordering::SeqCst), 1);
+    let stored = provider.credentials.lock().expect("not poisoned")[0].clone();
+    assert_eq!(stored.access_token.expose_secret(), "access-p1-1");
+}

@@ -1,0 +1,190 @@
+use std::sync::Arc;
+use std::time::Duration;
+
+use chrono::TimeDelta;
+use oauth_core::ManualClock;
+use oauth_manager::metrics::RequestOutcome;
+use oauth_manager::webhooks::{MemoryNotifier, MonitoringConfig, Notifier, WebhookEventType};
+use oauth_manager::{Credential, FailureKind, OAuthKeyManager};
+
+use crate::support::{TestError, counting_refresher, cred, t0};
+
+const SECRETS: [&str; 4] = [
+    "SECRET-ACCESS",
+    "SECRET-REFRESH",
+    "SECRET-CLIENT",
+    "access-a-1",
+];
+
+fn secret_cred(id: &str) -> Credential {
+    Credential::new(id, format!("{}-{id}", SECRETS[0]), t0())
+        .expect("valid")
+        .with_refresh_token(format!("{}-{id}", SECRETS[1]))
+        .with_client("client-id", Some(SECRETS[2].to_owned()))
+        .with_expires_at(t0() + TimeDelta::minutes(2))
+}
+
+fn assert_clean(what: &str, text: &str) {
+    for s in SECRETS {
+        assert!(!text.contains(s), "{what} leaks {s}: {text}");
+    }
+}
+
+#[tokio::test]
+async fn no_secret_reaches_debug_exports_events_or_alerts() {
+    let clock = ManualClock::new(t0());
+    let refresher = counting_refresher(&clock, Duration::ZERO, None);
+    let notifier = Arc::new(MemoryNotifier::new());
+    let manager = OAuthKeyManager::builder("test")
+        .credential(secret_cred("a"))
+        .credential(secret_cred("b"))
+        .clock(Arc::new(clock.clone()))
+        .refresher(Arc::clone(&refresher.refresher))
+        .notifier(Arc::clone(&notifier) as Arc<dyn Notifier>)
+        .monitoring(MonitoringConfig::default())
+        .build()
+        .await
+        .expect("builds");
+    let mut events = manager.subscribe();
+    manager
+        .execute_with_failover(|_| async { Ok::<_, TestError>(((), None)) })
+        .await
+        .expect("served");
+    manager.report_failure_kind("b", FailureKind::PermanentAuth);
+    let alerts = manager.check_alerts();
+    assert!(!alerts.is_empty());
+    tokio::task::yield_now().await;
+
+    assert_clean("manager Debug", &format!("{manager:?}"));
+    assert_clean("credentials Debug", &format!("{:?}", manager.credentials()));
+    assert_clean("export_json", &manager.export_json().expect("serializes"));
+    assert_clean(
+        "export_prometheus",
+        &format!("{:?}", manager.export_prometheus()),
+    );
+    assert_clean(
+        "health info",
+        &format!("{:?}", manager.credential_health_info("a")),
+    );
+    assert_clean(
+        "alerts",
+        &serde_json::to_string(&alerts).expect("serializes"),
+    );
+    while let Ok(e) = events.try_recv() {
+        assert_clean("event", &serde_json::to_string(&e).expect("serializes"));
+    }
+    assert_clean(
+        "notified",
+        &serde_json::to_string(&notifier.events()).expect("serializes"),
+    );
+}
+
+#[tokio::test]
+async fn the_health_summary_has_the_go_json_shape_and_all_views_agree() {
+    let clock = ManualClock::new(t0());
+    let refresher = counting_refresher(&clock, Duration::ZERO, None);
+    let manager = OAuthKeyManager::builder("test")
+        .credential(cred("a", TimeDelta::minutes(2)))
+        .credential(cred("b", TimeDelta::hours(2)))
+        .clock(Arc::new(clock.clone()))
+        .refresher(Arc::clone(&refresher.refresher))
+        .build()
+        .await
+        .expect("builds");
+    for _ in 0..4 {
+        manager
+            .execute_with_failover(|_| async { Ok::<_, TestError>(((), None)) })
+            .await
+            .expect("served");
+    }
+    manager.record_request(
+        "ghost",
+        5,
+        Duration::from_millis(10),
+        RequestOutcome::Success,
+    );
+
+    let json: serde_json::Value =
+        serde_json::from_str(&manager.export_json().expect("serializes")).expect("json");
+    let keys: Vec<_> = json.as_object().expect("object").keys().cloned().collect();
+    assert_eq!(
+        keys,
+        [
+            "credentials",
+            "credentials_in_backoff",
+            "healthy_credentials",
+            "success_rate",
+            "total_credentials",
+            "total_requests",
+            "unhealthy_credentials"
+        ]
+    );
+    assert_eq!(json["total_credentials"], 2);
+    assert_eq!(json["total_requests"], 4);
+    assert_eq!(json["credentials"]["a"]["refresh_count"], 1);
+
+    let info = manager.credential_health_info("a").expect("known");
+    let usage = manager.credential_metrics("a").expect("recorded");
+    let prom = manager.export_prometheus();
+    let a = oauth_manager::CredentialId::new("a").expect("valid");
+    assert_eq!(info.refresh_count, 1);
+    assert_eq!(usage.refresh_count, 1);
+    assert_eq!(prom.refreshes_total.get(&a), Some(&1));
+    assert_eq!(info.request_count, usage.request_count);
+    assert_eq!(prom.requests_total.get(&a), Some(&usage.request_count));
+    // Go parity: ids recorded by hand appear in the metrics maps, not in the pool summary.
+    assert!(manager.all_metrics().contains_key("ghost"));
+    assert!(json["credentials"].get("ghost").is_none());
+}
+
+#[tokio::test]
+async fn monitoring_sends_filtered_events_and_alerts_to_the_notifier() {
+    let clock = ManualClock::new(t0());
+    let refresher = counting_refresher(&clock, Duration::ZERO, Some(FailureKind::PermanentAuth));
+    let notifier = Arc::new(MemoryNotifier::new());
+    let config = MonitoringConfig {
+        webhook_events: [
+            WebhookEventType::Failure,
+            WebhookEventType::NeedsReauthorization,
+        ]
+        .into_iter()
+        .collect(),
+        ..MonitoringConfig::default()
+    };
+    let manager = OAuthKeyManager::builder("test")
+        .credential(cred("a", TimeDelta::minutes(2)))
+        .credential(cred("b", TimeDelta::hours(2)))
+        .clock(Arc::new(clock.clone()))
+        .refresher(Arc::clone(&refresher.refresher))
+        .notifier(Arc::clone(&notifier) as Arc<dyn Notifier>)
+        .monitoring(config)
+        .build()
+        .await
+        .expect("builds");
+    manager
+        .execute_with_failover(|_| async { Ok::<_, TestError>(((), None)) })
+        .await
+        .expect("b serves");
+    for _ in 0..50 {
+        if notifier.events().len() >= 2 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    let types: Vec<_> = notifier.events().iter().map(|e| e.event_type).collect();
+    assert!(types.contains(&WebhookEventType::Failure), "{types:?}");
+    assert!(
+        types.contains(&WebhookEventType::NeedsReauthorization),
+        "{types:?}"
+    );
+    assert!(types.iter().all(|t| matches!(
+        t,
+        WebhookEventType::Failure | WebhookEventType::NeedsReauthorization
+    )));
+    assert!(manager.monitoring_config().is_some());
+    manager.set_monitoring_config(None).expect("valid");
+    assert!(
+        manager.check_alerts().is_empty(),
+        "monitoring off: no alerts"
+    );
+}

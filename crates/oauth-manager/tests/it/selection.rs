@@ -1,0 +1,100 @@
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use oauth_core::ManualClock;
+use oauth_manager::FailureKind;
+
+use crate::support::{pool, t0};
+
+fn counts(manager: &oauth_manager::OAuthKeyManager, calls: usize) -> BTreeMap<String, usize> {
+    let mut seen = BTreeMap::new();
+    for _ in 0..calls {
+        let c = manager
+            .next_credential()
+            .expect("a credential is available");
+        *seen.entry(c.id.to_string()).or_insert(0) += 1;
+    }
+    seen
+}
+
+#[tokio::test]
+async fn three_credentials_nine_calls_give_each_exactly_three() {
+    let clock = ManualClock::new(t0());
+    let manager = pool(&["c1", "c2", "c3"], &clock).await;
+    let seen = counts(&manager, 9);
+    assert_eq!(
+        seen.values().copied().collect::<Vec<_>>(),
+        [3, 3, 3],
+        "{seen:?}"
+    );
+}
+
+#[tokio::test]
+async fn a_skipped_credentials_share_is_spread_evenly() {
+    // Go: with c1 in backoff, c2 got 2/3 of the traffic and c3 1/3.
+    let clock = ManualClock::new(t0());
+    let manager = pool(&["c1", "c2", "c3"], &clock).await;
+    manager.report_failure_kind("c1", FailureKind::Transient);
+    let seen = counts(&manager, 300);
+    assert_eq!(seen.get("c1"), None);
+    assert_eq!(seen.get("c2"), Some(&150), "{seen:?}");
+    assert_eq!(seen.get("c3"), Some(&150), "{seen:?}");
+}
+
+#[tokio::test]
+async fn a_credential_is_selectable_again_when_its_backoff_ends() {
+    let clock = ManualClock::new(t0());
+    let manager = pool(&["c1", "c2"], &clock).await;
+    for _ in 0..3 {
+        manager.report_failure_kind("c1", FailureKind::Transient);
+    }
+    // Third consecutive failure: 4 s backoff.
+    assert!(!counts(&manager, 10).contains_key("c1"));
+    clock.advance(Duration::from_millis(3_999));
+    assert!(!counts(&manager, 10).contains_key("c1"));
+    clock.advance(Duration::from_millis(1));
+    assert_eq!(counts(&manager, 10).get("c1"), Some(&5));
+}
+
+#[tokio::test]
+async fn when_nothing_is_available_the_error_says_when_the_first_will_be() {
+    let clock = ManualClock::new(t0());
+    let manager = pool(&["c1", "c2"], &clock).await;
+    manager.report_failure_kind(
+        "c1",
+        FailureKind::rate_limited(Some(Duration::from_secs(30))),
+    );
+    manager.report_failure_kind(
+        "c2",
+        FailureKind::rate_limited(Some(Duration::from_secs(90))),
+    );
+    let err = manager.next_credential().expect_err("all cooling down");
+    assert_eq!(
+        err.next_available_at,
+        Some(t0() + chrono::TimeDelta::seconds(30))
+    );
+    assert_eq!(err.total, 2);
+    assert!(err.to_string().contains("2026-11-30T12:00:30"), "{err}");
+
+    manager.report_failure_kind("c1", FailureKind::PermanentAuth);
+    manager.report_failure_kind("c2", FailureKind::PermanentAuth);
+    let err = manager
+        .next_credential()
+        .expect_err("all need re-authorization");
+    assert_eq!(err.next_available_at, None);
+    assert!(
+        err.to_string().contains("none will recover by itself"),
+        "{err}"
+    );
+}
+
+#[tokio::test]
+async fn disabled_credentials_are_not_selected_until_enabled() {
+    let clock = ManualClock::new(t0());
+    let manager = pool(&["c1", "c2"], &clock).await;
+    manager.disable("c1").expect("known id");
+    assert_eq!(counts(&manager, 4).get("c2"), Some(&4));
+    manager.enable("c1").expect("known id");
+    assert_eq!(counts(&manager, 4).get("c1"), Some(&2));
+    assert!(manager.disable("nope").is_err());
+}

@@ -1,0 +1,138 @@
+//! No token, secret or remote response body reaches an event, its JSON, its Debug output, or the
+//! bytes a receiver gets.
+
+use std::time::Duration;
+
+use chrono::Utc;
+use oauth_core::{ClassifyFailure, CredentialId, Event, EventKind, FailureKind};
+use oauth_webhooks::{MonitoringConfig, Notifier, WebhookEvent, WebhookEventType, WebhookNotifier};
+
+use crate::support::{SPEC_SECRET, config, receiver, secret};
+
+const ACCESS: &str = "at-LEAKED-9f8e7d";
+const REFRESH: &str = "rt-LEAKED-1a2b3c";
+
+/// The token endpoint answered 200 with tokens but a body the refresher could not accept (say,
+/// `expires_in` was a string). Its error keeps the raw body, as many HTTP clients' errors do.
+#[derive(Debug)]
+struct TokenEndpointError {
+    body: String,
+}
+
+impl std::fmt::Display for TokenEndpointError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "unexpected token response: {}", self.body)
+    }
+}
+
+impl ClassifyFailure for TokenEndpointError {}
+
+fn endpoint_error() -> TokenEndpointError {
+    TokenEndpointError {
+        body: format!(
+            r#"{{"access_token":"{ACCESS}","refresh_token":"{REFRESH}","expires_in":"soon"}}"#
+        ),
+    }
+}
+
+/// The events a refresh failure like that leads to, built as the pool builds them: the refresh
+/// failure (classified), and a store and a rotation hook whose error texts quote the body.
+fn events() -> Vec<WebhookEvent> {
+    let err = endpoint_error();
+    assert!(
+        err.to_string().contains(ACCESS),
+        "the error does hold the token"
+    );
+    let credential = CredentialId::new("team").expect("valid id");
+    let at = Utc::now();
+    let core = [
+        EventKind::RefreshFailed {
+            credential: credential.clone(),
+            reason: err.failure_kind(),
+            consecutive_failures: 1,
+        },
+        EventKind::PersistenceFailed {
+            credential: credential.clone(),
+            reason: err.to_string(),
+            attempts: 2,
+        },
+        EventKind::DecommissionFailed {
+            credential,
+            reason: format!("hook refused: {err}"),
+        },
+    ];
+    core.into_iter()
+        .map(|kind| WebhookEvent::from_event(&Event::new(at, kind)).expect("reported"))
+        .collect()
+}
+
+fn assert_clean(text: &str) {
+    for secret in [
+        ACCESS,
+        REFRESH,
+        "LEAKED",
+        "MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw",
+    ] {
+        assert!(!text.contains(secret), "{secret} leaked into: {text}");
+    }
+}
+
+#[test]
+fn events_from_a_refresh_failure_hold_only_the_classification() {
+    let events = events();
+    let types: Vec<_> = events.iter().map(|e| e.event_type).collect();
+    assert_eq!(
+        types,
+        [
+            WebhookEventType::Failure,
+            WebhookEventType::PersistenceFailed,
+            WebhookEventType::DecommissionFailed,
+        ]
+    );
+    assert_eq!(events[0].details["error"], "transient");
+    assert_eq!(events[1].details["reason"], "unclassified");
+    for ev in &events {
+        assert_clean(&serde_json::to_string(ev).expect("serializes"));
+        assert_clean(&serde_json::to_string_pretty(ev).expect("serializes"));
+        assert_clean(&format!("{ev:?}"));
+        assert_clean(&ev.message);
+    }
+    // Kinds that carry a retry-after keep it as a number.
+    let limited = WebhookEvent::from_event(&Event::new(
+        Utc::now(),
+        EventKind::RefreshFailed {
+            credential: CredentialId::new("team").expect("valid id"),
+            reason: FailureKind::rate_limited(Some(Duration::from_secs(30))),
+            consecutive_failures: 3,
+        },
+    ))
+    .expect("reported");
+    assert_eq!(limited.details["error"], "rate_limited");
+    assert_eq!(limited.details["retry_after_secs"], 30);
+}
+
+#[tokio::test]
+async fn delivered_bytes_and_headers_hold_no_token_or_secret() {
+    let rx = receiver(vec![secret(SPEC_SECRET)]).await;
+    // A URL with a token in its query: it must not show in Debug output either.
+    let cfg = MonitoringConfig {
+        webhook_url: Some(format!("{}?token=URLSECRET", rx.url())),
+        ..config(rx.url(), vec![secret(SPEC_SECRET)])
+    };
+    let notifier = WebhookNotifier::new(&cfg).expect("valid config");
+    for ev in events() {
+        notifier.notify(ev).await;
+    }
+    assert!(rx.wait_for_accepted(3, Duration::from_secs(10)).await);
+    for req in rx.requests() {
+        assert_clean(&String::from_utf8_lossy(&req.body));
+        for (name, value) in &req.headers {
+            assert_clean(&format!("{name}: {value:?}"));
+        }
+    }
+    for text in [format!("{notifier:?}"), format!("{cfg:?}")] {
+        assert_clean(&text);
+        assert!(!text.contains("URLSECRET"), "{text}");
+    }
+    assert!(!notifier.endpoint().contains("URLSECRET"));
+}
