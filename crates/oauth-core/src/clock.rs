@@ -9,6 +9,12 @@ use chrono::{DateTime, Utc};
 pub trait Clock: Send + Sync + Debug {
     /// The current time.
     fn now(&self) -> DateTime<Utc>;
+
+    /// The current time in milliseconds since the Unix epoch: what a hot path that only compares
+    /// instants needs. Implementations may override it with something cheaper than [`now`](Self::now).
+    fn now_millis(&self) -> i64 {
+        self.now().timestamp_millis()
+    }
 }
 
 /// The wall clock.
@@ -19,11 +25,21 @@ impl Clock for SystemClock {
     fn now(&self) -> DateTime<Utc> {
         Utc::now()
     }
+
+    fn now_millis(&self) -> i64 {
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
+    }
 }
 
 impl<C: Clock + ?Sized> Clock for std::sync::Arc<C> {
     fn now(&self) -> DateTime<Utc> {
         (**self).now()
+    }
+
+    fn now_millis(&self) -> i64 {
+        (**self).now_millis()
     }
 }
 
@@ -93,8 +109,12 @@ mod tests {
     }
 
     #[test]
-    fn system_clock_moves() {
+    fn system_clock_moves_and_its_millis_agree() {
         let a = SystemClock.now();
         assert!(SystemClock.now() >= a);
+        let ms = SystemClock.now_millis();
+        assert!((ms - a.timestamp_millis()).abs() < 60_000, "{ms} vs {a}");
+        let m = ManualClock::new(a);
+        assert_eq!(m.now_millis(), a.timestamp_millis());
     }
 }

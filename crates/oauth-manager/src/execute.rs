@@ -5,6 +5,8 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Instant;
 
+use chrono::{DateTime, Utc};
+
 use oauth_core::{ClassifyFailure, Credential, CredentialId, Event, EventKind, FailureKind, Usage};
 use oauth_metrics::RequestOutcome;
 
@@ -12,6 +14,7 @@ use crate::error::{AttemptError, ExecuteError};
 use crate::manager::OAuthKeyManager;
 use crate::pool::Slot;
 use crate::refreshing::RefreshNeed;
+use crate::settings::Settings;
 
 /// What a successful [`execute_with_failover`](OAuthKeyManager::execute_with_failover) returns.
 #[derive(Debug, Clone)]
@@ -81,28 +84,32 @@ impl OAuthKeyManager {
         Fut: Future<Output = Result<(T, Option<Usage>), E>>,
         E: ClassifyFailure,
     {
-        match self.settings().failover.deadline {
-            None => self.execute_inner(operation).await,
-            Some(deadline) => tokio::time::timeout(deadline, self.execute_inner(operation))
-                .await
-                .unwrap_or_else(|_| {
-                    Err(ExecuteError::DeadlineExceeded {
-                        provider: self.inner.provider.clone(),
+        let settings = self.settings();
+        match settings.failover.deadline {
+            None => self.execute_inner(operation, &settings).await,
+            Some(deadline) => {
+                tokio::time::timeout(deadline, self.execute_inner(operation, &settings))
+                    .await
+                    .unwrap_or_else(|_| {
+                        Err(ExecuteError::DeadlineExceeded {
+                            provider: self.inner.provider.clone(),
+                        })
                     })
-                }),
+            }
         }
     }
 
     async fn execute_inner<T, E, F, Fut>(
         &self,
         mut operation: F,
+        settings: &Settings,
     ) -> Result<Served<T>, ExecuteError<E>>
     where
         F: FnMut(Arc<Credential>) -> Fut,
         Fut: Future<Output = Result<(T, Option<Usage>), E>>,
         E: ClassifyFailure,
     {
-        let failover = self.settings().failover.clone();
+        let failover = &settings.failover;
         let n = u32::try_from(self.inner.selector.pool().slots.len()).unwrap_or(u32::MAX);
         let max_attempts = failover.max_attempts.unwrap_or_else(|| n.min(3)).max(1);
         let wait_until = failover
@@ -111,13 +118,18 @@ impl OAuthKeyManager {
         let mut attempts = 0;
         let mut last: Option<(CredentialId, Failed<E>)> = None;
         while attempts < max_attempts {
-            let now = self.now();
-            let slot = match self.inner.selector.select(now) {
+            let now_ms = self.inner.clock.now_millis();
+            let slot = match self
+                .inner
+                .selector
+                .select(now_ms, failover.selection, Arc::clone)
+            {
                 Ok(slot) => {
                     self.inner.exhausted.store(false, Ordering::Relaxed);
                     slot
                 }
                 Err(none) => {
+                    let now = self.now();
                     if let (Some(until), Some(next)) = (wait_until, none.next_available_at) {
                         let wait = (next - now).to_std().unwrap_or_default();
                         let wake = tokio::time::Instant::now() + wait;
@@ -144,7 +156,7 @@ impl OAuthKeyManager {
                 }
             };
             attempts += 1;
-            match self.attempt(&slot, &mut operation).await {
+            match self.attempt(&slot, &mut operation, settings, now_ms).await {
                 Ok((value, usage)) => {
                     return Ok(Served {
                         value,
@@ -192,23 +204,34 @@ impl OAuthKeyManager {
         &self,
         slot: &Arc<Slot>,
         operation: &mut F,
+        settings: &Settings,
+        now_ms: i64,
     ) -> Result<(T, Option<Usage>), Failed<E>>
     where
         F: FnMut(Arc<Credential>) -> Fut,
         Fut: Future<Output = Result<(T, Option<Usage>), E>>,
         E: ClassifyFailure,
     {
-        let mut credential = self.credential_for_use(slot).await.map_err(|e| Failed {
-            kind: e.kind(),
-            error: AttemptError::Refresh(e),
-        })?;
+        // The selection's clock read serves the whole attempt.
+        let mut at = DateTime::from_timestamp_millis(now_ms).unwrap_or_else(|| self.now());
+        let (mut credential, refreshed) = self
+            .credential_for_use(slot, at, settings)
+            .await
+            .map_err(|e| Failed {
+                kind: e.kind(),
+                error: AttemptError::Refresh(e),
+            })?;
+        if refreshed {
+            at = self.now();
+        }
         let mut retried_unauthorized = false;
         loop {
             let _in_flight = InFlight::enter(slot);
             let started = Instant::now();
             let result = operation(Arc::clone(&credential)).await;
             let latency = started.elapsed();
-            let now = self.now();
+            // One clock read per attempt: the end of the call is its start plus its latency.
+            let now = at + oauth_core::delta(latency);
             match result {
                 Ok((value, usage)) => {
                     let tokens = usage.as_ref().map_or(0, Usage::tokens);
@@ -233,6 +256,7 @@ impl OAuthKeyManager {
                         {
                             Ok(fresh) => {
                                 credential = fresh;
+                                at = self.now();
                                 continue;
                             }
                             Err(e) => {
@@ -260,19 +284,20 @@ impl OAuthKeyManager {
     async fn credential_for_use(
         &self,
         slot: &Arc<Slot>,
-    ) -> Result<Arc<Credential>, oauth_refresh::RefreshError> {
+        now: DateTime<Utc>,
+        settings: &Settings,
+    ) -> Result<(Arc<Credential>, bool), oauth_refresh::RefreshError> {
         let credential = slot.credential();
-        let now = self.now();
         if !self.inner.refresher.is_configured() {
             if credential.access_token_valid(now) {
-                return Ok(credential);
+                return Ok((credential, false));
             }
             let expired_at = credential.expires_at;
             let (change, changed) = slot.with_health(now, |h| {
                 h.record_refresh_failure(
                     FailureKind::PermanentAuth,
                     expired_at,
-                    &self.settings().health,
+                    &settings.health,
                     now,
                 )
             });
@@ -281,9 +306,9 @@ impl OAuthKeyManager {
                 id: slot.id.clone(),
             });
         }
-        if self.needs_refresh_before_use(slot, &credential, now) {
-            return self.refresh_slot(slot, RefreshNeed::Strategy).await;
+        if self.needs_refresh_before_use(slot, &credential, &settings.strategy, now) {
+            return Ok((self.refresh_slot(slot, RefreshNeed::Strategy).await?, true));
         }
-        Ok(credential)
+        Ok((credential, false))
     }
 }

@@ -66,7 +66,7 @@ pub use execute::Served;
 pub use maintenance::{MaintenanceConfig, MaintenanceHandle, MaintenanceReport};
 pub use manager::{OAuthKeyManager, OAuthKeyManagerBuilder};
 pub use provider::CredentialProvider;
-pub use settings::FailoverSettings;
+pub use settings::{FailoverSettings, Selection};
 
 #[cfg(feature = "test-util")]
 pub use oauth_core::ManualClock;

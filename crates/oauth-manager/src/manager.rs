@@ -104,11 +104,11 @@ impl OAuthKeyManager {
     /// # Errors
     /// [`NoCredentialAvailable`], saying when the first credential is available again.
     pub fn next_credential(&self) -> Result<Arc<Credential>, NoCredentialAvailable> {
-        let now = self.now();
+        let now_ms = self.inner.clock.now_millis();
+        let selection = self.settings().failover.selection;
         self.inner
             .selector
-            .select(now)
-            .map(|slot| slot.credential())
+            .select(now_ms, selection, |slot| slot.credential())
             .map_err(|none| self.unavailable(none.next_available_at))
     }
 

@@ -15,6 +15,8 @@ use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU32, AtomicU64, AtomicUsize
 use std::sync::{Arc, Mutex, PoisonError};
 
 use arc_swap::ArcSwap;
+
+use crate::settings::Selection;
 use chrono::{DateTime, Utc};
 use oauth_core::{Availability, Credential, CredentialHealth, CredentialId, HealthChange};
 use std::time::Duration;
@@ -52,6 +54,8 @@ pub(crate) struct Slot {
     pub(crate) marked: AtomicBool,
     /// Requests running on this credential now.
     pub(crate) in_flight: AtomicU32,
+    /// Exponentially weighted moving average of request latency, in microseconds (0: none yet).
+    latency_ewma_us: AtomicU64,
     /// A refreshed credential that could not be persisted yet.
     pub(crate) persist_pending: AtomicBool,
     /// The manager's own in-memory counters (static dispatch on the hot path).
@@ -78,6 +82,7 @@ impl Slot {
             last_success_ms: AtomicI64::new(i64::MIN),
             marked: AtomicBool::new(false),
             in_flight: AtomicU32::new(0),
+            latency_ewma_us: AtomicU64::new(0),
             persist_pending: AtomicBool::new(false),
             usage,
             extra,
@@ -93,6 +98,17 @@ impl Slot {
         now: DateTime<Utc>,
     ) {
         self.usage.record_request(tokens, latency, outcome, now);
+        // EWMA with weight 1/8; a lost race between two updates only loses one sample.
+        let sample = u64::try_from(latency.as_micros())
+            .unwrap_or(u64::MAX)
+            .max(1);
+        let old = self.latency_ewma_us.load(Ordering::Relaxed);
+        let new = if old == 0 {
+            sample
+        } else {
+            old - old / 8 + sample / 8
+        };
+        self.latency_ewma_us.store(new, Ordering::Relaxed);
         if let Some(extra) = &self.extra {
             extra.record_request(tokens, latency, outcome, now);
         }
@@ -126,6 +142,17 @@ impl Slot {
     /// Publishes a new credential (after a refresh, or adopted from the store).
     pub(crate) fn set_credential(&self, credential: Credential) {
         self.credential.store(Arc::new(credential));
+    }
+
+    /// How loaded the slot looks to a load-aware selection: lower is better.
+    fn load_score(&self, selection: Selection) -> u64 {
+        let in_flight = u64::from(self.in_flight.load(Ordering::Relaxed));
+        match selection {
+            Selection::RoundRobin | Selection::LeastInFlight => in_flight,
+            Selection::LatencyAware => {
+                (in_flight + 1).saturating_mul(self.latency_ewma_us.load(Ordering::Relaxed).max(1))
+            }
+        }
     }
 
     /// True when the slot can serve at `now_ms`.
@@ -233,12 +260,30 @@ pub(crate) struct NoneAvailable {
     pub(crate) next_available_at: Option<DateTime<Utc>>,
 }
 
+/// Cursor shards: each thread advances its own cursor (no cache line shared by every caller), and
+/// one thread's successive calls still go round-robin exactly.
+const CURSOR_SHARDS: usize = 8;
+
+/// A cursor on its own cache line.
+#[derive(Debug)]
+#[repr(align(128))]
+struct Cursor(AtomicUsize);
+
+/// This thread's cursor shard, assigned round-robin to threads as they first select.
+fn cursor_shard() -> usize {
+    static NEXT: AtomicUsize = AtomicUsize::new(0);
+    thread_local! {
+        static SHARD: usize = NEXT.fetch_add(1, Ordering::Relaxed) % CURSOR_SHARDS;
+    }
+    SHARD.with(|s| *s)
+}
+
 /// Lock-free round-robin selection over the available slots.
 #[derive(Debug)]
 pub(crate) struct Selector {
     pool: ArcSwap<Pool>,
     available: ArcSwap<Available>,
-    cursor: AtomicUsize,
+    cursors: [Cursor; CURSOR_SHARDS],
     rebuild: Mutex<()>,
 }
 
@@ -247,7 +292,8 @@ impl Selector {
         let s = Self {
             pool: ArcSwap::from_pointee(pool),
             available: ArcSwap::from_pointee(Available::default()),
-            cursor: AtomicUsize::new(0),
+            // Every shard starts at the first credential, so any thread's first pick is the first.
+            cursors: std::array::from_fn(|_| Cursor(AtomicUsize::new(0))),
             rebuild: Mutex::new(()),
         };
         s.rebuild(millis(now));
@@ -292,20 +338,31 @@ impl Selector {
         self.available.store(Arc::new(next));
     }
 
-    /// The next available slot, round-robin.
-    pub(crate) fn select(&self, now: DateTime<Utc>) -> Result<Arc<Slot>, NoneAvailable> {
-        let now_ms = millis(now);
-        if let Some(slot) = self.try_select(now_ms) {
-            return Ok(slot);
+    /// The next available slot, round-robin, passed to `f` (so a caller that needs only the
+    /// credential takes no reference on the slot).
+    pub(crate) fn select<R>(
+        &self,
+        now_ms: i64,
+        selection: Selection,
+        f: impl Fn(&Arc<Slot>) -> R,
+    ) -> Result<R, NoneAvailable> {
+        if let Some(r) = self.try_select(now_ms, selection, &f) {
+            return Ok(r);
         }
         // The snapshot may be stale (a slot changed between its publication and our read).
         self.rebuild(now_ms);
-        self.try_select(now_ms).ok_or_else(|| NoneAvailable {
-            next_available_at: self.next_available_at(now_ms),
-        })
+        self.try_select(now_ms, selection, &f)
+            .ok_or_else(|| NoneAvailable {
+                next_available_at: self.next_available_at(now_ms),
+            })
     }
 
-    fn try_select(&self, now_ms: i64) -> Option<Arc<Slot>> {
+    fn try_select<R>(
+        &self,
+        now_ms: i64,
+        selection: Selection,
+        f: &impl Fn(&Arc<Slot>) -> R,
+    ) -> Option<R> {
         let mut avail = self.available.load();
         if now_ms >= avail.recheck_at_ms {
             drop(avail);
@@ -321,11 +378,31 @@ impl Selector {
         if n == 0 {
             return None;
         }
-        let start = self.cursor.fetch_add(1, Ordering::Relaxed);
-        (0..n.min(4))
-            .map(|k| &list[start.wrapping_add(k) % n])
-            .find(|slot| slot.is_available_at(now_ms))
-            .map(Arc::clone)
+        let start = self.cursors[cursor_shard()]
+            .0
+            .fetch_add(1, Ordering::Relaxed);
+        let (first_index, first) = (0..n.min(4))
+            .map(|k| start.wrapping_add(k) % n)
+            .map(|i| (i, &list[i]))
+            .find(|(_, slot)| slot.is_available_at(now_ms))?;
+        if selection == Selection::RoundRobin || n == 1 {
+            return Some(f(first));
+        }
+        // Power of two choices: a second, different candidate picked by a multiplicative hash of
+        // the cursor; the less loaded of the two wins (ties keep round-robin order).
+        let mut j = start.wrapping_mul(0x9E37_79B9).rotate_right(7) % (n - 1);
+        if j >= first_index {
+            j += 1;
+        }
+        let other = &list[j];
+        let pick = if other.is_available_at(now_ms)
+            && other.load_score(selection) < first.load_score(selection)
+        {
+            other
+        } else {
+            first
+        };
+        Some(f(pick))
     }
 
     /// The earliest time any credential becomes available (`None`: none ever will by itself).

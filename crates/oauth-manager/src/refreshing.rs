@@ -37,10 +37,9 @@ impl OAuthKeyManager {
         &self,
         slot: &Slot,
         credential: &Credential,
+        strategy: &oauth_refresh::RefreshStrategy,
         now: DateTime<Utc>,
     ) -> bool {
-        let settings = self.settings();
-        let strategy = &settings.strategy;
         let usage = if strategy.adaptive_buffer || strategy.preemptive_refresh {
             Some(slot.usage.snapshot(now))
         } else {
@@ -60,7 +59,9 @@ impl OAuthKeyManager {
             return false;
         }
         match need {
-            RefreshNeed::Strategy => self.needs_refresh_before_use(slot, current, now),
+            RefreshNeed::Strategy => {
+                self.needs_refresh_before_use(slot, current, &self.settings().strategy, now)
+            }
             RefreshNeed::Rejected(old) => current.same_tokens(old),
             RefreshNeed::Ahead(ahead) => {
                 let buffer = self.settings().strategy.buffer_time;

@@ -8,10 +8,27 @@ use oauth_webhooks::MonitoringConfig;
 
 use crate::error::SettingsError;
 
+/// How the next credential is chosen among the available ones.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[non_exhaustive]
+pub enum Selection {
+    /// Fair round-robin (the Go behaviour, without its unfairness around skipped credentials).
+    #[default]
+    RoundRobin,
+    /// Power of two choices on requests in flight: of two candidates, the one running fewer
+    /// requests (spreads load when some calls are much slower than others).
+    LeastInFlight,
+    /// Power of two choices on in-flight requests weighted by each credential's recent latency
+    /// (an exponentially weighted average), as Envoy and Finagle's P2C balancers do.
+    LatencyAware,
+}
+
 /// How [`execute_with_failover`](crate::OAuthKeyManager::execute_with_failover) tries credentials.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 #[non_exhaustive]
 pub struct FailoverSettings {
+    /// How the next credential is chosen (default: round-robin).
+    pub selection: Selection,
     /// Attempts per call; `None` means `min(credentials, 3)`, as in Go.
     pub max_attempts: Option<u32>,
     /// When no credential is available, wait up to this long for the first to come back instead of
@@ -23,6 +40,13 @@ pub struct FailoverSettings {
 }
 
 impl FailoverSettings {
+    /// Sets [`selection`](Self::selection).
+    #[must_use]
+    pub const fn with_selection(mut self, selection: Selection) -> Self {
+        self.selection = selection;
+        self
+    }
+
     /// Sets [`max_attempts`](Self::max_attempts).
     #[must_use]
     pub const fn with_max_attempts(mut self, n: u32) -> Self {

@@ -98,3 +98,53 @@ async fn disabled_credentials_are_not_selected_until_enabled() {
     assert_eq!(counts(&manager, 4).get("c1"), Some(&2));
     assert!(manager.disable("nope").is_err());
 }
+
+#[tokio::test]
+async fn least_in_flight_avoids_a_credential_busy_with_a_slow_call() {
+    use std::sync::Arc;
+
+    use oauth_manager::{FailoverSettings, Selection};
+
+    let clock = ManualClock::new(t0());
+    let manager = crate::support::builder(&["c1", "c2"], &clock)
+        .failover(FailoverSettings::default().with_selection(Selection::LeastInFlight))
+        .build()
+        .await
+        .expect("builds");
+    // Park one slow call, then watch where the next picks go.
+    let release = Arc::new(tokio::sync::Notify::new());
+    let (started_tx, mut started_rx) = tokio::sync::mpsc::unbounded_channel();
+    let hold = {
+        let (manager, release) = (manager.clone(), Arc::clone(&release));
+        tokio::spawn(async move {
+            manager
+                .execute_with_failover(|c| {
+                    let (release, started) = (Arc::clone(&release), started_tx.clone());
+                    async move {
+                        let _ = started.send(c.id.to_string());
+                        release.notified().await;
+                        Ok::<_, crate::support::TestError>(((), None))
+                    }
+                })
+                .await
+        })
+    };
+    let loaded = started_rx.recv().await.expect("the slow call started");
+    let other = if loaded == "c1" { "c2" } else { "c1" };
+    let seen = counts(&manager, 20);
+    assert_eq!(
+        seen.get(other),
+        Some(&20),
+        "{seen:?}: every pick avoids the busy {loaded}"
+    );
+    // notify_one keeps a permit if the call has not reached its wait yet.
+    release.notify_one();
+    hold.await.expect("ran").expect("served");
+    // Idle again: plain alternation.
+    let seen = counts(&manager, 20);
+    assert_eq!(
+        seen.values().copied().collect::<Vec<_>>(),
+        [10, 10],
+        "{seen:?}"
+    );
+}
