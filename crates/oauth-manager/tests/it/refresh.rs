@@ -345,3 +345,51 @@ async fn the_credential_provider_is_updated_after_a_refresh_so_it_is_not_repeate
     let stored = provider.credentials.lock().expect("not poisoned")[0].clone();
     assert_eq!(stored.access_token.expose_secret(), "access-p1-1");
 }
+
+#[tokio::test]
+async fn the_adaptive_strategy_sees_the_credentials_usage() {
+    use oauth_manager::refresh::RefreshStrategy;
+
+    // 5m30s left: outside the default 5 min buffer, inside the adaptive one once a 200 ms request
+    // has been recorded (Go vector: one request at 200 ms gives a 6 min buffer).
+    let clock = ManualClock::new(t0());
+    let refresher = counting_refresher(&clock, Duration::ZERO, None);
+    let manager = OAuthKeyManager::builder("test")
+        .credential(cred("c1", TimeDelta::seconds(330)))
+        .clock(Arc::new(clock.clone()))
+        .refresher(Arc::clone(&refresher.refresher))
+        .refresh_strategy(RefreshStrategy::adaptive())
+        .build()
+        .await
+        .expect("builds");
+    manager
+        .execute_with_failover(|_| async { Ok::<_, TestError>(((), None)) })
+        .await
+        .expect("served");
+    assert_eq!(
+        refresher.calls.load(Ordering::SeqCst),
+        0,
+        "no usage yet: 5 min buffer"
+    );
+    manager.record_request(
+        "c1",
+        0,
+        Duration::from_millis(200),
+        oauth_manager::metrics::RequestOutcome::Success,
+    );
+    manager.record_request(
+        "c1",
+        0,
+        Duration::from_millis(400),
+        oauth_manager::metrics::RequestOutcome::Success,
+    );
+    manager
+        .execute_with_failover(|_| async { Ok::<_, TestError>(((), None)) })
+        .await
+        .expect("served");
+    assert_eq!(
+        refresher.calls.load(Ordering::SeqCst),
+        1,
+        "the adaptive buffer grew past 5m30s"
+    );
+}

@@ -188,3 +188,30 @@ async fn monitoring_sends_filtered_events_and_alerts_to_the_notifier() {
         "monitoring off: no alerts"
     );
 }
+
+#[tokio::test]
+async fn the_summary_counts_healthy_unhealthy_and_backing_off_credentials() {
+    let clock = ManualClock::new(t0());
+    let manager = crate::support::pool(&["a", "b", "c", "d"], &clock).await;
+    for _ in 0..3 {
+        manager.report_failure_kind("a", FailureKind::Transient); // unhealthy and backing off
+    }
+    manager.report_failure_kind("b", FailureKind::Transient); // backing off, still healthy
+    manager.report_failure_kind("c", FailureKind::PermanentAuth); // unhealthy, never available
+    for _ in 0..3 {
+        manager.record_request("d", 10, Duration::from_millis(5), RequestOutcome::Success);
+    }
+    manager.record_request(
+        "d",
+        0,
+        Duration::from_millis(5),
+        RequestOutcome::Failure(FailureKind::Transient),
+    );
+    let s = manager.health_summary();
+    assert_eq!(s.total_credentials, 4);
+    assert_eq!(s.healthy_credentials, 2, "{s:?}");
+    assert_eq!(s.unhealthy_credentials, 2, "{s:?}");
+    assert_eq!(s.credentials_in_backoff, 2, "{s:?}");
+    assert_eq!(s.total_requests, 4);
+    assert!((s.success_rate - 0.75).abs() < 1e-9);
+}
