@@ -347,6 +347,27 @@ impl CredentialHealth {
         policy: &HealthPolicy,
         now: DateTime<Utc>,
     ) -> Option<HealthChange> {
+        self.record_failure_since(kind, now, policy, now)
+    }
+
+    /// A request that started at `started` failed with `kind` at `now`.
+    ///
+    /// Requests already in flight when an earlier failure was recorded fail together with it (the
+    /// same outage); they do not count as further consecutive failures, so a burst of concurrent
+    /// requests does not push the backoff from 1 s straight to a minute. Rate limits and permanent
+    /// failures apply whatever the start time.
+    pub fn record_failure_since(
+        &mut self,
+        kind: FailureKind,
+        started: DateTime<Utc>,
+        policy: &HealthPolicy,
+        now: DateTime<Utc>,
+    ) -> Option<HealthChange> {
+        let counted = matches!(kind, FailureKind::Unauthorized | FailureKind::Transient);
+        if counted && self.last_failure.is_some_and(|last| started < last) {
+            self.note_failure(kind, now);
+            return None;
+        }
         match kind {
             FailureKind::RequestScoped => None,
             FailureKind::RateLimited { retry_after } => {
@@ -355,7 +376,7 @@ impl CredentialHealth {
             }
             FailureKind::PermanentAuth | FailureKind::Misconfigured => {
                 self.note_failure(kind, now);
-                Some(self.require_reauthorization(None, now))
+                self.require_reauthorization(None, now)
             }
             FailureKind::Unauthorized | FailureKind::Transient => {
                 self.note_failure(kind, now);
@@ -404,7 +425,7 @@ impl CredentialHealth {
         self.last_failure = Some(now);
         self.last_failure_kind = Some(kind);
         if kind.is_permanent() {
-            return Some(self.require_reauthorization(access_valid_until, now));
+            return self.require_reauthorization(access_valid_until, now);
         }
         if kind == FailureKind::RequestScoped {
             return None;
@@ -449,17 +470,35 @@ impl CredentialHealth {
         HealthChange::CooledDown { until }
     }
 
+    /// Enters (or tightens) the needs-reauthorization state. Reports a change only when the
+    /// credential enters it or its access token's validity shrinks, so concurrent requests that all
+    /// learn the grant is dead raise one event, not one each. A later failure never extends the
+    /// validity it already has.
     fn require_reauthorization(
         &mut self,
         access_valid_until: Option<DateTime<Utc>>,
         now: DateTime<Utc>,
-    ) -> HealthChange {
-        let since = self.reauth.map_or(now, |r| r.since);
+    ) -> Option<HealthChange> {
+        let (since, valid) = match self.reauth {
+            None => (now, access_valid_until),
+            Some(r) => {
+                let tighter = match (r.access_valid_until, access_valid_until) {
+                    (Some(old), Some(new)) => Some(old.min(new)),
+                    _ => None,
+                };
+                if tighter == r.access_valid_until {
+                    return None;
+                }
+                (r.since, tighter)
+            }
+        };
         self.reauth = Some(Reauth {
             since,
-            access_valid_until,
+            access_valid_until: valid,
         });
-        HealthChange::NeedsReauthorization { access_valid_until }
+        Some(HealthChange::NeedsReauthorization {
+            access_valid_until: valid,
+        })
     }
 
     fn note_failure(&mut self, kind: FailureKind, now: DateTime<Utc>) {

@@ -243,7 +243,7 @@ impl OAuthKeyManager {
                     return Ok((value, usage));
                 }
                 Err(error) => {
-                    let kind = error.failure_kind();
+                    let mut kind = error.failure_kind();
                     slot.record_request(0, latency, RequestOutcome::Failure(kind), now);
                     if kind == FailureKind::Unauthorized
                         && !retried_unauthorized
@@ -254,11 +254,18 @@ impl OAuthKeyManager {
                             .refresh_slot(slot, RefreshNeed::Rejected(Arc::clone(&credential)))
                             .await
                         {
-                            Ok(fresh) => {
+                            // A refresh that did not change the token (the grant is dead, or
+                            // refresh is impossible) makes a retry pointless.
+                            Ok(fresh) if !fresh.same_tokens(&credential) => {
                                 credential = fresh;
                                 at = self.now();
                                 continue;
                             }
+                            // The provider rejects a token whose grant is dead: unusable now.
+                            Ok(_) if slot.needs_reauthorization() => {
+                                kind = FailureKind::PermanentAuth;
+                            }
+                            Ok(_) => {}
                             Err(e) => {
                                 return Err(Failed {
                                     kind: e.kind(),
@@ -268,7 +275,7 @@ impl OAuthKeyManager {
                         }
                     }
                     if kind != FailureKind::RequestScoped {
-                        self.record_failure(slot, kind);
+                        self.record_failure_since(slot, kind, at);
                     }
                     return Err(Failed {
                         kind,

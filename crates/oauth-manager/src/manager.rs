@@ -173,8 +173,23 @@ impl OAuthKeyManager {
 
     pub(crate) fn record_failure(&self, slot: &Arc<Slot>, kind: FailureKind) {
         let now = self.now();
-        let policy = self.settings().health.clone();
-        let (change, changed) = slot.with_health(now, |h| h.record_failure(kind, &policy, now));
+        self.record_failure_since(slot, kind, now);
+    }
+
+    /// Records the failure of a request that started at `started` (requests in flight when an
+    /// earlier failure was recorded fail together with it; see
+    /// [`CredentialHealth::record_failure_since`](oauth_core::CredentialHealth::record_failure_since)).
+    pub(crate) fn record_failure_since(
+        &self,
+        slot: &Arc<Slot>,
+        kind: FailureKind,
+        started: DateTime<Utc>,
+    ) {
+        let now = self.now().max(started);
+        let settings = self.settings();
+        let (change, changed) = slot.with_health(now, |h| {
+            h.record_failure_since(kind, started, &settings.health, now)
+        });
         self.after_health_change(slot, change, changed, now);
     }
 
@@ -380,6 +395,12 @@ impl OAuthKeyManager {
         let Some(config) = settings.monitoring.as_ref() else {
             return;
         };
+        // The alert rules need not repeat what this event already says.
+        self.inner
+            .alerts
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .note_event(&event);
         let gated = match &event.kind {
             EventKind::RefreshFailed { .. } => config.alert_on_refresh_failure,
             EventKind::NeedsReauthorization { .. } => config.alert_on_needs_reauthorization,

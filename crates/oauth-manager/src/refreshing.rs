@@ -168,7 +168,12 @@ impl OAuthKeyManager {
                 let kind = error.kind();
                 slot.record_refresh(RefreshResult::Failure(kind), elapsed, now);
                 let policy = self.settings().health.clone();
-                let expires_at = current.expires_at;
+                // After a 401 the provider has already rejected the access token: it is not
+                // usable until it expires, whatever its expiry says.
+                let expires_at = match need {
+                    RefreshNeed::Rejected(_) => None,
+                    _ => current.expires_at,
+                };
                 let (change, changed) = slot.with_health(now, |h| {
                     let change = h.record_refresh_failure(kind, expires_at, &policy, now);
                     (change, h.refresh_failures())

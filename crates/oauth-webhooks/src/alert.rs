@@ -4,7 +4,7 @@ use std::collections::HashMap;
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
-use oauth_core::{CredentialId, HealthSnapshot, UsageSnapshot, delta};
+use oauth_core::{CredentialId, Event, EventKind, HealthSnapshot, UsageSnapshot, delta};
 use serde_json::{Map, json};
 
 use crate::config::{MonitoringConfig, WebhookEventType};
@@ -53,6 +53,21 @@ impl AlertState {
     /// When `key` (e.g. `failure:team`) was last raised, if within memory.
     pub fn last_raised(&self, key: &str) -> Option<DateTime<Utc>> {
         self.last.get(key).copied()
+    }
+
+    /// Records that an event already told the operator what an alert rule would repeat (a refresh
+    /// failure, a credential needing re-authorization, the pool exhausted), so [`check_alerts`] does
+    /// not send it again within the cooldown. Other events are ignored.
+    pub fn note_event(&mut self, event: &Event) {
+        let key = match &event.kind {
+            EventKind::RefreshFailed { credential, .. } => format!("refresh_failure:{credential}"),
+            EventKind::NeedsReauthorization { credential, .. } => {
+                format!("needs_reauthorization:{credential}")
+            }
+            EventKind::PoolExhausted { .. } => "pool_exhausted".to_owned(),
+            _ => return,
+        };
+        self.last.insert(key, event.at);
     }
 
     /// Forgets every key (e.g. after an operator acknowledged the alerts).

@@ -366,3 +366,63 @@ proptest! {
         prop_assert!(d <= p.backoff_cap);
     }
 }
+
+#[test]
+fn requests_in_flight_during_a_failure_fail_together_once() {
+    let p = HealthPolicy::default();
+    let mut h = CredentialHealth::default();
+    let started = t0();
+    let failed_at = t0() + TimeDelta::milliseconds(500);
+    h.record_failure_since(FailureKind::Transient, started, &p, failed_at);
+    // Three more requests that were already in flight fail a moment later: same outage.
+    for i in 1..=3 {
+        let later = failed_at + TimeDelta::milliseconds(i);
+        assert_eq!(
+            h.record_failure_since(FailureKind::Transient, started, &p, later),
+            None
+        );
+    }
+    assert_eq!(h.consecutive_failures(), 1);
+    assert_eq!(
+        h.availability(failed_at),
+        Availability::At(failed_at + delta(secs(1)))
+    );
+    // A request started after the failure counts.
+    let next = failed_at + TimeDelta::seconds(2);
+    h.record_failure_since(FailureKind::Transient, next, &p, next);
+    assert_eq!(h.consecutive_failures(), 2);
+    // A rate limit applies whenever the request started.
+    let change =
+        h.record_failure_since(FailureKind::rate_limited(Some(secs(9))), started, &p, next);
+    assert!(matches!(change, Some(HealthChange::CooledDown { .. })));
+}
+
+#[test]
+fn needs_reauthorization_is_reported_once_and_only_tightens() {
+    let p = HealthPolicy::default();
+    let mut h = CredentialHealth::default();
+    let valid = t0() + TimeDelta::minutes(30);
+    assert!(
+        h.record_refresh_failure(FailureKind::PermanentAuth, Some(valid), &p, t0())
+            .is_some()
+    );
+    assert_eq!(
+        h.record_refresh_failure(FailureKind::PermanentAuth, Some(valid), &p, t0()),
+        None
+    );
+    let later = valid + TimeDelta::hours(1);
+    assert_eq!(
+        h.record_refresh_failure(FailureKind::PermanentAuth, Some(later), &p, t0()),
+        None,
+        "a later failure does not extend the validity"
+    );
+    // The provider rejected the token: it is dead now, reported once more.
+    assert_eq!(
+        h.record_failure(FailureKind::PermanentAuth, &p, t0()),
+        Some(HealthChange::NeedsReauthorization {
+            access_valid_until: None
+        })
+    );
+    assert_eq!(h.record_failure(FailureKind::PermanentAuth, &p, t0()), None);
+    assert_eq!(h.availability(t0()), Availability::Never);
+}

@@ -408,3 +408,115 @@ async fn an_error_that_says_nothing_counts_as_transient() {
         2
     );
 }
+
+#[tokio::test]
+async fn a_401_whose_refresh_finds_the_grant_dead_takes_the_credential_out_at_once() {
+    use oauth_manager::webhooks::{MemoryNotifier, MonitoringConfig, Notifier, WebhookEventType};
+
+    let clock = ManualClock::new(t0());
+    let refresher = counting_refresher(&clock, Duration::ZERO, Some(FailureKind::PermanentAuth));
+    let notifier = Arc::new(MemoryNotifier::new());
+    let manager = builder(&["c1", "c2"], &clock)
+        .refresher(Arc::clone(&refresher.refresher))
+        .notifier(Arc::clone(&notifier) as Arc<dyn Notifier>)
+        .monitoring(MonitoringConfig::default())
+        .build()
+        .await
+        .expect("builds");
+    let tried = std::sync::Mutex::new(Vec::new());
+    let op = |c: Arc<Credential>| {
+        tried.lock().expect("not poisoned").push(c.id.to_string());
+        async move {
+            if c.id == "c1" {
+                Err(TestError::new(FailureKind::Unauthorized, "401"))
+            } else {
+                Ok(((), None))
+            }
+        }
+    };
+    let served = manager.execute_with_failover(op).await.expect("c2 serves");
+    assert_eq!(served.credential, "c2");
+    assert_eq!(
+        *tried.lock().expect("not poisoned"),
+        ["c1", "c2"],
+        "no second 401 on c1"
+    );
+    let h = manager.credential_health("c1").expect("known");
+    assert!(h.needs_reauthorization && !h.is_available, "{h:?}");
+    assert_eq!(
+        h.access_valid_until, None,
+        "the provider already rejected its token"
+    );
+    for _ in 0..5 {
+        assert_eq!(
+            manager
+                .execute_with_failover(op)
+                .await
+                .expect("served")
+                .credential,
+            "c2"
+        );
+    }
+    assert_eq!(refresher.calls.load(Ordering::SeqCst), 1);
+    // The event already alerted: the alert rules do not repeat it.
+    let _ = manager.check_alerts();
+    tokio::task::yield_now().await;
+    for _ in 0..50 {
+        if !notifier.events().is_empty() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(20)).await;
+    let reauth = notifier
+        .events()
+        .iter()
+        .filter(|e| e.event_type == WebhookEventType::NeedsReauthorization)
+        .count();
+    assert_eq!(reauth, 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn requests_failing_together_count_as_one_failure() {
+    // Go: four requests in flight when a credential broke put it straight into an 8 s backoff.
+    let clock = ManualClock::new(t0());
+    let manager = pool(&["c1", "c2"], &clock).await;
+    manager.disable("c2").expect("known");
+    let gate = Arc::new(tokio::sync::Barrier::new(4));
+    let calls: Vec<_> = (0..4)
+        .map(|_| {
+            let (manager, gate, clock) = (manager.clone(), Arc::clone(&gate), clock.clone());
+            tokio::spawn(async move {
+                manager
+                    .execute_with_failover(|_| {
+                        let (gate, clock) = (Arc::clone(&gate), clock.clone());
+                        async move {
+                            gate.wait().await; // all four are in flight
+                            clock.advance(Duration::from_millis(1));
+                            Err::<((), Option<Usage>), _>(TestError::new(
+                                FailureKind::Transient,
+                                "503",
+                            ))
+                        }
+                    })
+                    .await
+            })
+        })
+        .collect();
+    for c in calls {
+        assert!(c.await.expect("ran").is_err());
+    }
+    let h = manager.credential_health("c1").expect("known");
+    assert_eq!(h.failure_count, 1, "{h:?}");
+    let until = h.request_backoff_until.expect("backing off");
+    let failed_at = h.last_failure.expect("failed");
+    assert!(
+        until - failed_at <= TimeDelta::seconds(1),
+        "a 1 s backoff, not 8 s: {h:?}"
+    );
+    let m = manager.credential_metrics("c1").expect("recorded");
+    assert_eq!(
+        m.error_count, 4,
+        "every failed request is still counted in the metrics"
+    );
+}
