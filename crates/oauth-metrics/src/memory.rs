@@ -329,7 +329,11 @@ impl CredentialRecorder for CredentialMetrics {
         if c.last_used.is_none_or(|t| now > t) {
             c.last_used = Some(now);
         }
-        c.recent.record(now, failed);
+        // The recent window drives health alerts: a request rejected for its own fault says
+        // nothing about the credential, so it counts as a request but not as a failure there.
+        let credential_fault =
+            failed && !matches!(outcome, RequestOutcome::Failure(FailureKind::RequestScoped));
+        c.recent.record(now, credential_fault);
     }
 
     fn record_refresh(&self, result: RefreshResult, _duration: Duration, now: DateTime<Utc>) {

@@ -267,3 +267,27 @@ fn concurrent_recording_loses_nothing_and_snapshots_stay_consistent() {
     assert_eq!(s.success_count, 15_000);
     assert_eq!(s.tokens_used, 40_000);
 }
+
+#[test]
+fn request_scoped_failures_are_errors_but_not_recent_credential_failures() {
+    let rec = InMemoryRecorder::new();
+    let h = rec.handle(&id("a"));
+    h.record_request(
+        0,
+        ms(5),
+        RequestOutcome::Failure(FailureKind::RequestScoped),
+        t0(),
+    );
+    h.record_request(0, ms(5), FAIL, t0());
+    let s = rec.snapshot(&id("a"), t0()).expect("known");
+    assert_eq!(
+        (s.request_count, s.error_count),
+        (2, 2),
+        "Go parity: every error counts"
+    );
+    assert_eq!(
+        (s.recent_requests, s.recent_failures),
+        (2, 1),
+        "the alert window blames the credential once"
+    );
+}
