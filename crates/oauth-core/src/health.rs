@@ -506,11 +506,15 @@ impl CredentialHealth {
         self.last_failure_kind = Some(kind);
     }
 
-    /// A human re-authorized the credential (new tokens stored): the requirement ends.
+    /// A human re-authorized the credential (new tokens stored): the requirement ends, and so do
+    /// the failures and backoffs the old tokens caused. A rate-limit cooldown stays: it belongs to
+    /// the account, not to its tokens.
     pub fn mark_reauthorized(&mut self) {
         self.reauth = None;
         self.refresh_failures = 0;
         self.refresh_backoff_until = None;
+        self.consecutive_failures = 0;
+        self.request_backoff_until = None;
     }
 
     /// Takes the credential out of rotation until [`enable`](Self::enable).

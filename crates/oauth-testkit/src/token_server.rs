@@ -427,6 +427,18 @@ impl TokenServer {
         })
     }
 
+    /// The token family of `token` when it is a valid access token (see
+    /// [`is_access_token_valid`](Self::is_access_token_valid)), so a fake API can tell which
+    /// grant (account) a request comes from.
+    pub fn access_token_family(&self, token: &str) -> Option<FamilyId> {
+        let now = self.shared.config.clock.now();
+        let st = self.state();
+        st.access
+            .get(token)
+            .filter(|a| now < a.expires_at && st.families.get(a.family).is_some_and(|f| !f.revoked))
+            .map(|a| FamilyId(a.family))
+    }
+
     /// Is `token` a refresh token of this server that would be accepted now?
     pub fn is_refresh_token_valid(&self, token: &str) -> bool {
         let now = self.shared.config.clock.now();

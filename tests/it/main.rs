@@ -1,0 +1,15 @@
+//! The end-to-end suite: `OAuthKeyManager` against oauth-testkit's real servers on 127.0.0.1 (a
+//! strict token endpoint with refresh-token rotation and reuse detection, a fake chat-completion
+//! provider, a webhook receiver that verifies signatures). One module per scenario; each scenario
+//! writes a result row for `cargo xtask integration` (see `support::report`).
+
+mod cross_process;
+mod endpoint_down;
+mod invalid_grant;
+mod metrics;
+mod rate_limit;
+mod restart;
+mod rotation;
+mod soak;
+mod support;
+mod unauthorized;

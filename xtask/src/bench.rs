@@ -1,0 +1,183 @@
+//! `cargo xtask bench`: runs every criterion benchmark of the workspace and prints one table.
+//!
+//! Criterion writes `target/criterion/<benchmark>/new/{benchmark,estimates}.json`; this reads the
+//! ones written by this run and reports the mean time per operation (per element when the bench
+//! declares a throughput) and the thread count encoded in the benchmark id (`1t`, `2thr`, ...).
+
+use std::path::{Path, PathBuf};
+use std::time::SystemTime;
+
+use serde::Deserialize;
+
+use crate::ci::{cargo, root};
+
+/// The benchmarks of the workspace: (package, bench target).
+const BENCHES: [(&str, &str); 3] = [
+    ("oauth-metrics", "record"),
+    ("oauth-webhooks", "notify"),
+    ("oauth-manager", "pool"),
+];
+
+#[derive(Deserialize)]
+struct Benchmark {
+    full_id: String,
+    #[serde(default)]
+    throughput: Option<Throughput>,
+}
+
+/// Criterion's throughput; only element counts change the per-operation figure.
+#[derive(Deserialize)]
+enum Throughput {
+    Elements(u64),
+    ElementsAndBytes {
+        elements: u64,
+    },
+    #[serde(other)]
+    Other,
+}
+
+#[derive(Deserialize)]
+struct Estimates {
+    mean: Estimate,
+}
+
+#[derive(Deserialize)]
+struct Estimate {
+    point_estimate: f64,
+}
+
+struct Row {
+    id: String,
+    ns_per_op: f64,
+    threads: u32,
+}
+
+pub(crate) fn run(args: &[String]) -> Result<(), String> {
+    let mut quick = false;
+    let mut filter: Option<&str> = None;
+    for a in args {
+        match a.as_str() {
+            "--quick" => quick = true,
+            "-h" | "--help" => {
+                println!(
+                    "usage: cargo xtask bench [--quick] [FILTER]\n  --quick  shorter warm-up and measurement\n  FILTER   only benchmarks whose id contains it"
+                );
+                return Ok(());
+            }
+            other => filter = Some(other),
+        }
+    }
+    let started = SystemTime::now();
+    for (package, bench) in BENCHES {
+        let mut cmd = vec!["bench", "--package", package, "--bench", bench, "--"];
+        if quick {
+            cmd.extend(["--warm-up-time", "0.5", "--measurement-time", "1"]);
+        }
+        if let Some(f) = filter {
+            cmd.push(f);
+        }
+        cargo(&cmd, &[])?;
+    }
+    let mut rows = Vec::new();
+    collect(&root().join("target").join("criterion"), started, &mut rows)?;
+    if rows.is_empty() {
+        return Err("no benchmark results were written".to_owned());
+    }
+    rows.sort_by(|a, b| a.id.cmp(&b.id));
+    let width = rows.iter().map(|r| r.id.len()).max().unwrap_or(9).max(9);
+    println!(
+        "\n{:<width$}  {:>12}  {:>7}",
+        "benchmark", "ns/op", "threads"
+    );
+    println!(
+        "{}  {}  {}",
+        "-".repeat(width),
+        "-".repeat(12),
+        "-".repeat(7)
+    );
+    for r in &rows {
+        println!("{:<width$}  {:>12.1}  {:>7}", r.id, r.ns_per_op, r.threads);
+    }
+    println!(
+        "\nns/op: criterion's mean time per iteration (per element where the bench sets a throughput);"
+    );
+    println!("multi-thread rows are aggregate: wall time / operations of all threads.");
+    Ok(())
+}
+
+fn collect(dir: &Path, since: SystemTime, rows: &mut Vec<Row>) -> Result<(), String> {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return Ok(());
+    };
+    for entry in entries.flatten() {
+        let path = entry.path();
+        if !path.is_dir() {
+            continue;
+        }
+        if path.file_name().is_some_and(|n| n == "new") {
+            if let Some(row) = read_row(&path, since)? {
+                rows.push(row);
+            }
+        } else if path.file_name().is_some_and(|n| n != "report") {
+            collect(&path, since, rows)?;
+        }
+    }
+    Ok(())
+}
+
+fn read_row(dir: &Path, since: SystemTime) -> Result<Option<Row>, String> {
+    let estimates: PathBuf = dir.join("estimates.json");
+    let modified = std::fs::metadata(&estimates)
+        .and_then(|m| m.modified())
+        .unwrap_or(SystemTime::UNIX_EPOCH);
+    if modified < since {
+        return Ok(None);
+    }
+    let read = |p: &Path| {
+        std::fs::read_to_string(p).map_err(|e| format!("cannot read {}: {e}", p.display()))
+    };
+    let bench: Benchmark = serde_json::from_str(&read(&dir.join("benchmark.json"))?)
+        .map_err(|e| format!("{}: {e}", dir.display()))?;
+    let est: Estimates =
+        serde_json::from_str(&read(&estimates)?).map_err(|e| format!("{}: {e}", dir.display()))?;
+    let per = match bench.throughput {
+        Some(Throughput::Elements(n) | Throughput::ElementsAndBytes { elements: n }) if n > 0 => {
+            n as f64
+        }
+        Some(_) | None => 1.0,
+    };
+    Ok(Some(Row {
+        threads: threads_of(&bench.full_id),
+        ns_per_op: est.mean.point_estimate / per,
+        id: bench.full_id,
+    }))
+}
+
+/// The thread count a benchmark id encodes as a path segment like `2t`, `2thr` or `2threads`
+/// (1 when it says nothing).
+fn threads_of(id: &str) -> u32 {
+    id.split(['/', ' ', '_'])
+        .filter_map(|seg| {
+            let digits: String = seg.chars().take_while(char::is_ascii_digit).collect();
+            let rest = &seg[digits.len()..];
+            (!digits.is_empty() && matches!(rest, "t" | "thr" | "threads" | "thread"))
+                .then(|| digits.parse().ok())
+                .flatten()
+        })
+        .next()
+        .unwrap_or(1)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::threads_of;
+
+    #[test]
+    fn thread_counts_come_from_the_id() {
+        assert_eq!(threads_of("next_credential/healthy/2t/1000"), 2);
+        assert_eq!(threads_of("record_request/in_memory/3cred/2thr"), 2);
+        assert_eq!(threads_of("record_request/in_memory/10000cred/1thr"), 1);
+        assert_eq!(threads_of("notify_100k/webhook_never_answers"), 1);
+        assert_eq!(threads_of("x/4threads"), 4);
+    }
+}
