@@ -8,5 +8,6 @@
 //! - [`webhook_receiver`]: a webhook endpoint that verifies signatures with a function it is given.
 
 pub mod provider;
+mod serving;
 pub mod token_server;
 pub mod webhook_receiver;

@@ -53,9 +53,8 @@ use axum::routing::post;
 use oauth_core::{ClassifyFailure, FailureKind, Usage};
 use serde::Deserialize;
 use serde_json::{Value, json};
-use tokio::net::TcpListener;
-use tokio::sync::oneshot;
 
+use crate::serving::Serving;
 use crate::token_server::{FamilyId, RAW_BODY_MARKER, TokenServer};
 
 /// The path the provider serves.
@@ -160,24 +159,15 @@ impl Shared {
 /// The running provider. Dropping it stops it.
 pub struct FakeProvider {
     shared: Arc<Shared>,
-    addr: SocketAddr,
-    shutdown: Option<oneshot::Sender<()>>,
+    server: Serving,
 }
 
 impl fmt::Debug for FakeProvider {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("FakeProvider")
-            .field("addr", &self.addr)
+            .field("addr", &self.server.addr())
             .field("stats", &self.stats())
             .finish_non_exhaustive()
-    }
-}
-
-impl Drop for FakeProvider {
-    fn drop(&mut self) {
-        if let Some(tx) = self.shutdown.take() {
-            let _ = tx.send(());
-        }
     }
 }
 
@@ -188,8 +178,6 @@ impl FakeProvider {
     /// # Errors
     /// The bind error.
     pub async fn start(tokens: Arc<TokenServer>) -> std::io::Result<Self> {
-        let listener = TcpListener::bind("127.0.0.1:0").await?;
-        let addr = listener.local_addr()?;
         let shared = Arc::new(Shared {
             tokens,
             state: Mutex::new(ProviderState::default()),
@@ -198,29 +186,18 @@ impl FakeProvider {
         let app = Router::new()
             .route(CHAT_PATH, post(chat_endpoint))
             .with_state(Arc::clone(&shared));
-        let (tx, rx) = oneshot::channel::<()>();
-        tokio::spawn(async move {
-            let _ = axum::serve(listener, app)
-                .with_graceful_shutdown(async move {
-                    let _ = rx.await;
-                })
-                .await;
-        });
-        Ok(Self {
-            shared,
-            addr,
-            shutdown: Some(tx),
-        })
+        let server = Serving::loopback(app).await?;
+        Ok(Self { shared, server })
     }
 
     /// The URL to POST to: `http://127.0.0.1:PORT/v1/chat/completions`.
     pub fn url(&self) -> String {
-        format!("http://{}{CHAT_PATH}", self.addr)
+        format!("http://{}{CHAT_PATH}", self.server.addr())
     }
 
     /// The socket address.
     pub const fn addr(&self) -> SocketAddr {
-        self.addr
+        self.server.addr()
     }
 
     /// Scripts `fault` for every request of `account` until cleared.
@@ -252,11 +229,8 @@ impl FakeProvider {
     }
 
     /// Stops the provider.
-    pub async fn shutdown(mut self) {
-        if let Some(tx) = self.shutdown.take() {
-            let _ = tx.send(());
-        }
-        tokio::task::yield_now().await;
+    pub async fn shutdown(self) {
+        self.server.stop(Duration::from_secs(1)).await;
     }
 }
 

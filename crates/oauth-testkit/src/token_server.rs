@@ -28,6 +28,7 @@
 //! # Ok(()) }
 //! ```
 
+use crate::serving::Serving;
 use std::collections::HashMap;
 use std::fmt;
 use std::hash::{BuildHasher, Hasher, RandomState};
@@ -46,8 +47,6 @@ use base64::Engine as _;
 use chrono::{DateTime, TimeDelta, Utc};
 use oauth_core::{Clock, SystemClock};
 use serde_json::{Value, json};
-use tokio::net::TcpListener;
-use tokio::sync::oneshot;
 
 /// Text every malformed body and every error description contains, so tests can check that no
 /// raw response body reaches an error message.
@@ -288,24 +287,15 @@ struct Shared {
 /// The running server. Dropping it stops it.
 pub struct TokenServer {
     shared: Arc<Shared>,
-    addr: SocketAddr,
-    shutdown: Option<oneshot::Sender<()>>,
+    server: Serving,
 }
 
 impl fmt::Debug for TokenServer {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("TokenServer")
-            .field("addr", &self.addr)
+            .field("addr", &self.server.addr())
             .field("stats", &self.stats())
             .finish_non_exhaustive()
-    }
-}
-
-impl Drop for TokenServer {
-    fn drop(&mut self) {
-        if let Some(tx) = self.shutdown.take() {
-            let _ = tx.send(());
-        }
     }
 }
 
@@ -323,8 +313,6 @@ impl TokenServer {
     /// # Errors
     /// The bind error.
     pub async fn start_with(config: TokenServerConfig) -> std::io::Result<Self> {
-        let listener = TcpListener::bind("127.0.0.1:0").await?;
-        let addr = listener.local_addr()?;
         let shared = Arc::new(Shared {
             config,
             random: RandomState::new(),
@@ -333,29 +321,18 @@ impl TokenServer {
         let app = Router::new()
             .route("/token", post(token_endpoint))
             .with_state(Arc::clone(&shared));
-        let (tx, rx) = oneshot::channel::<()>();
-        tokio::spawn(async move {
-            let _ = axum::serve(listener, app)
-                .with_graceful_shutdown(async move {
-                    let _ = rx.await;
-                })
-                .await;
-        });
-        Ok(Self {
-            shared,
-            addr,
-            shutdown: Some(tx),
-        })
+        let server = Serving::loopback(app).await?;
+        Ok(Self { shared, server })
     }
 
     /// The token endpoint URL (`http://127.0.0.1:PORT/token`).
     pub fn url(&self) -> String {
-        format!("http://{}/token", self.addr)
+        format!("http://{}/token", self.server.addr())
     }
 
     /// The socket address.
     pub const fn addr(&self) -> SocketAddr {
-        self.addr
+        self.server.addr()
     }
 
     /// Registers a confidential client: its requests must then authenticate with `secret`
@@ -461,11 +438,8 @@ impl TokenServer {
     }
 
     /// Stops the server and waits briefly for it to close.
-    pub async fn shutdown(mut self) {
-        if let Some(tx) = self.shutdown.take() {
-            let _ = tx.send(());
-        }
-        tokio::task::yield_now().await;
+    pub async fn shutdown(self) {
+        self.server.stop(Duration::from_secs(1)).await;
     }
 
     fn state(&self) -> MutexGuard<'_, State_> {

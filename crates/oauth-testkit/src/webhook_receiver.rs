@@ -40,8 +40,9 @@ use axum::extract::State;
 use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, Uri, header};
 use axum::response::{IntoResponse, Response};
 use tokio::net::{TcpListener, TcpSocket};
-use tokio::sync::{Notify, oneshot};
-use tokio::task::JoinHandle;
+
+use crate::serving::Serving;
+use tokio::sync::Notify;
 use tokio::time::Instant;
 
 /// Checks one request's signature: `Ok` to accept it, `Err(reason)` to answer 401.
@@ -147,11 +148,6 @@ impl Inner {
     }
 }
 
-struct Server {
-    stop: oneshot::Sender<()>,
-    task: JoinHandle<()>,
-}
-
 /// A webhook endpoint on `127.0.0.1` (random port), serving until dropped.
 ///
 /// Every request is recorded with its headers, body, verdict and answer. Requests that fail the
@@ -162,7 +158,7 @@ struct Server {
 pub struct WebhookReceiver {
     inner: Arc<Inner>,
     addr: SocketAddr,
-    server: tokio::sync::Mutex<Option<Server>>,
+    server: tokio::sync::Mutex<Option<Serving>>,
 }
 
 impl fmt::Debug for WebhookReceiver {
@@ -188,7 +184,7 @@ impl WebhookReceiver {
         });
         let listener = bind(SocketAddr::from((Ipv4Addr::LOCALHOST, 0)))?;
         let addr = listener.local_addr()?;
-        let server = serve(listener, Arc::clone(&inner));
+        let server = serve(listener, Arc::clone(&inner))?;
         Ok(Self {
             inner,
             addr,
@@ -228,17 +224,9 @@ impl WebhookReceiver {
     /// Stops listening and closes connections: senders get "connection refused" until
     /// [`come_back`](Self::come_back). Slow requests in progress get up to one second to finish.
     pub async fn go_down(&self) {
-        let Some(server) = self.server.lock().await.take() else {
-            return;
-        };
-        let _ = server.stop.send(());
-        let mut task = server.task;
-        if tokio::time::timeout(Duration::from_secs(1), &mut task)
-            .await
-            .is_err()
-        {
-            task.abort();
-            let _ = task.await;
+        let server = self.server.lock().await.take();
+        if let Some(server) = server {
+            server.stop(Duration::from_secs(1)).await;
         }
     }
 
@@ -250,7 +238,7 @@ impl WebhookReceiver {
         let mut server = self.server.lock().await;
         if server.is_none() {
             let listener = bind(self.addr)?;
-            *server = Some(serve(listener, Arc::clone(&self.inner)));
+            *server = Some(serve(listener, Arc::clone(&self.inner))?);
         }
         Ok(())
     }
@@ -339,14 +327,6 @@ impl WebhookReceiver {
     }
 }
 
-impl Drop for WebhookReceiver {
-    fn drop(&mut self) {
-        if let Some(server) = self.server.get_mut().take() {
-            server.task.abort();
-        }
-    }
-}
-
 /// A listener with `SO_REUSEADDR`, so the port can be bound again right after going down.
 fn bind(addr: SocketAddr) -> std::io::Result<TcpListener> {
     let socket = TcpSocket::new_v4()?;
@@ -355,17 +335,8 @@ fn bind(addr: SocketAddr) -> std::io::Result<TcpListener> {
     socket.listen(1024)
 }
 
-fn serve(listener: TcpListener, inner: Arc<Inner>) -> Server {
-    let (stop, stopped) = oneshot::channel::<()>();
-    let app = Router::new().fallback(handle).with_state(inner);
-    let task = tokio::spawn(async move {
-        let _ = axum::serve(listener, app)
-            .with_graceful_shutdown(async {
-                let _ = stopped.await;
-            })
-            .await;
-    });
-    Server { stop, task }
+fn serve(listener: TcpListener, inner: Arc<Inner>) -> std::io::Result<Serving> {
+    Serving::on(listener, Router::new().fallback(handle).with_state(inner))
 }
 
 async fn handle(
