@@ -110,7 +110,7 @@ impl OAuthKeyManager {
         E: ClassifyFailure,
     {
         let failover = &settings.failover;
-        let n = u32::try_from(self.inner.selector.pool().slots.len()).unwrap_or(u32::MAX);
+        let n = u32::try_from(self.inner.selector.len()).unwrap_or(u32::MAX);
         let max_attempts = failover.max_attempts.unwrap_or_else(|| n.min(3)).max(1);
         let wait_until = failover
             .wait_for_available
@@ -118,12 +118,8 @@ impl OAuthKeyManager {
         let mut attempts = 0;
         let mut last: Option<(CredentialId, Failed<E>)> = None;
         while attempts < max_attempts {
-            let now_ms = self.inner.clock.now_millis();
-            let slot = match self
-                .inner
-                .selector
-                .select(now_ms, failover.selection, Arc::clone)
-            {
+            let clock = crate::pool::Now::new(self.inner.clock.as_ref());
+            let slot = match self.inner.selector.select(&clock, Arc::clone) {
                 Ok(slot) => {
                     self.inner.exhausted.store(false, Ordering::Relaxed);
                     slot
@@ -156,6 +152,7 @@ impl OAuthKeyManager {
                 }
             };
             attempts += 1;
+            let now_ms = clock.get();
             match self.attempt(&slot, &mut operation, settings, now_ms).await {
                 Ok((value, usage)) => {
                     return Ok(Served {

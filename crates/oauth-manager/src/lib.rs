@@ -57,14 +57,14 @@ mod reporting;
 mod rotating;
 mod settings;
 
-pub use clock::TokioClock;
+pub use clock::{CoarseClock, TokioClock};
 pub use error::{
     AttemptError, BuildError, CredentialOpError, ExecuteError, NoCredentialAvailable,
     ProviderError, SettingsError,
 };
 pub use execute::Served;
 pub use maintenance::{MaintenanceConfig, MaintenanceHandle, MaintenanceReport};
-pub use manager::{OAuthKeyManager, OAuthKeyManagerBuilder};
+pub use manager::{CredentialLease, OAuthKeyManager, OAuthKeyManagerBuilder};
 pub use provider::CredentialProvider;
 pub use settings::{FailoverSettings, Selection};
 

@@ -10,7 +10,7 @@ use arc_swap::ArcSwap;
 use chrono::{DateTime, Utc};
 use oauth_core::{
     ClassifyFailure, Clock, Credential, CredentialId, Event, EventKind, FailureKind, HealthChange,
-    HealthPolicy, SystemClock,
+    HealthPolicy,
 };
 use oauth_metrics::{InMemoryRecorder, MetricsRecorder, RequestOutcome};
 use oauth_refresh::{NoopRefresher, RefreshCoordinator, RefreshStrategy, Refresher};
@@ -98,24 +98,24 @@ impl OAuthKeyManager {
             .ok_or_else(|| CredentialOpError::UnknownCredential { id: id.to_owned() })
     }
 
-    /// The next available credential, round-robin (Go `GetNextCredential`). The copy is the
-    /// manager's current credential; the manager never hands out a pointer into its state.
+    /// The next available credential, round-robin (Go `GetNextCredential`): a read-only view of the
+    /// pool's current copy, which a refresh replaces but never mutates (Go handed out a pointer
+    /// into its state).
     ///
     /// # Errors
     /// [`NoCredentialAvailable`], saying when the first credential is available again.
-    pub fn next_credential(&self) -> Result<Arc<Credential>, NoCredentialAvailable> {
-        let now_ms = self.inner.clock.now_millis();
-        let selection = self.settings().failover.selection;
+    pub fn next_credential(&self) -> Result<CredentialLease, NoCredentialAvailable> {
+        let now = crate::pool::Now::new(self.inner.clock.as_ref());
         self.inner
             .selector
-            .select(now_ms, selection, |slot| slot.credential())
+            .select(&now, |slot| CredentialLease(slot.lease()))
             .map_err(|none| self.unavailable(none.next_available_at))
     }
 
     pub(crate) fn unavailable(&self, next: Option<DateTime<Utc>>) -> NoCredentialAvailable {
         NoCredentialAvailable {
             provider: self.inner.provider.clone(),
-            total: self.inner.selector.pool().slots.len(),
+            total: self.inner.selector.len(),
             next_available_at: next,
         }
     }
@@ -307,7 +307,7 @@ impl OAuthKeyManager {
     pub async fn remove_credential(&self, id: &str) -> Result<(), CredentialOpError> {
         let _structure = self.inner.structure.lock().await;
         let slot = self.slot_or_err(id)?;
-        if self.inner.selector.pool().slots.len() == 1 {
+        if self.inner.selector.len() == 1 {
             return Err(CredentialOpError::LastCredential {
                 id: slot.id.clone(),
             });
@@ -487,6 +487,7 @@ impl OAuthKeyManager {
     /// [`SettingsError`] for invalid settings; the old ones stay.
     pub fn set_failover_settings(&self, failover: FailoverSettings) -> Result<(), SettingsError> {
         failover.validate()?;
+        self.inner.selector.set_selection(failover.selection);
         self.update_settings(|s| s.failover = failover.clone());
         Ok(())
     }
@@ -607,6 +608,33 @@ fn new_slot(
     Slot::new(credential, version, seed, mem, extra)
 }
 
+/// A credential handed out by [`OAuthKeyManager::next_credential`]: a read-only view of the pool's
+/// current copy. Taking one writes no shared memory (no reference count), so threads picking the
+/// same credential do not contend; hold it for the length of a call, or turn it into an `Arc` with
+/// [`into_arc`](Self::into_arc) to keep it longer.
+pub struct CredentialLease(arc_swap::Guard<Arc<Credential>>);
+
+impl CredentialLease {
+    /// The credential as a shared pointer.
+    pub fn into_arc(self) -> Arc<Credential> {
+        arc_swap::Guard::into_inner(self.0)
+    }
+}
+
+impl std::ops::Deref for CredentialLease {
+    type Target = Credential;
+
+    fn deref(&self) -> &Credential {
+        &self.0
+    }
+}
+
+impl fmt::Debug for CredentialLease {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Debug::fmt(&**self.0, f)
+    }
+}
+
 /// A small, stable string hash (FxHash) for per-credential jitter seeds.
 pub(crate) fn fxhash(s: &str) -> u64 {
     s.bytes().fold(0xcbf2_9ce4_8422_2325_u64, |h, b| {
@@ -665,7 +693,7 @@ impl OAuthKeyManagerBuilder {
             metrics: None,
             notifier: None,
             monitoring: None,
-            clock: Arc::new(SystemClock),
+            clock: Arc::new(crate::CoarseClock),
             failover: FailoverSettings::default(),
             max_concurrent_refreshes: None,
             usage_window: None,
@@ -755,7 +783,8 @@ impl OAuthKeyManagerBuilder {
         self
     }
 
-    /// The clock (default: the system clock).
+    /// The clock (default: [`CoarseClock`](crate::CoarseClock), the system clock read cheaply on
+    /// the hot path).
     pub fn clock(mut self, clock: Arc<dyn Clock>) -> Self {
         self.clock = clock;
         self
@@ -853,8 +882,10 @@ impl OAuthKeyManagerBuilder {
             None => RefreshCoordinator::new(),
         };
         let (events, _) = broadcast::channel(1024);
+        let selector = Selector::new(Pool::new(slots), now);
+        selector.set_selection(settings.failover.selection);
         let inner = Inner {
-            selector: Selector::new(Pool::new(slots), now),
+            selector,
             provider: self.provider,
             clock: self.clock,
             settings: ArcSwap::from_pointee(settings),

@@ -139,6 +139,12 @@ impl Slot {
         self.credential.load_full()
     }
 
+    /// The current credential without touching its reference count (a thread-local debt slot of
+    /// arc-swap), for callers that hold it briefly.
+    pub(crate) fn lease(&self) -> arc_swap::Guard<Arc<Credential>> {
+        self.credential.load()
+    }
+
     /// Publishes a new credential (after a refresh, or adopted from the store).
     pub(crate) fn set_credential(&self, credential: Credential) {
         self.credential.store(Arc::new(credential));
@@ -158,6 +164,15 @@ impl Slot {
     /// True when the slot can serve at `now_ms`.
     pub(crate) fn is_available_at(&self, now_ms: i64) -> bool {
         self.available_at_ms.load(Ordering::Acquire) <= now_ms
+    }
+
+    /// True when the slot can serve now; reads the clock only if the slot has a backoff to compare.
+    fn is_available(&self, now: &Now<'_>) -> bool {
+        match self.available_at_ms.load(Ordering::Acquire) {
+            NOW => true,
+            NEVER => false,
+            at => at <= now.get(),
+        }
     }
 
     /// Runs `f` on the health under its (per-credential) lock, then republishes availability.
@@ -253,6 +268,33 @@ struct Available {
     recheck_at_ms: i64,
 }
 
+/// "Now" in milliseconds, read from the clock at most once and only if asked.
+pub(crate) struct Now<'a> {
+    clock: &'a dyn oauth_core::Clock,
+    ms: std::cell::Cell<Option<i64>>,
+}
+
+impl<'a> Now<'a> {
+    pub(crate) fn new(clock: &'a dyn oauth_core::Clock) -> Self {
+        Self {
+            clock,
+            ms: std::cell::Cell::new(None),
+        }
+    }
+
+    /// The time, read on first use.
+    pub(crate) fn get(&self) -> i64 {
+        match self.ms.get() {
+            Some(ms) => ms,
+            None => {
+                let ms = self.clock.now_millis();
+                self.ms.set(Some(ms));
+                ms
+            }
+        }
+    }
+}
+
 /// Why nothing was selected.
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct NoneAvailable {
@@ -269,13 +311,13 @@ const CURSOR_SHARDS: usize = 8;
 #[repr(align(128))]
 struct Cursor(AtomicUsize);
 
-/// This thread's cursor shard, assigned round-robin to threads as they first select.
-fn cursor_shard() -> usize {
-    static NEXT: AtomicUsize = AtomicUsize::new(0);
+/// A small process-wide tag for the current thread (never 0).
+fn thread_tag() -> u64 {
+    static NEXT: AtomicU64 = AtomicU64::new(1);
     thread_local! {
-        static SHARD: usize = NEXT.fetch_add(1, Ordering::Relaxed) % CURSOR_SHARDS;
+        static TAG: u64 = NEXT.fetch_add(1, Ordering::Relaxed);
     }
-    SHARD.with(|s| *s)
+    TAG.with(|t| *t)
 }
 
 /// Lock-free round-robin selection over the available slots.
@@ -284,16 +326,27 @@ pub(crate) struct Selector {
     pool: ArcSwap<Pool>,
     available: ArcSwap<Available>,
     cursors: [Cursor; CURSOR_SHARDS],
+    /// Which thread owns each cursor (its [`thread_tag`]; 0: free). The first thread to select
+    /// gets cursor 0, the next cursor 1, and so on; beyond the last, threads share by tag.
+    owners: [AtomicU64; CURSOR_SHARDS],
+    /// Credentials in the pool (read on every call to bound its attempts).
+    len: AtomicUsize,
+    /// The [`Selection`] in force (its index), read on every pick without touching the settings.
+    selection: std::sync::atomic::AtomicU8,
     rebuild: Mutex<()>,
 }
 
 impl Selector {
     pub(crate) fn new(pool: Pool, now: DateTime<Utc>) -> Self {
         let s = Self {
+            len: AtomicUsize::new(pool.slots.len()),
             pool: ArcSwap::from_pointee(pool),
             available: ArcSwap::from_pointee(Available::default()),
-            // Every shard starts at the first credential, so any thread's first pick is the first.
-            cursors: std::array::from_fn(|_| Cursor(AtomicUsize::new(0))),
+            // Cursor i starts at credential i: the first thread's first pick is the first
+            // credential, and threads running in step do not all pick the same one.
+            cursors: std::array::from_fn(|i| Cursor(AtomicUsize::new(i))),
+            owners: std::array::from_fn(|_| AtomicU64::new(0)),
+            selection: std::sync::atomic::AtomicU8::new(0),
             rebuild: Mutex::new(()),
         };
         s.rebuild(millis(now));
@@ -304,12 +357,18 @@ impl Selector {
         self.pool.load()
     }
 
+    /// Credentials in the pool.
+    pub(crate) fn len(&self) -> usize {
+        self.len.load(Ordering::Relaxed)
+    }
+
     pub(crate) fn pool_full(&self) -> Arc<Pool> {
         self.pool.load_full()
     }
 
     /// Replaces the pool (credentials added or removed) and rebuilds the available set.
     pub(crate) fn replace_pool(&self, pool: Pool, now: DateTime<Utc>) {
+        self.len.store(pool.slots.len(), Ordering::Relaxed);
         self.pool.store(Arc::new(pool));
         self.rebuild(millis(now));
     }
@@ -340,33 +399,69 @@ impl Selector {
 
     /// The next available slot, round-robin, passed to `f` (so a caller that needs only the
     /// credential takes no reference on the slot).
+    /// This thread's cursor: the one it owns, or the first free one it claims.
+    fn shard(&self) -> usize {
+        let tag = thread_tag();
+        for (i, owner) in self.owners.iter().enumerate() {
+            let current = owner.load(Ordering::Relaxed);
+            if current == tag
+                || (current == 0
+                    && owner
+                        .compare_exchange(0, tag, Ordering::Relaxed, Ordering::Relaxed)
+                        .is_ok())
+            {
+                return i;
+            }
+        }
+        usize::try_from(tag).unwrap_or(0) % CURSOR_SHARDS
+    }
+
+    /// Sets how the next credential is chosen.
+    pub(crate) fn set_selection(&self, selection: Selection) {
+        let index = match selection {
+            Selection::RoundRobin => 0,
+            Selection::LeastInFlight => 1,
+            Selection::LatencyAware => 2,
+        };
+        self.selection.store(index, Ordering::Relaxed);
+    }
+
+    fn selection(&self) -> Selection {
+        match self.selection.load(Ordering::Relaxed) {
+            1 => Selection::LeastInFlight,
+            2 => Selection::LatencyAware,
+            _ => Selection::RoundRobin,
+        }
+    }
+
     pub(crate) fn select<R>(
         &self,
-        now_ms: i64,
-        selection: Selection,
+        now: &Now<'_>,
         f: impl Fn(&Arc<Slot>) -> R,
     ) -> Result<R, NoneAvailable> {
-        if let Some(r) = self.try_select(now_ms, selection, &f) {
+        let selection = self.selection();
+        if let Some(r) = self.try_select(now, selection, &f) {
             return Ok(r);
         }
         // The snapshot may be stale (a slot changed between its publication and our read).
-        self.rebuild(now_ms);
-        self.try_select(now_ms, selection, &f)
+        self.rebuild(now.get());
+        self.try_select(now, selection, &f)
             .ok_or_else(|| NoneAvailable {
-                next_available_at: self.next_available_at(now_ms),
+                next_available_at: self.next_available_at(now.get()),
             })
     }
 
     fn try_select<R>(
         &self,
-        now_ms: i64,
+        now: &Now<'_>,
         selection: Selection,
         f: &impl Fn(&Arc<Slot>) -> R,
     ) -> Option<R> {
         let mut avail = self.available.load();
-        if now_ms >= avail.recheck_at_ms {
+        // With no credential waiting out a backoff there is nothing to recheck: no clock read.
+        if avail.recheck_at_ms != i64::MAX && now.get() >= avail.recheck_at_ms {
             drop(avail);
-            self.rebuild(now_ms);
+            self.rebuild(now.get());
             avail = self.available.load();
         }
         let list = if avail.preferred.is_empty() {
@@ -378,13 +473,11 @@ impl Selector {
         if n == 0 {
             return None;
         }
-        let start = self.cursors[cursor_shard()]
-            .0
-            .fetch_add(1, Ordering::Relaxed);
+        let start = self.cursors[self.shard()].0.fetch_add(1, Ordering::Relaxed);
         let (first_index, first) = (0..n.min(4))
             .map(|k| start.wrapping_add(k) % n)
             .map(|i| (i, &list[i]))
-            .find(|(_, slot)| slot.is_available_at(now_ms))?;
+            .find(|(_, slot)| slot.is_available(now))?;
         if selection == Selection::RoundRobin || n == 1 {
             return Some(f(first));
         }
@@ -395,7 +488,7 @@ impl Selector {
             j += 1;
         }
         let other = &list[j];
-        let pick = if other.is_available_at(now_ms)
+        let pick = if other.is_available(now)
             && other.load_score(selection) < first.load_score(selection)
         {
             other
