@@ -3,6 +3,7 @@
 mod builder;
 mod failover;
 mod maintenance;
+mod mocks;
 mod refresh;
 mod reporting;
 mod rotation;
