@@ -153,6 +153,16 @@ pub enum EventKind {
         /// Why (the hook's own message; hooks must not put secrets in it).
         reason: String,
     },
+    /// A rotation hook failed; what it guards went ahead (an `on_rotation_needed` failure does not
+    /// undo the mark).
+    RotationHookFailed {
+        /// The credential.
+        credential: CredentialId,
+        /// The hook (`on_rotation_needed`).
+        hook: String,
+        /// Why (the hook's own message; hooks must not put secrets in it).
+        reason: String,
+    },
     /// The access token expires within the warning window.
     ExpiryWarning {
         /// The credential.
@@ -220,6 +230,7 @@ impl EventKind {
             | Self::RotationStarted { credential, .. }
             | Self::Decommissioned { credential }
             | Self::DecommissionFailed { credential, .. }
+            | Self::RotationHookFailed { credential, .. }
             | Self::ExpiryWarning { credential, .. }
             | Self::Expired { credential, .. }
             | Self::HighFailureRate { credential, .. }
@@ -245,6 +256,7 @@ impl EventKind {
             Self::RotationStarted { .. } => "rotation_started",
             Self::Decommissioned { .. } => "decommissioned",
             Self::DecommissionFailed { .. } => "decommission_failed",
+            Self::RotationHookFailed { .. } => "rotation_hook_failed",
             Self::ExpiryWarning { .. } => "expiry_warning",
             Self::Expired { .. } => "expired",
             Self::HighFailureRate { .. } => "high_failure_rate",

@@ -545,6 +545,12 @@ impl CredentialHealth {
         }
     }
 
+    /// Until when a credential that needs re-authorization may still be used (its access token's
+    /// expiry); `None` when no such limit applies.
+    pub fn available_until(&self) -> Option<DateTime<Utc>> {
+        self.reauth.and_then(|r| r.access_valid_until)
+    }
+
     /// The latest of the request backoff, refresh backoff and cooldown ends.
     pub fn blocked_until(&self) -> Option<DateTime<Utc>> {
         [

@@ -12,9 +12,9 @@ use oauth_metrics::RequestOutcome;
 
 use crate::error::{AttemptError, ExecuteError};
 use crate::manager::OAuthKeyManager;
-use crate::pool::Slot;
+use crate::pool::{InFlight, Slot};
 use crate::refreshing::RefreshNeed;
-use crate::settings::Settings;
+use crate::settings::{FailoverSettings, Settings};
 
 /// What a successful [`execute_with_failover`](OAuthKeyManager::execute_with_failover) returns.
 #[derive(Debug, Clone)]
@@ -30,26 +30,27 @@ pub struct Served<T> {
     pub attempts: u32,
 }
 
+/// The settings one call reads, copied once at its start.
+struct CallSettings {
+    failover: FailoverSettings,
+    strategy: oauth_refresh::RefreshStrategy,
+    health: oauth_core::HealthPolicy,
+}
+
+impl From<&Settings> for CallSettings {
+    fn from(s: &Settings) -> Self {
+        Self {
+            failover: s.failover.clone(),
+            strategy: s.strategy.clone(),
+            health: s.health.clone(),
+        }
+    }
+}
+
 /// How one attempt failed.
 struct Failed<E> {
     kind: FailureKind,
     error: AttemptError<E>,
-}
-
-/// Decrements a slot's in-flight count when dropped (also on cancellation).
-struct InFlight<'a>(&'a Slot);
-
-impl<'a> InFlight<'a> {
-    fn enter(slot: &'a Slot) -> Self {
-        slot.in_flight.fetch_add(1, Ordering::Relaxed);
-        Self(slot)
-    }
-}
-
-impl Drop for InFlight<'_> {
-    fn drop(&mut self) {
-        self.0.in_flight.fetch_sub(1, Ordering::Relaxed);
-    }
 }
 
 impl OAuthKeyManager {
@@ -84,7 +85,9 @@ impl OAuthKeyManager {
         Fut: Future<Output = Result<(T, Option<Usage>), E>>,
         E: ClassifyFailure,
     {
-        let settings = self.settings();
+        // An owned copy of what a call needs (no heap: durations and flags), so no guard on the
+        // shared settings is held while the operation runs.
+        let settings = CallSettings::from(&**self.settings());
         match settings.failover.deadline {
             None => self.execute_inner(operation, &settings).await,
             Some(deadline) => {
@@ -102,7 +105,7 @@ impl OAuthKeyManager {
     async fn execute_inner<T, E, F, Fut>(
         &self,
         mut operation: F,
-        settings: &Settings,
+        settings: &CallSettings,
     ) -> Result<Served<T>, ExecuteError<E>>
     where
         F: FnMut(Arc<Credential>) -> Fut,
@@ -121,7 +124,10 @@ impl OAuthKeyManager {
             let clock = crate::pool::Now::new(self.inner.clock.as_ref());
             let slot = match self.inner.selector.select(&clock, Arc::clone) {
                 Ok(slot) => {
-                    self.inner.exhausted.store(false, Ordering::Relaxed);
+                    // Read before writing: the flag's cache line is shared by every caller.
+                    if self.inner.exhausted.load(Ordering::Relaxed) {
+                        self.inner.exhausted.store(false, Ordering::Relaxed);
+                    }
                     slot
                 }
                 Err(none) => {
@@ -201,7 +207,7 @@ impl OAuthKeyManager {
         &self,
         slot: &Arc<Slot>,
         operation: &mut F,
-        settings: &Settings,
+        settings: &CallSettings,
         now_ms: i64,
     ) -> Result<(T, Option<Usage>), Failed<E>>
     where
@@ -223,7 +229,9 @@ impl OAuthKeyManager {
         }
         let mut retried_unauthorized = false;
         loop {
-            let _in_flight = InFlight::enter(slot);
+            // Requests in flight matter only to the load-aware selections.
+            let _in_flight = (self.inner.selector.selection() != crate::Selection::RoundRobin)
+                .then(|| InFlight::enter(slot));
             let started = Instant::now();
             let result = operation(Arc::clone(&credential)).await;
             let latency = started.elapsed();
@@ -283,13 +291,14 @@ impl OAuthKeyManager {
         }
     }
 
-    /// The credential to use now: refreshed first when the strategy says so. Without a refresher, a
-    /// credential stays usable until its token really expires (Go made it unusable 5 minutes early).
+    /// The credential to use now: refreshed first when the strategy says so; if that refresh fails
+    /// while the current token still works, the current token. Without a refresher, a credential
+    /// stays usable until its token really expires (Go made it unusable 5 minutes early).
     async fn credential_for_use(
         &self,
         slot: &Arc<Slot>,
         now: DateTime<Utc>,
-        settings: &Settings,
+        settings: &CallSettings,
     ) -> Result<(Arc<Credential>, bool), oauth_refresh::RefreshError> {
         let credential = slot.credential();
         if !self.inner.refresher.is_configured() {
@@ -311,7 +320,13 @@ impl OAuthKeyManager {
             });
         }
         if self.needs_refresh_before_use(slot, &credential, &settings.strategy, now) {
-            return Ok((self.refresh_slot(slot, RefreshNeed::Strategy).await?, true));
+            return match self.refresh_slot(slot, RefreshNeed::Strategy).await {
+                Ok(fresh) => Ok((fresh, true)),
+                // The refresh failed (recorded, backed off, alerted) but the token it was to
+                // replace still works: use it rather than fail the call.
+                Err(_) if credential.access_token_valid(self.now()) => Ok((credential, true)),
+                Err(e) => Err(e),
+            };
         }
         Ok((credential, false))
     }

@@ -1,5 +1,6 @@
 //! Background maintenance: a loop the application starts and stops.
 
+use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
@@ -7,7 +8,7 @@ use oauth_core::{CredentialId, Event, EventKind};
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
-use crate::manager::OAuthKeyManager;
+use crate::manager::{OAuthKeyManager, Origin};
 use crate::refreshing::RefreshNeed;
 
 /// What the maintenance loop does and how often.
@@ -160,13 +161,24 @@ impl OAuthKeyManager {
             if !slot.persist_pending.load(Ordering::Acquire) {
                 continue;
             }
-            let credential = slot.credential();
-            match self.persist(&slot, &credential).await {
-                Ok(()) => {
-                    slot.persist_pending.store(false, Ordering::Release);
-                    report.persisted.push(slot.id.clone());
-                }
-                Err(reason) => self.emit(Event::new(
+            // Inside the refresh flight: a refresh committing meanwhile would make this copy stale.
+            let (tx, rx) = tokio::sync::oneshot::channel();
+            let ran = self
+                .in_flight_async(&slot, move |this, slot| async move {
+                    if !slot.persist_pending.load(Ordering::Acquire) {
+                        return;
+                    }
+                    let credential = slot.credential();
+                    let outcome = this.persist(&slot, &credential).await;
+                    if outcome.is_ok() {
+                        slot.persist_pending.store(false, Ordering::Release);
+                    }
+                    let _ = tx.send(outcome);
+                })
+                .await;
+            match (ran, rx.await) {
+                (true, Ok(Ok(()))) => report.persisted.push(slot.id.clone()),
+                (true, Ok(Err(reason))) => self.emit(Event::new(
                     self.now(),
                     EventKind::PersistenceFailed {
                         credential: slot.id.clone(),
@@ -174,6 +186,8 @@ impl OAuthKeyManager {
                         attempts: 2,
                     },
                 )),
+                // A refresh was in flight (it persists its own result), or nothing was pending.
+                _ => {}
             }
         }
     }
@@ -194,12 +208,28 @@ impl OAuthKeyManager {
             {
                 continue;
             }
-            if let Ok(Some(stored)) = store.load(&self.inner.provider, &id).await {
-                let before = slot.credential();
-                self.adopt_external(&slot, stored.value, Some(stored.version));
-                if !slot.credential().same_tokens(&before) {
-                    report.adopted.push(id);
-                }
+            let (tx, rx) = tokio::sync::oneshot::channel();
+            let provider = self.inner.provider.clone();
+            let store = Arc::clone(&store);
+            self.in_flight_async(&slot, move |this, slot| async move {
+                // Re-read inside the flight: a refresh may have written a newer version since.
+                let adopted = match store.load(&provider, &slot.id).await {
+                    Ok(Some(stored)) if stored.version != slot.version.load(Ordering::Acquire) => {
+                        this.adopt_external(
+                            &slot,
+                            stored.value,
+                            Origin::Store {
+                                version: stored.version,
+                            },
+                        )
+                    }
+                    _ => false,
+                };
+                let _ = tx.send(adopted);
+            })
+            .await;
+            if rx.await.unwrap_or(false) {
+                report.adopted.push(id);
             }
         }
     }

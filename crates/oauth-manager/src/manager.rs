@@ -266,17 +266,47 @@ impl OAuthKeyManager {
     /// installed).
     pub async fn reauthorize(&self, credential: Credential) -> Result<(), CredentialOpError> {
         let slot = self.slot_or_err(credential.id.as_str())?;
-        self.persist(&slot, &credential)
-            .await
-            .map_err(|reason| CredentialOpError::Persist {
-                id: slot.id.clone(),
-                reason,
-            })?;
-        slot.set_credential(credential);
-        let now = self.now();
-        let ((), changed) = slot.with_health(now, |h| h.mark_reauthorized());
-        self.after_health_change(&slot, Some(HealthChange::Recovered), changed, now);
-        Ok(())
+        // Inside the refresh flight, so a refresh running on the old grant cannot overwrite the
+        // new tokens (or mark them dead) after we install them. If a refresh is in flight, wait
+        // for it and try again.
+        for _ in 0..8 {
+            let (result_tx, result_rx) = tokio::sync::oneshot::channel();
+            let cred = credential.clone();
+            let ran = self
+                .in_flight_async(&slot, move |this, slot| async move {
+                    let result = this.persist(&slot, &cred).await;
+                    if result.is_ok() {
+                        slot.set_credential(cred);
+                        let now = this.now();
+                        let ((), changed) = slot.with_health(now, |h| h.mark_reauthorized());
+                        this.after_health_change(
+                            &slot,
+                            Some(HealthChange::Recovered),
+                            changed,
+                            now,
+                        );
+                    }
+                    let _ = result_tx.send(result);
+                })
+                .await;
+            if ran {
+                return match result_rx.await {
+                    Ok(Ok(())) => Ok(()),
+                    Ok(Err(reason)) => Err(CredentialOpError::Persist {
+                        id: slot.id.clone(),
+                        reason,
+                    }),
+                    Err(_) => Err(CredentialOpError::Persist {
+                        id: slot.id.clone(),
+                        reason: "interrupted".to_owned(),
+                    }),
+                };
+            }
+        }
+        Err(CredentialOpError::Persist {
+            id: slot.id.clone(),
+            reason: "refreshes kept running; try again".to_owned(),
+        })
     }
 
     /// Adds a credential to the pool (and to the store, if any).
@@ -288,13 +318,20 @@ impl OAuthKeyManager {
         if self.slot(credential.id.as_str()).is_some() {
             return Err(CredentialOpError::DuplicateId { id: credential.id });
         }
-        let version = match &self.inner.store {
-            Some(store) => store.save(&self.inner.provider, &credential, None).await?,
-            None => 0,
-        };
+        // Track first (it can refuse), then store; undo the tracking if the store refuses.
         self.inner
             .rotation
             .track(credential.id.clone(), credential.created_at)?;
+        let version = match &self.inner.store {
+            Some(store) => match store.save(&self.inner.provider, &credential, None).await {
+                Ok(version) => version,
+                Err(e) => {
+                    self.inner.rotation.untrack(&credential.id);
+                    return Err(e.into());
+                }
+            },
+            None => 0,
+        };
         self.insert_slot(credential, version);
         Ok(())
     }
@@ -333,21 +370,19 @@ impl OAuthKeyManager {
             &self.inner.usage,
             self.inner.extra_metrics.as_ref(),
         ));
-        let pool = self.inner.selector.pool_full();
-        let mut slots = pool.slots.clone();
-        slots.push(Arc::clone(&slot));
-        self.inner
-            .selector
-            .replace_pool(Pool::new(slots), self.now());
+        let added = Arc::clone(&slot);
+        self.inner.selector.modify_pool(self.now(), move |slots| {
+            let mut slots = slots.to_vec();
+            slots.push(added);
+            slots
+        });
         slot
     }
 
     pub(crate) fn remove_slot(&self, id: &CredentialId) {
-        let pool = self.inner.selector.pool_full();
-        let slots = pool.slots.iter().filter(|s| &s.id != id).cloned().collect();
-        self.inner
-            .selector
-            .replace_pool(Pool::new(slots), self.now());
+        self.inner.selector.modify_pool(self.now(), |slots| {
+            slots.iter().filter(|s| &s.id != id).cloned().collect()
+        });
         self.inner.usage.remove(id);
         if let Some(extra) = &self.inner.extra_metrics {
             extra.remove(id);
@@ -395,12 +430,20 @@ impl OAuthKeyManager {
         let Some(config) = settings.monitoring.as_ref() else {
             return;
         };
-        // The alert rules need not repeat what this event already says.
-        self.inner
-            .alerts
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .note_event(&event);
+        // The alert rules need not repeat what this event already says (only these kinds overlap
+        // a rule; other events take no lock here).
+        if matches!(
+            event.kind,
+            EventKind::RefreshFailed { .. }
+                | EventKind::NeedsReauthorization { .. }
+                | EventKind::PoolExhausted { .. }
+        ) {
+            self.inner
+                .alerts
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .note_event(&event);
+        }
         let gated = match &event.kind {
             EventKind::RefreshFailed { .. } => config.alert_on_refresh_failure,
             EventKind::NeedsReauthorization { .. } => config.alert_on_needs_reauthorization,
@@ -556,7 +599,12 @@ impl OAuthKeyManager {
                 continue;
             }
             match self.slot(cred.id.as_str()) {
-                Some(slot) => self.adopt_external(&slot, cred, None),
+                Some(slot) => {
+                    self.in_flight(&slot, move |this, slot| {
+                        this.adopt_external(slot, cred, Origin::Provider);
+                    })
+                    .await;
+                }
                 None => {
                     let _ = self.inner.rotation.track(cred.id.clone(), cred.created_at);
                     self.insert_slot(cred, 0);
@@ -566,19 +614,44 @@ impl OAuthKeyManager {
         Ok(())
     }
 
-    /// Adopts a credential changed outside this process when its tokens differ.
-    pub(crate) fn adopt_external(&self, slot: &Arc<Slot>, cred: Credential, version: Option<u64>) {
+    /// Adopts a credential changed outside this process, if it is newer than the slot's. Runs
+    /// inside the credential's refresh flight (see [`Self::in_flight`]), so no refresh commits
+    /// meanwhile. Returns whether it was adopted.
+    ///
+    /// - From the store, versions order the copies: a different version is a newer one.
+    /// - From a credential provider, which has no versions, the provider's copy is newer when it was
+    ///   refreshed later (`last_refresh`) or more often (`refresh_count`), or when this one needs
+    ///   re-authorization and the provider's holds another grant (someone re-authorized it). It is
+    ///   never adopted while this one waits to be persisted: that one holds the newest tokens, and
+    ///   the provider's copy may be the one whose refresh token was just exchanged.
+    pub(crate) fn adopt_external(
+        &self,
+        slot: &Arc<Slot>,
+        cred: Credential,
+        origin: Origin,
+    ) -> bool {
         let current = slot.credential();
-        if let Some(v) = version {
-            slot.version.store(v, Ordering::Release);
+        let other_grant = !same_refresh_token(&cred, &current);
+        match origin {
+            Origin::Store { version } => slot.version.store(version, Ordering::Release),
+            Origin::Provider => {
+                if slot.persist_pending.load(Ordering::Acquire) {
+                    return false;
+                }
+                let refreshed_later = cred.last_refresh > current.last_refresh
+                    || cred.refresh_count > current.refresh_count;
+                let reauthorized = other_grant && slot.needs_reauthorization();
+                if !refreshed_later && !reauthorized {
+                    return false;
+                }
+            }
         }
         if current.same_tokens(&cred) {
-            return;
+            return false;
         }
-        let newer_grant = cred.refresh_token.is_some() && !current.same_tokens(&cred);
         slot.set_credential(cred);
         let now = self.now();
-        if newer_grant {
+        if other_grant {
             let ((), changed) = slot.with_health(now, |h| {
                 if h.needs_reauthorization() {
                     h.mark_reauthorized();
@@ -592,6 +665,79 @@ impl OAuthKeyManager {
                 credential: slot.id.clone(),
             },
         ));
+        true
+    }
+
+    /// Runs `work` inside the credential's refresh flight, so it never interleaves with a refresh
+    /// (or with another such job). If a refresh is already in flight, `work` does not run (the
+    /// refresh's own result supersedes it) and `false` is returned.
+    pub(crate) async fn in_flight<F>(&self, slot: &Arc<Slot>, work: F) -> bool
+    where
+        F: FnOnce(&Self, &Arc<Slot>) + Send + 'static,
+    {
+        let ran = Arc::new(AtomicBool::new(false));
+        let (this, flight_slot, flag) = (self.clone(), Arc::clone(slot), Arc::clone(&ran));
+        let _ = self
+            .inner
+            .coordinator
+            .run(&slot.id, move || async move {
+                work(&this, &flight_slot);
+                flag.store(true, Ordering::Release);
+                Ok(oauth_refresh::RefreshOutcome {
+                    credential: (*flight_slot.credential()).clone(),
+                    refreshed: false,
+                })
+            })
+            .await;
+        ran.load(Ordering::Acquire)
+    }
+}
+
+impl OAuthKeyManager {
+    /// [`in_flight`](Self::in_flight) for async work.
+    pub(crate) async fn in_flight_async<F, Fut>(&self, slot: &Arc<Slot>, work: F) -> bool
+    where
+        F: FnOnce(Self, Arc<Slot>) -> Fut + Send + 'static,
+        Fut: std::future::Future<Output = ()> + Send + 'static,
+    {
+        let ran = Arc::new(AtomicBool::new(false));
+        let (this, flight_slot, flag) = (self.clone(), Arc::clone(slot), Arc::clone(&ran));
+        let _ = self
+            .inner
+            .coordinator
+            .run(&slot.id, move || async move {
+                let credential = {
+                    work(this, Arc::clone(&flight_slot)).await;
+                    flag.store(true, Ordering::Release);
+                    (*flight_slot.credential()).clone()
+                };
+                Ok(oauth_refresh::RefreshOutcome {
+                    credential,
+                    refreshed: false,
+                })
+            })
+            .await;
+        ran.load(Ordering::Acquire)
+    }
+}
+
+/// Where an externally changed credential comes from.
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum Origin {
+    /// The store, at this version.
+    Store {
+        /// The stored version.
+        version: u64,
+    },
+    /// The credential provider.
+    Provider,
+}
+
+fn same_refresh_token(a: &Credential, b: &Credential) -> bool {
+    match (&a.refresh_token, &b.refresh_token) {
+        (Some(x), Some(y)) => oauth_core::secret::same_secret(x, y),
+        (None, None) => true,
+        _ => false,
     }
 }
 

@@ -125,7 +125,13 @@ impl OAuthKeyManager {
                 .map_err(store_to_refresh_error)?
             && stored.version != slot.version.load(Ordering::Acquire)
         {
-            self.adopt_external(slot, stored.value, Some(stored.version));
+            self.adopt_external(
+                slot,
+                stored.value,
+                crate::manager::Origin::Store {
+                    version: stored.version,
+                },
+            );
         }
         let current = slot.credential();
         let now = self.now();

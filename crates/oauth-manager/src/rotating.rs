@@ -18,9 +18,8 @@ impl OAuthKeyManager {
 
     /// Starts rotating `old` out in favour of `replacement` (Go `MarkForRotation`): the replacement
     /// joins the pool (and the store) and is preferred; `old` keeps serving, as a fallback, until
-    /// the grace period ends. The `on_rotation_needed` hook runs afterwards with no lock held; its
-    /// error is reported in a `DecommissionFailed`-free way: it is returned by
-    /// [`MarkOutcome`](oauth_rotation::MarkOutcome) semantics (the mark stands).
+    /// the grace period ends. The `on_rotation_needed` hook runs afterwards with no lock held; if it
+    /// fails, the mark stands and a `RotationHookFailed` event reports it.
     ///
     /// # Errors
     /// Unknown `old`, `old` already marked, or `replacement`'s id already in use (including `old`'s
@@ -37,49 +36,45 @@ impl OAuthKeyManager {
         if self.slot(replacement.id.as_str()).is_some() {
             return Err(CredentialOpError::DuplicateId { id: replacement.id });
         }
-        // Validate with the state machine before touching the pool or the store.
-        self.inner.rotation.with_tracker(|t| {
-            if t.is_marked(&old_slot.id) {
-                return Err(oauth_rotation::RotationError::AlreadyMarked {
-                    id: old_slot.id.clone(),
-                });
-            }
-            Ok(())
-        })?;
         let version = match &self.inner.store {
             Some(store) => store.save(&self.inner.provider, &replacement, None).await?,
             None => 0,
         };
         let now = self.now();
-        let new_id = replacement.id.clone();
-        let created_at = replacement.created_at;
-        self.insert_slot(replacement, version);
-        drop(structure);
-        let outcome = match self
-            .inner
-            .rotation
-            .mark_for_rotation(&old_slot.id, new_id.clone(), created_at, now)
-            .await
-        {
-            Ok(outcome) => outcome,
-            Err(e) => {
-                self.remove_slot(&new_id);
-                return Err(e.into());
+        // The state machine has the last word (already marked, id in use); on a refusal the
+        // replacement leaves the store again, so nothing changes.
+        let event = match self.inner.rotation.mark(
+            &old_slot.id,
+            replacement.id.clone(),
+            replacement.created_at,
+            now,
+        ) {
+            Ok(event) => event,
+            Err(refused) => {
+                if let Some(store) = &self.inner.store {
+                    let _ = store
+                        .delete(&self.inner.provider, &replacement.id, Some(version))
+                        .await;
+                }
+                return Err(refused.into());
             }
         };
+        self.insert_slot(replacement, version);
         old_slot.marked.store(true, Ordering::Release);
         self.inner.selector.rebuild(crate::pool::millis(now));
-        self.emit(outcome.event.clone());
-        if let Err(hook) = outcome.hook_result {
+        drop(structure);
+        self.emit(event.clone());
+        if let Err(hook) = self.inner.rotation.rotation_needed(&old_slot.id).await {
             self.emit(Event::new(
-                now,
-                oauth_core::EventKind::DecommissionFailed {
+                self.now(),
+                oauth_core::EventKind::RotationHookFailed {
                     credential: old_slot.id.clone(),
-                    reason: format!("on_rotation_needed hook failed: {}", hook.message()),
+                    hook: "on_rotation_needed".to_owned(),
+                    reason: hook.message().to_owned(),
                 },
             ));
         }
-        Ok(outcome.event)
+        Ok(event)
     }
 
     /// Removes a credential whose rotation grace period has ended (Go `CompleteRotation`). The

@@ -171,12 +171,34 @@ impl Rotation {
         new_created_at: DateTime<Utc>,
         now: DateTime<Utc>,
     ) -> Result<MarkOutcome, RotationError> {
-        let event = self
-            .lock()
-            .tracker
-            .mark_for_rotation(old, new_id, new_created_at, now)?;
-        let hook_result = self.hooks.on_rotation_needed(old).await;
+        let event = self.mark(old, new_id, new_created_at, now)?;
+        let hook_result = self.rotation_needed(old).await;
         Ok(MarkOutcome { event, hook_result })
+    }
+
+    /// The first half of [`mark_for_rotation`](Self::mark_for_rotation): the mark alone, with no
+    /// hook, for a caller that must change its own state under its own lock between the mark and
+    /// the hook. Call [`rotation_needed`](Self::rotation_needed) afterwards, with that lock
+    /// released.
+    ///
+    /// # Errors
+    /// Those of [`RotationTracker::mark_for_rotation`].
+    pub fn mark(
+        &self,
+        old: &CredentialId,
+        new_id: CredentialId,
+        new_created_at: DateTime<Utc>,
+        now: DateTime<Utc>,
+    ) -> Result<Event, RotationError> {
+        self.lock()
+            .tracker
+            .mark_for_rotation(old, new_id, new_created_at, now)
+    }
+
+    /// The second half of [`mark_for_rotation`](Self::mark_for_rotation): calls
+    /// [`RotationHooks::on_rotation_needed`] for `old` (this lock is not held).
+    pub async fn rotation_needed(&self, old: &CredentialId) -> Result<(), HookError> {
+        self.hooks.on_rotation_needed(old).await
     }
 
     /// Decommissions `id` once its grace period has ended: checks, asks

@@ -254,10 +254,11 @@ async fn a_permanent_auth_failure_needs_reauthorization_alerts_and_fails_over() 
 
 #[tokio::test]
 async fn a_refresh_failure_on_one_credential_fails_over_to_the_next() {
+    // c1's token has expired and its refresh fails: the call moves on to c2 (Go behaviour).
     let clock = ManualClock::new(t0());
     let refresher = counting_refresher(&clock, Duration::ZERO, Some(FailureKind::Transient));
     let manager = OAuthKeyManager::builder("test")
-        .credential(cred("c1", TimeDelta::minutes(2)))
+        .credential(cred("c1", TimeDelta::minutes(-1)))
         .credential(cred("c2", TimeDelta::hours(2)))
         .clock(Arc::new(clock.clone()))
         .refresher(Arc::clone(&refresher.refresher))
@@ -275,6 +276,92 @@ async fn a_refresh_failure_on_one_credential_fails_over_to_the_next() {
     assert_eq!(h.refresh_fail_count, 1);
     let m = manager.credential_metrics("c1").expect("recorded");
     assert_eq!(m.refresh_failures, 1, "refresh failures reach the metrics");
+}
+
+#[tokio::test]
+async fn a_failed_refresh_of_a_token_that_still_works_does_not_fail_the_call() {
+    // The token endpoint is down; c1's token has 2 minutes left (inside the refresh buffer).
+    let clock = ManualClock::new(t0());
+    let refresher = counting_refresher(&clock, Duration::ZERO, Some(FailureKind::Transient));
+    let manager = OAuthKeyManager::builder("test")
+        .credential(cred("c1", TimeDelta::minutes(2)))
+        .clock(Arc::new(clock.clone()))
+        .refresher(Arc::clone(&refresher.refresher))
+        .build()
+        .await
+        .expect("builds");
+    let served = manager
+        .execute_with_failover(|c| async move {
+            Ok::<_, TestError>((c.access_token.expose_secret().to_owned(), None))
+        })
+        .await
+        .expect("served with the current token");
+    assert_eq!(served.value, "access-c1-0");
+    let h = manager.credential_health("c1").expect("known");
+    assert_eq!(h.refresh_fail_count, 1);
+    // The refresh is retried once its backoff ends, not on every call.
+    clock.advance(Duration::from_secs(1));
+    let _ = manager
+        .execute_with_failover(|_| async { Ok::<_, TestError>(((), None)) })
+        .await;
+    assert_eq!(refresher.calls.load(Ordering::SeqCst), 2);
+}
+
+#[tokio::test]
+async fn a_dead_grant_serves_until_its_access_token_expires_then_leaves_the_pool() {
+    let clock = ManualClock::new(t0());
+    let refresher = counting_refresher(&clock, Duration::ZERO, Some(FailureKind::PermanentAuth));
+    let manager = OAuthKeyManager::builder("test")
+        .credential(cred("c1", TimeDelta::minutes(4)))
+        .credential(cred("c2", TimeDelta::hours(2)))
+        .clock(Arc::new(clock.clone()))
+        .refresher(Arc::clone(&refresher.refresher))
+        .build()
+        .await
+        .expect("builds");
+    let op = |c: Arc<Credential>| async move { Ok::<_, TestError>((c.id.to_string(), None)) };
+    assert_eq!(
+        manager
+            .execute_with_failover(op)
+            .await
+            .expect("served")
+            .credential,
+        "c1"
+    );
+    let h = manager.credential_health("c1").expect("known");
+    assert!(h.needs_reauthorization && h.is_available, "{h:?}");
+    let mut seen = std::collections::BTreeSet::new();
+    for _ in 0..4 {
+        seen.insert(
+            manager
+                .execute_with_failover(op)
+                .await
+                .expect("served")
+                .credential
+                .to_string(),
+        );
+    }
+    assert!(
+        seen.contains("c1"),
+        "still used while its token works: {seen:?}"
+    );
+    assert_eq!(
+        refresher.calls.load(Ordering::SeqCst),
+        1,
+        "a dead grant is not refreshed again"
+    );
+    clock.advance(Duration::from_secs(240));
+    for _ in 0..4 {
+        assert_eq!(
+            manager
+                .execute_with_failover(op)
+                .await
+                .expect("served")
+                .credential,
+            "c2"
+        );
+    }
+    assert!(!manager.credential_health("c1").expect("known").is_available);
 }
 
 #[tokio::test]
