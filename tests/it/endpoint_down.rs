@@ -29,29 +29,12 @@ async fn a_token_endpoint_outage_backs_off_and_recovers_without_intervention() {
     let mut events = pool.subscribe();
     world.clock.advance(Duration::from_secs(6 * 60));
 
-    // The endpoint goes down.
+    // The endpoint goes down while the tokens still have 4 minutes: calls keep being served
+    // with them; the refreshes fail as transient and back off.
     world.tokens.inject(FaultTarget::Any, Fault::Status(503));
-    let mut failed_calls = 0;
+    let mut served_during_outage = 0;
     let mut backoffs = Vec::new();
-    for round in 0..4 {
-        if round == 2 {
-            world.tokens.clear_faults();
-            world.tokens.inject(FaultTarget::Any, Fault::DropConnection);
-        }
-        let err = world
-            .chat(&pool, "during the outage")
-            .await
-            .expect_err("cannot refresh");
-        assert!(err.is_retryable(), "{err}");
-        failed_calls += 1;
-        for id in ["a", "b"] {
-            let h = pool.credential_health(id).expect("known");
-            assert!(!h.needs_reauthorization, "an outage is not a dead grant");
-            if let Some(until) = h.refresh_backoff_until {
-                backoffs.push((until - world.now()).num_milliseconds());
-            }
-        }
-        // Time passes until the earliest backoff ends (no wall-clock sleeping).
+    let advance_to_next_backoff_end = |world: &World| {
         let next = ["a", "b"]
             .iter()
             .filter_map(|id| {
@@ -63,6 +46,46 @@ async fn a_token_endpoint_outage_backs_off_and_recovers_without_intervention() {
         world
             .clock
             .advance((next - world.now()).to_std().unwrap_or_default());
+    };
+    for round in 0..4 {
+        if round == 2 {
+            world.tokens.clear_faults();
+            world.tokens.inject(FaultTarget::Any, Fault::DropConnection);
+        }
+        world
+            .chat(&pool, "during the outage")
+            .await
+            .expect("served with a token that still works");
+        served_during_outage += 1;
+        for id in ["a", "b"] {
+            let h = pool.credential_health(id).expect("known");
+            assert!(!h.needs_reauthorization, "an outage is not a dead grant");
+            if let Some(until) = h.refresh_backoff_until {
+                backoffs.push((until - world.now()).num_milliseconds());
+            }
+        }
+        // Time passes until the earliest backoff ends (no wall-clock sleeping).
+        advance_to_next_backoff_end(&world);
+    }
+    // Still down when the tokens run out: now calls fail, retryably, and nobody is written off.
+    world.clock.advance(Duration::from_secs(5 * 60));
+    let mut failed_calls = 0;
+    for _ in 0..2 {
+        let err = world
+            .chat(&pool, "after the tokens expired")
+            .await
+            .expect_err("no token works and none can be refreshed");
+        assert!(err.is_retryable(), "{err}");
+        failed_calls += 1;
+        advance_to_next_backoff_end(&world);
+    }
+    for id in ["a", "b"] {
+        assert!(
+            !pool
+                .credential_health(id)
+                .expect("known")
+                .needs_reauthorization
+        );
     }
     let h = pool.credential_health("a").expect("known");
     assert!(h.refresh_fail_count >= 2, "{h:?}");
@@ -116,7 +139,8 @@ async fn a_token_endpoint_outage_backs_off_and_recovers_without_intervention() {
     report(
         module_path!(),
         json!({
-            "failed_calls_during_outage": failed_calls,
+            "served_during_outage_with_valid_tokens": served_during_outage,
+            "failed_calls_after_tokens_expired": failed_calls,
             "refresh_failures": transient_failures,
             "max_backoff_ms": backoffs.iter().max(),
             "refreshes_after_recovery": server.refreshes,

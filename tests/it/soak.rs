@@ -127,9 +127,12 @@ async fn soak_with_faults_everywhere_loses_no_token_and_no_event_and_stays_flat(
     let maintenance = pool
         .spawn_maintenance(MaintenanceConfig::default().with_interval(Duration::from_millis(100)));
 
-    let seed = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(1, |d| u64::from(d.subsec_nanos()) | 1);
+    // A fixed seed, so a failure can be replayed; OAUTH_SOAK_SEED picks another.
+    let seed = std::env::var("OAUTH_SOAK_SEED")
+        .ok()
+        .and_then(|s| s.parse::<u64>().ok())
+        .unwrap_or(0x5eed_50a4)
+        | 1;
     eprintln!("[soak] {duration:?}, seed {seed}");
     let started = Instant::now();
     let stop = Arc::new(AtomicBool::new(false));
@@ -321,15 +324,22 @@ async fn soak_with_faults_everywhere_loses_no_token_and_no_event_and_stays_flat(
 
     // 2. Every webhook event accounted for.
     drop(pool);
-    tokio::time::sleep(Duration::from_millis(100)).await;
     let shutdown = notifier.shutdown(Duration::from_secs(20)).await;
     assert!(!shutdown.timed_out, "{shutdown:?}");
+    // Notifications the pool handed to tasks just before it was dropped may still arrive (and be
+    // counted as discarded after the shutdown): wait until the books balance, or fail.
+    let accounted = |d: &oauth_manager::webhooks::DeliveryStats| {
+        d.delivered + d.failed + d.dropped + d.discarded + d.filtered
+    };
+    let balanced = crate::support::eventually(Duration::from_secs(10), || {
+        notifier.sent.load(Ordering::SeqCst) == accounted(&notifier.inner.stats())
+    })
+    .await;
     let d = notifier.inner.stats();
     let sent = notifier.sent.load(Ordering::SeqCst);
-    assert_eq!(
-        sent,
-        d.delivered + d.failed + d.dropped + d.discarded + d.filtered,
-        "every event delivered or counted: {d:?}"
+    assert!(
+        balanced,
+        "every event delivered or counted: sent {sent}, {d:?}"
     );
     assert_eq!((d.queued, d.in_flight), (0, 0), "{d:?}");
     assert!(d.delivered > 0, "{d:?}");

@@ -161,6 +161,13 @@ pub fn delta(d: Duration) -> TimeDelta {
     TimeDelta::from_std(d).unwrap_or(TimeDelta::MAX)
 }
 
+/// `t + d`, saturating at the latest representable time instead of overflowing (a nonsense
+/// duration must not panic a library path).
+pub fn after(t: DateTime<Utc>, d: Duration) -> DateTime<Utc> {
+    t.checked_add_signed(delta(d))
+        .unwrap_or(DateTime::<Utc>::MAX_UTC)
+}
+
 impl fmt::Debug for Credential {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Credential")

@@ -18,7 +18,7 @@ use std::time::Duration;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
-use crate::credential::delta;
+use crate::credential::after;
 use crate::error::PolicyError;
 use crate::failure::FailureKind;
 
@@ -386,7 +386,7 @@ impl CredentialHealth {
                     policy.request_backoff(self.consecutive_failures),
                     policy.jitter,
                 );
-                let until = now + delta(backoff);
+                let until = after(now, backoff);
                 self.request_backoff_until = Some(until);
                 Some(if was_healthy && !self.is_healthy(policy) {
                     HealthChange::BecameUnhealthy
@@ -438,7 +438,7 @@ impl CredentialHealth {
         if let FailureKind::RateLimited { retry_after } = kind {
             backoff = backoff.max(policy.cooldown(retry_after));
         }
-        let until = now + delta(backoff);
+        let until = after(now, backoff);
         self.refresh_backoff_until =
             Some(self.refresh_backoff_until.map_or(until, |t| t.max(until)));
         Some(if was_healthy && !self.is_healthy(policy) {
@@ -464,7 +464,7 @@ impl CredentialHealth {
     }
 
     fn cool_down_for(&mut self, d: Duration, now: DateTime<Utc>) -> HealthChange {
-        let until = now + delta(d);
+        let until = after(now, d);
         let until = self.cooldown_until.map_or(until, |t| t.max(until));
         self.cooldown_until = Some(until);
         HealthChange::CooledDown { until }

@@ -48,7 +48,7 @@ mod usage;
 #[cfg(any(test, feature = "test-util"))]
 pub use clock::ManualClock;
 pub use clock::{Clock, SystemClock};
-pub use credential::{Credential, PersistedCredential, REFRESH_BUFFER, Usage, delta};
+pub use credential::{Credential, PersistedCredential, REFRESH_BUFFER, Usage, after, delta};
 pub use error::{CredentialError, PolicyError, RetryAfterError};
 pub use event::{Event, EventKind};
 pub use failure::{Classified, ClassifyFailure, FailureKind, parse_retry_after};

@@ -236,7 +236,7 @@ impl OAuthKeyManager {
             let result = operation(Arc::clone(&credential)).await;
             let latency = started.elapsed();
             // One clock read per attempt: the end of the call is its start plus its latency.
-            let now = at + oauth_core::delta(latency);
+            let now = oauth_core::after(at, latency);
             match result {
                 Ok((value, usage)) => {
                     let tokens = usage.as_ref().map_or(0, Usage::tokens);

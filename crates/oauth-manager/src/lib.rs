@@ -68,6 +68,12 @@ pub use manager::{CredentialLease, OAuthKeyManager, OAuthKeyManagerBuilder};
 pub use provider::CredentialProvider;
 pub use settings::{FailoverSettings, Selection};
 
+/// What [`OAuthKeyManager::subscribe`] returns: a bounded broadcast receiver of [`Event`]s.
+pub type EventReceiver = tokio::sync::broadcast::Receiver<Event>;
+/// The error of [`EventReceiver::recv`]: `Lagged(n)` when the receiver fell behind and lost `n`
+/// events, `Closed` when the manager is gone.
+pub use tokio::sync::broadcast::error::RecvError;
+
 #[cfg(feature = "test-util")]
 pub use oauth_core::ManualClock;
 pub use oauth_core::{

@@ -171,21 +171,24 @@ impl OAuthKeyManager {
                     let credential = slot.credential();
                     let outcome = this.persist(&slot, &credential).await;
                     if outcome.is_ok() {
-                        slot.persist_pending.store(false, Ordering::Release);
+                        slot.persisted();
                     }
                     let _ = tx.send(outcome);
                 })
                 .await;
             match (ran, rx.await) {
                 (true, Ok(Ok(()))) => report.persisted.push(slot.id.clone()),
-                (true, Ok(Err(reason))) => self.emit(Event::new(
-                    self.now(),
-                    EventKind::PersistenceFailed {
-                        credential: slot.id.clone(),
-                        reason,
-                        attempts: 2,
-                    },
-                )),
+                (true, Ok(Err(reason))) => {
+                    let attempts = slot.record_persistence_failure();
+                    self.emit(Event::new(
+                        self.now(),
+                        EventKind::PersistenceFailed {
+                            credential: slot.id.clone(),
+                            reason,
+                            attempts,
+                        },
+                    ));
+                }
                 // A refresh was in flight (it persists its own result), or nothing was pending.
                 _ => {}
             }

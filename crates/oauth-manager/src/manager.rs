@@ -419,7 +419,7 @@ impl OAuthKeyManager {
 
     /// Subscribes to every [`Event`] the manager emits (a bounded broadcast channel; a slow
     /// receiver loses the oldest events and is told how many).
-    pub fn subscribe(&self) -> broadcast::Receiver<Event> {
+    pub fn subscribe(&self) -> crate::EventReceiver {
         self.inner.events.subscribe()
     }
 

@@ -6,8 +6,9 @@
 //! - each slot publishes when it is next available as an atomic (`available_at_ms`), derived from its
 //!   own [`CredentialHealth`] (a per-credential mutex, taken only on state changes);
 //! - the available slots form an immutable [`Available`] snapshot, rebuilt when a slot's
-//!   availability changes or when the earliest backoff ends. Selection indexes into it with one
-//!   atomic cursor, so its cost does not depend on how many credentials are in backoff, and a skipped
+//!   availability changes or when the earliest backoff ends. Selection indexes into it with the
+//!   calling thread's own cursor (one of eight, claimed on first use), so its cost does not depend on
+//!   how many credentials are in backoff, threads do not write a shared line, and a skipped
 //!   credential's share is spread evenly over the others (the Go code gave it to the successor).
 
 use std::collections::HashMap;
@@ -60,6 +61,8 @@ pub(crate) struct Slot {
     pub(crate) marked: AtomicBool,
     /// A refreshed credential that could not be persisted yet.
     pub(crate) persist_pending: AtomicBool,
+    /// Failed attempts to persist the pending credential.
+    persist_attempts: AtomicU32,
     /// The manager's own in-memory counters (static dispatch on the hot path).
     pub(crate) usage: Arc<CredentialMetrics>,
     /// The application's recorder, if any (e.g. Prometheus).
@@ -89,6 +92,7 @@ impl Slot {
             },
             marked: AtomicBool::new(false),
             persist_pending: AtomicBool::new(false),
+            persist_attempts: AtomicU32::new(0),
             usage,
             extra,
         }
@@ -125,6 +129,25 @@ impl Slot {
         if let Some(extra) = &self.extra {
             extra.record_refresh(result, took, now);
         }
+    }
+
+    /// Counts a failed attempt to persist this credential; returns the attempts so far.
+    pub(crate) fn record_persistence_failure(&self) -> u32 {
+        let attempts = self
+            .persist_attempts
+            .fetch_add(1, Ordering::AcqRel)
+            .saturating_add(1);
+        self.usage.record_persistence_failure();
+        if let Some(extra) = &self.extra {
+            extra.record_persistence_failure();
+        }
+        attempts
+    }
+
+    /// The credential was persisted: pending work and the attempt count clear.
+    pub(crate) fn persisted(&self) {
+        self.persist_pending.store(false, Ordering::Release);
+        self.persist_attempts.store(0, Ordering::Release);
     }
 
     /// Reports the state gauges.

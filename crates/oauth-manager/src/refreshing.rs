@@ -206,15 +206,16 @@ impl OAuthKeyManager {
         let persisted = self.persist(slot, &new).await;
         slot.set_credential(new);
         match persisted {
-            Ok(()) => slot.persist_pending.store(false, Ordering::Release),
+            Ok(()) => slot.persisted(),
             Err(reason) => {
                 slot.persist_pending.store(true, Ordering::Release);
+                let attempts = slot.record_persistence_failure();
                 self.emit(Event::new(
                     self.now(),
                     EventKind::PersistenceFailed {
                         credential: slot.id.clone(),
                         reason,
-                        attempts: 1,
+                        attempts,
                     },
                 ));
             }
@@ -251,7 +252,8 @@ impl OAuthKeyManager {
         if let Some(p) = provider {
             p.update_credential(&self.inner.provider, credential)
                 .await
-                .map_err(|e| format!("credential provider: {e}"))?;
+                // The provider's message is its implementer's text: not passed on to events.
+                .map_err(|_| "the credential provider refused the update".to_owned())?;
         }
         Ok(())
     }

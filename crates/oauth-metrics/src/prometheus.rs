@@ -103,6 +103,7 @@ struct Families {
     tokens: Family<CredentialLabels, Counter>,
     refreshes: Family<ResultLabels, Counter>,
     failovers: Family<ReasonLabels, Counter>,
+    persistence_failures: Family<CredentialLabels, Counter>,
     request_duration: HistogramFamily,
     refresh_duration: HistogramFamily,
     state: Family<StateLabels, Gauge>,
@@ -124,6 +125,7 @@ struct Families {
 /// | `tokens_total` | counter | |
 /// | `refreshes_total` | counter | `result`: `success` or the failure kind |
 /// | `failovers_total` | counter | `reason`: the failure kind that caused the failover |
+/// | `persistence_failures_total` | counter | refreshed credentials the store or provider refused (each is retried) |
 /// | `request_duration_seconds` | histogram ([`DURATION_BUCKETS`]) | |
 /// | `refresh_duration_seconds` | histogram ([`DURATION_BUCKETS`]) | |
 /// | `credential_state` | gauge | `state`: one series per [`CredentialState`], 1 for the current state and 0 for the others |
@@ -166,6 +168,7 @@ impl PrometheusRecorder {
             tokens: Family::default(),
             refreshes: Family::default(),
             failovers: Family::default(),
+            persistence_failures: Family::default(),
             request_duration: Family::new_with_constructor(duration_histogram),
             refresh_duration: Family::new_with_constructor(duration_histogram),
             state: Family::default(),
@@ -191,6 +194,11 @@ impl PrometheusRecorder {
             "failovers",
             "Failovers away from a credential, by the failure that caused them",
             families.failovers.clone(),
+        );
+        registry.register(
+            "persistence_failures",
+            "Refreshed credentials that could not be persisted (each is retried)",
+            families.persistence_failures.clone(),
         );
         registry.register_with_unit(
             "request_duration",
@@ -271,6 +279,7 @@ impl MetricsRecorder for PrometheusRecorder {
                 .get_or_create_owned(&outcome_labels(&labels, "success")),
             requests_failed: Default::default(),
             tokens: f.tokens.get_or_create_owned(&labels),
+            persistence_failures: f.persistence_failures.get_or_create_owned(&labels),
             request_duration: f.request_duration.get_or_create_owned(&labels),
             refreshes_success: f
                 .refreshes
@@ -319,6 +328,7 @@ impl MetricsRecorder for PrometheusRecorder {
             });
         }
         f.tokens.remove(&labels);
+        f.persistence_failures.remove(&labels);
         f.request_duration.remove(&labels);
         f.refresh_duration.remove(&labels);
         f.token_expiry.remove(&labels);
@@ -348,6 +358,7 @@ struct PrometheusCredential {
     requests_success: Counter,
     requests_failed: [OnceLock<Counter>; FAILURE_KINDS.len()],
     tokens: Counter,
+    persistence_failures: Counter,
     request_duration: Histogram,
     refreshes_success: Counter,
     refreshes_failed: [OnceLock<Counter>; FAILURE_KINDS.len()],
@@ -404,6 +415,10 @@ impl CredentialRecorder for PrometheusCredential {
             self.tokens.inc_by(tokens);
         }
         self.request_duration.observe(latency.as_secs_f64());
+    }
+
+    fn record_persistence_failure(&self) {
+        self.persistence_failures.inc();
     }
 
     fn record_refresh(&self, result: RefreshResult, duration: Duration, _now: DateTime<Utc>) {

@@ -45,6 +45,10 @@ pub trait CredentialRecorder: Send + Sync + fmt::Debug {
     /// One token refresh attempt and how long it took.
     fn record_refresh(&self, result: RefreshResult, duration: Duration, now: DateTime<Utc>);
 
+    /// A refreshed credential could not be persisted (store or credential provider); it is kept in
+    /// memory and retried. Nothing by default.
+    fn record_persistence_failure(&self) {}
+
     /// Gauges: the current state, the time until the access token expires (`None`: no known
     /// expiry; an expired token is `Some(ZERO)`), and the rate-limit cooldown remaining (`None`: not
     /// cooling down).
@@ -212,6 +216,12 @@ impl CredentialRecorder for FanoutHandle {
     fn record_refresh(&self, result: RefreshResult, duration: Duration, now: DateTime<Utc>) {
         for h in &self.0 {
             h.record_refresh(result, duration, now);
+        }
+    }
+
+    fn record_persistence_failure(&self) {
+        for h in &self.0 {
+            h.record_persistence_failure();
         }
     }
 

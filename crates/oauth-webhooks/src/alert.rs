@@ -4,7 +4,7 @@ use std::collections::HashMap;
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
-use oauth_core::{CredentialId, Event, EventKind, HealthSnapshot, UsageSnapshot, delta};
+use oauth_core::{CredentialId, Event, EventKind, HealthSnapshot, UsageSnapshot, after, delta};
 use serde_json::{Map, json};
 
 use crate::config::{MonitoringConfig, WebhookEventType};
@@ -79,7 +79,7 @@ impl AlertState {
     /// A clock that went backwards suppresses until it passes the recorded time plus `cooldown`.
     fn admit(&mut self, key: String, cooldown: Duration, now: DateTime<Utc>) -> bool {
         if let Some(last) = self.last.get(&key)
-            && now < *last + delta(cooldown)
+            && now < after(*last, cooldown)
         {
             return false;
         }
@@ -88,8 +88,7 @@ impl AlertState {
     }
 
     fn prune(&mut self, cooldown: Duration, now: DateTime<Utc>) {
-        let cooldown = delta(cooldown);
-        self.last.retain(|_, last| now < *last + cooldown);
+        self.last.retain(|_, last| now < after(*last, cooldown));
     }
 }
 

@@ -426,3 +426,16 @@ fn needs_reauthorization_is_reported_once_and_only_tightens() {
     assert_eq!(h.record_failure(FailureKind::PermanentAuth, &p, t0()), None);
     assert_eq!(h.availability(t0()), Availability::Never);
 }
+
+#[test]
+fn enormous_durations_saturate_instead_of_panicking() {
+    let p = HealthPolicy {
+        default_cooldown: Duration::MAX,
+        max_cooldown: Duration::MAX,
+        ..HealthPolicy::default()
+    };
+    assert_eq!(p.validate(), Ok(()));
+    let mut h = CredentialHealth::default();
+    h.record_failure(FailureKind::rate_limited(Some(Duration::MAX)), &p, t0());
+    assert!(!h.is_available(t0() + TimeDelta::days(365 * 1000)));
+}

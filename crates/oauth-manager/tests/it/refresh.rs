@@ -5,6 +5,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 use chrono::TimeDelta;
 use oauth_core::ManualClock;
+use oauth_manager::refresh::{FnRefresher, RefreshError};
 use oauth_manager::store::{CredentialStore, MemoryStore, StoreError, Version, Versioned};
 use oauth_manager::{
     Credential, CredentialId, CredentialProvider, EventKind, ExposeSecret, MaintenanceConfig,
@@ -73,10 +74,36 @@ async fn a_stampede_of_10000_calls_refreshes_once_and_all_succeed() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_dropped_caller_neither_cancels_the_refresh_nor_leaves_it_stuck() {
+    // The refresh signals when it has started and waits to be let go, so the first caller is
+    // cancelled while the refresh is surely in flight.
     let clock = ManualClock::new(t0());
-    let refresher = counting_refresher(&clock, Duration::from_millis(100), None);
+    let started = Arc::new(tokio::sync::Notify::new());
+    let release = Arc::new(tokio::sync::Notify::new());
+    let calls = Arc::new(AtomicUsize::new(0));
+    let refresher = {
+        let (started, release, calls) = (
+            Arc::clone(&started),
+            Arc::clone(&release),
+            Arc::clone(&calls),
+        );
+        FnRefresher::new(move |mut c: Credential| {
+            let (started, release, calls) = (
+                Arc::clone(&started),
+                Arc::clone(&release),
+                Arc::clone(&calls),
+            );
+            async move {
+                calls.fetch_add(1, Ordering::SeqCst);
+                started.notify_one();
+                release.notified().await;
+                c.access_token = oauth_manager::SecretString::from("access-c1-1".to_owned());
+                c.expires_at = Some(t0() + TimeDelta::hours(1));
+                Ok::<_, RefreshError>(c)
+            }
+        })
+    };
     let manager = expiring_pool(&clock)
-        .refresher(Arc::clone(&refresher.refresher))
+        .refresher(Arc::new(refresher))
         .build()
         .await
         .expect("builds");
@@ -88,8 +115,10 @@ async fn a_dropped_caller_neither_cancels_the_refresh_nor_leaves_it_stuck() {
                 .await
         })
     };
-    tokio::time::sleep(Duration::from_millis(20)).await;
+    started.notified().await;
     first.abort();
+    assert!(first.await.expect_err("cancelled").is_cancelled());
+    release.notify_one();
     let served = manager
         .execute_with_failover(|c| async move {
             Ok::<_, TestError>((c.access_token.expose_secret().to_owned(), None))
@@ -97,7 +126,11 @@ async fn a_dropped_caller_neither_cancels_the_refresh_nor_leaves_it_stuck() {
         .await
         .expect("the second caller is served");
     assert_eq!(served.value, "access-c1-1");
-    assert_eq!(refresher.calls.load(Ordering::SeqCst), 1);
+    assert_eq!(
+        calls.load(Ordering::SeqCst),
+        1,
+        "the cancelled caller's refresh completed once"
+    );
 }
 
 #[tokio::test]
@@ -280,6 +313,7 @@ async fn a_failed_persist_is_surfaced_keeps_the_token_and_is_retried() {
 struct RecordingProvider {
     credentials: std::sync::Mutex<Vec<Credential>>,
     updates: AtomicUsize,
+    failing: std::sync::atomic::AtomicBool,
 }
 
 #[async_trait]
@@ -297,6 +331,9 @@ impl CredentialProvider for RecordingProvider {
         credential: &Credential,
     ) -> Result<(), ProviderError> {
         self.updates.fetch_add(1, Ordering::SeqCst);
+        if self.failing.load(Ordering::SeqCst) {
+            return Err(ProviderError::new("secrets manager unavailable"));
+        }
         let mut all = self
             .credentials
             .lock()
@@ -391,5 +428,103 @@ async fn the_adaptive_strategy_sees_the_credentials_usage() {
         refresher.calls.load(Ordering::SeqCst),
         1,
         "the adaptive buffer grew past 5m30s"
+    );
+}
+
+#[tokio::test]
+async fn a_stale_provider_copy_never_replaces_tokens_waiting_to_be_persisted() {
+    // A refresh rotates p1's refresh token but the provider's update fails; the provider then
+    // serves its old copy again. Adopting it would present the consumed refresh token again.
+    let clock = ManualClock::new(t0());
+    let refresher = counting_refresher(&clock, Duration::ZERO, None);
+    let provider = Arc::new(RecordingProvider::default());
+    *provider.credentials.lock().expect("fresh") = vec![cred("p1", TimeDelta::minutes(2))];
+    let manager = OAuthKeyManager::builder("test")
+        .credential_provider(Arc::clone(&provider) as Arc<dyn CredentialProvider>)
+        .clock(Arc::new(clock.clone()))
+        .refresher(Arc::clone(&refresher.refresher))
+        .build()
+        .await
+        .expect("builds");
+    provider.failing.store(true, Ordering::SeqCst);
+    let served = manager
+        .execute_with_failover(|c| async move {
+            Ok::<_, TestError>((c.access_token.expose_secret().to_owned(), None))
+        })
+        .await
+        .expect("served");
+    assert_eq!(served.value, "access-p1-1");
+    // Maintenance while the provider still fails: its stale copy is not adopted.
+    let report = manager
+        .run_maintenance_once(&MaintenanceConfig::default())
+        .await;
+    assert!(report.persisted.is_empty());
+    assert_eq!(
+        manager
+            .credential("p1")
+            .expect("present")
+            .access_token
+            .expose_secret(),
+        "access-p1-1"
+    );
+    // The provider heals: the pending credential is written back.
+    provider.failing.store(false, Ordering::SeqCst);
+    let report = manager
+        .run_maintenance_once(&MaintenanceConfig::default())
+        .await;
+    assert_eq!(report.persisted, [CredentialId::new("p1").expect("valid")]);
+    let held = provider.credentials.lock().expect("not poisoned")[0].clone();
+    assert_eq!(held.access_token.expose_secret(), "access-p1-1");
+    // Next expiry: the refresh presents the rotated token, never the consumed one.
+    clock.advance(Duration::from_secs(3_500));
+    manager
+        .execute_with_failover(|_| async { Ok::<_, TestError>(((), None)) })
+        .await
+        .expect("served");
+    assert_eq!(refresher.calls.load(Ordering::SeqCst), 2);
+    assert_eq!(
+        refresher.reused.load(Ordering::SeqCst),
+        0,
+        "no refresh token presented twice"
+    );
+}
+
+#[tokio::test]
+async fn a_provider_copy_refreshed_later_is_adopted() {
+    let clock = ManualClock::new(t0());
+    let provider = Arc::new(RecordingProvider::default());
+    *provider.credentials.lock().expect("fresh") = vec![cred("p1", TimeDelta::hours(1))];
+    let manager = OAuthKeyManager::builder("test")
+        .credential_provider(Arc::clone(&provider) as Arc<dyn CredentialProvider>)
+        .clock(Arc::new(clock.clone()))
+        .build()
+        .await
+        .expect("builds");
+    let mut newer = cred("p1", TimeDelta::hours(2));
+    newer.access_token = oauth_manager::SecretString::from("access-from-elsewhere".to_owned());
+    newer.last_refresh = Some(t0());
+    newer.refresh_count = 1;
+    // An older copy (fewer refreshes, none later) is ignored; a newer one is adopted.
+    let mut older = cred("p1", TimeDelta::hours(1));
+    older.access_token = oauth_manager::SecretString::from("access-stale".to_owned());
+    *provider.credentials.lock().expect("not poisoned") = vec![older];
+    manager.sync_from_provider().await.expect("read");
+    assert_eq!(
+        manager
+            .credential("p1")
+            .expect("present")
+            .access_token
+            .expose_secret(),
+        "access-p1-0"
+    );
+    *provider.credentials.lock().expect("not poisoned") = vec![newer];
+    manager.sync_from_provider().await.expect("read");
+    assert_eq!(
+        manager
+            .credential("p1")
+            .expect("present")
+            .access_token
+            .expose_secret(),
+        "access-from-elsewhere"
     );
 }

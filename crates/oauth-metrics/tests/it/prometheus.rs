@@ -40,6 +40,8 @@ fn workload(rec: &PrometheusRecorder) {
         t0(),
     );
     rec.record_failover(&id("acct-b"), FailureKind::Transient);
+    b.record_persistence_failure();
+    b.record_persistence_failure();
     a.record_state(CredentialState::Active, Some(secs(3600.0)), None);
     b.record_state(CredentialState::CoolingDown, None, Some(secs(30.0)));
 }
@@ -84,6 +86,12 @@ fn metadata_lines_follow_prometheus_naming() {
             "counter",
             None,
             "Failovers away from a credential, by the failure that caused them.",
+        ),
+        (
+            "persistence_failures",
+            "counter",
+            None,
+            "Refreshed credentials that could not be persisted (each is retried).",
         ),
         (
             "request_duration_seconds",
@@ -171,6 +179,9 @@ fn counters_have_the_exact_values() {
         1.0
     );
     assert_eq!(e.named(&fo).count(), 1);
+    let pf = format!("{P}_persistence_failures_total");
+    assert_eq!(e.value(&pf, &labels("acct-b", &[])), 2.0);
+    assert_eq!(e.value(&pf, &labels("acct-a", &[])), 0.0);
 }
 
 /// Checks one histogram's buckets against the observations, computed independently.
