@@ -24,6 +24,9 @@ pub enum Selection {
 }
 
 /// How [`execute_with_failover`](crate::OAuthKeyManager::execute_with_failover) tries credentials.
+///
+/// `wait_for_available` and `deadline` use tokio timers: the runtime must have its time driver
+/// enabled (`#[tokio::main]` and `Runtime::new` do; a hand-built runtime needs `enable_time`).
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 #[non_exhaustive]
 pub struct FailoverSettings {
