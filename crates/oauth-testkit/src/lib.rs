@@ -6,6 +6,27 @@
 //! - [`provider`]: a fake chat-completion AI provider that serves only the token server's valid
 //!   access tokens, with scriptable per-account faults, and [`provider::ChatClient`] for it.
 //! - [`webhook_receiver`]: a webhook endpoint that verifies signatures with a function it is given.
+//!
+//! ```
+//! use std::sync::Arc;
+//! use oauth_testkit::provider::{ChatClient, FakeProvider};
+//! use oauth_testkit::token_server::TokenServer;
+//!
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() -> std::io::Result<()> {
+//! let tokens = Arc::new(TokenServer::start().await?);
+//! let grant = tokens.issue_grant("my-client");
+//! let provider = FakeProvider::start(Arc::clone(&tokens)).await?;
+//! let client = ChatClient::new(provider.url());
+//! // The provider serves only access tokens the token server issued and still honours.
+//! assert!(client.chat(&grant.access_token, "hello").await.is_ok());
+//! assert!(client.chat("forged-token", "hello").await.is_err());
+//! assert_eq!(tokens.stats().refreshes, 0);
+//! # Ok(()) }
+//! ```
+//!
+//! The fakes depend on `oauth-core` only: the webhook receiver takes the signature check as a
+//! function (pass `oauth_webhooks::verify` in), which keeps the crate graph acyclic.
 
 pub mod provider;
 mod serving;
