@@ -164,7 +164,7 @@ impl OAuthKeyManager {
             // Inside the refresh flight: a refresh committing meanwhile would make this copy stale.
             let (tx, rx) = tokio::sync::oneshot::channel();
             let ran = self
-                .in_flight_async(&slot, move |this, slot| async move {
+                .in_flight(&slot, move |this, slot| async move {
                     if !slot.persist_pending.load(Ordering::Acquire) {
                         return;
                     }
@@ -214,7 +214,7 @@ impl OAuthKeyManager {
             let (tx, rx) = tokio::sync::oneshot::channel();
             let provider = self.inner.provider.clone();
             let store = Arc::clone(&store);
-            self.in_flight_async(&slot, move |this, slot| async move {
+            self.in_flight(&slot, move |this, slot| async move {
                 // Re-read inside the flight: a refresh may have written a newer version since.
                 let adopted = match store.load(&provider, &slot.id).await {
                     Ok(Some(stored)) if stored.version != slot.version.load(Ordering::Acquire) => {

@@ -273,7 +273,7 @@ impl OAuthKeyManager {
             let (result_tx, result_rx) = tokio::sync::oneshot::channel();
             let cred = credential.clone();
             let ran = self
-                .in_flight_async(&slot, move |this, slot| async move {
+                .in_flight(&slot, move |this, slot| async move {
                     let result = this.persist(&slot, &cred).await;
                     if result.is_ok() {
                         slot.set_credential(cred);
@@ -600,8 +600,8 @@ impl OAuthKeyManager {
             }
             match self.slot(cred.id.as_str()) {
                 Some(slot) => {
-                    self.in_flight(&slot, move |this, slot| {
-                        this.adopt_external(slot, cred, Origin::Provider);
+                    self.in_flight(&slot, move |this, slot| async move {
+                        this.adopt_external(&slot, cred, Origin::Provider);
                     })
                     .await;
                 }
@@ -671,31 +671,7 @@ impl OAuthKeyManager {
     /// Runs `work` inside the credential's refresh flight, so it never interleaves with a refresh
     /// (or with another such job). If a refresh is already in flight, `work` does not run (the
     /// refresh's own result supersedes it) and `false` is returned.
-    pub(crate) async fn in_flight<F>(&self, slot: &Arc<Slot>, work: F) -> bool
-    where
-        F: FnOnce(&Self, &Arc<Slot>) + Send + 'static,
-    {
-        let ran = Arc::new(AtomicBool::new(false));
-        let (this, flight_slot, flag) = (self.clone(), Arc::clone(slot), Arc::clone(&ran));
-        let _ = self
-            .inner
-            .coordinator
-            .run(&slot.id, move || async move {
-                work(&this, &flight_slot);
-                flag.store(true, Ordering::Release);
-                Ok(oauth_refresh::RefreshOutcome {
-                    credential: (*flight_slot.credential()).clone(),
-                    refreshed: false,
-                })
-            })
-            .await;
-        ran.load(Ordering::Acquire)
-    }
-}
-
-impl OAuthKeyManager {
-    /// [`in_flight`](Self::in_flight) for async work.
-    pub(crate) async fn in_flight_async<F, Fut>(&self, slot: &Arc<Slot>, work: F) -> bool
+    pub(crate) async fn in_flight<F, Fut>(&self, slot: &Arc<Slot>, work: F) -> bool
     where
         F: FnOnce(Self, Arc<Slot>) -> Fut + Send + 'static,
         Fut: std::future::Future<Output = ()> + Send + 'static,
