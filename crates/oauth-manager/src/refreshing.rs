@@ -145,7 +145,7 @@ impl OAuthKeyManager {
         let result = self.inner.refresher.refresh(&current).await;
         let elapsed = started.elapsed();
         let now = self.now();
-        match result.and_then(|new| validate_refreshed(&current, new)) {
+        match result.map(|new| keep_id(&current, new)) {
             Ok(new) => {
                 let rotated = match (&new.refresh_token, &current.refresh_token) {
                     (Some(a), Some(b)) => !oauth_core::secret::same_secret(a, b),
@@ -259,15 +259,14 @@ impl OAuthKeyManager {
     }
 }
 
-/// A refresher must return the same credential, refreshed.
-fn validate_refreshed(current: &Credential, new: Credential) -> Result<Credential, RefreshError> {
+/// A refresher must return the same credential, refreshed. One that changes the id still holds
+/// the tokens the server just issued (the refresh token it exchanged is gone), so the tokens are
+/// kept under the pool's id rather than dropped; the id the refresher made up is discarded.
+fn keep_id(current: &Credential, mut new: Credential) -> Credential {
     if new.id != current.id {
-        return Err(RefreshError::IdChanged {
-            id: current.id.clone(),
-            returned: new.id,
-        });
+        new.id = current.id.clone();
     }
-    Ok(new)
+    new
 }
 
 fn store_to_refresh_error(e: StoreError) -> RefreshError {

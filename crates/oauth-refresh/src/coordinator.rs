@@ -179,31 +179,42 @@ impl RefreshCoordinator {
         F: FnOnce() -> Fut + Send + 'static,
         Fut: Future<Output = FlightResult> + Send + 'static,
     {
-        let mut rx = {
+        // Join the flight in progress, or register a new one; the map lock is released before
+        // spawning, so a spawn that fails (no runtime, or one shutting down) drops the flight's
+        // guard without deadlocking on that lock, and the caller gets `Interrupted`.
+        let (mut rx, new_flight) = {
             let mut flights = lock(&self.inner.flights);
             if let Some(rx) = flights.get(id) {
-                rx.clone()
+                (rx.clone(), None)
             } else {
                 let (tx, rx) = watch::channel(None);
                 flights.insert(id.clone(), rx.clone());
-                let mut guard = FlightGuard {
+                let guard = FlightGuard {
                     inner: Arc::clone(&self.inner),
                     id: id.clone(),
                     tx,
                     done: false,
                 };
-                let limit = self.inner.limit.clone();
-                tokio::spawn(async move {
-                    let _permit = match limit {
-                        Some(sem) => sem.acquire_owned().await.ok(),
-                        None => None,
-                    };
-                    let result = work().await;
-                    guard.finish(result);
-                });
-                rx
+                (rx, Some(guard))
             }
         };
+        if let Some(mut guard) = new_flight {
+            match tokio::runtime::Handle::try_current() {
+                Ok(runtime) => {
+                    let limit = self.inner.limit.clone();
+                    runtime.spawn(async move {
+                        let _permit = match limit {
+                            Some(sem) => sem.acquire_owned().await.ok(),
+                            None => None,
+                        };
+                        let result = work().await;
+                        guard.finish(result);
+                    });
+                }
+                // No runtime to run the flight on: it ends at once, for every waiter.
+                Err(_) => drop(guard),
+            }
+        }
         let interrupted = || RefreshError::Interrupted { id: id.clone() };
         match rx.wait_for(Option::is_some).await {
             Ok(result) => result.clone().unwrap_or_else(|| Err(interrupted())),
@@ -229,7 +240,8 @@ impl RefreshCoordinator {
     /// credential was re-authorized).
     ///
     /// # Errors
-    /// The refresher's error, [`RefreshError::IdChanged`], or [`RefreshError::CommitFailed`].
+    /// The refresher's error, or [`RefreshError::CommitFailed`]. (A refresher that returns another
+    /// id is not an error: its tokens are kept under `id`, since the old refresh token is spent.)
     pub async fn refresh_if_needed<C, N, M>(
         &self,
         id: &CredentialId,
@@ -256,13 +268,10 @@ impl RefreshCoordinator {
                     refreshed: false,
                 });
             }
-            let refreshed = refresher.refresh(&cred).await?;
-            if refreshed.id != cred.id {
-                return Err(RefreshError::IdChanged {
-                    id: cred.id.clone(),
-                    returned: refreshed.id,
-                });
-            }
+            let mut refreshed = refresher.refresh(&cred).await?;
+            // A refresher that changes the id still returned the tokens the server just issued
+            // (the refresh token it exchanged is gone): keep them under the credential's id.
+            refreshed.id = cred.id.clone();
             commit_or_keep(&inner, cred, refreshed, commit).await
         })
         .await
@@ -303,5 +312,42 @@ where
                 source: Box::new(source),
             })
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::future::Future;
+    use std::pin::pin;
+    use std::task::{Context, Poll, Waker};
+
+    use super::*;
+
+    #[test]
+    fn outside_a_runtime_run_reports_interrupted_instead_of_hanging() {
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let coordinator = RefreshCoordinator::new();
+            let id = CredentialId::new("a").expect("valid id");
+            let work = || async {
+                Err(RefreshError::other(
+                    oauth_core::FailureKind::Transient,
+                    "never runs",
+                ))
+            };
+            let mut flight = pin!(coordinator.run(&id, work));
+            let mut cx = Context::from_waker(Waker::noop());
+            let outcome = (0..100).find_map(|_| match flight.as_mut().poll(&mut cx) {
+                Poll::Ready(r) => Some(r),
+                Poll::Pending => None,
+            });
+            let interrupted = outcome.map(|r| matches!(r, Err(RefreshError::Interrupted { .. })));
+            let _ = tx.send((interrupted, coordinator.in_flight()));
+        });
+        let (interrupted, in_flight) = rx
+            .recv_timeout(std::time::Duration::from_secs(10))
+            .expect("run returned instead of deadlocking");
+        assert_eq!(interrupted, Some(true));
+        assert_eq!(in_flight, 0, "the id is not left stuck");
     }
 }

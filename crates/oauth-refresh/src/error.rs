@@ -232,14 +232,6 @@ pub enum RefreshError {
         /// Why.
         reason: MalformedReason,
     },
-    /// The refresher returned a credential with another id.
-    #[error("refresher returned credential {returned} for credential {id}")]
-    IdChanged {
-        /// The credential refreshed.
-        id: CredentialId,
-        /// The id the refresher returned.
-        returned: CredentialId,
-    },
     /// The refresh succeeded but the caller's commit (persist/publish) failed.
     ///
     /// The refreshed credential is carried here (its `Debug` is redacted) because its refresh token
@@ -294,9 +286,7 @@ impl RefreshError {
     /// | commit failed | `Transient` (the refresh itself succeeded) |
     pub fn kind(&self) -> FailureKind {
         match self {
-            Self::NotConfigured { .. } | Self::ClientConfig { .. } | Self::IdChanged { .. } => {
-                FailureKind::Misconfigured
-            }
+            Self::NotConfigured { .. } | Self::ClientConfig { .. } => FailureKind::Misconfigured,
             Self::NoRefreshToken { .. } => FailureKind::PermanentAuth,
             Self::OAuth {
                 code, retry_after, ..

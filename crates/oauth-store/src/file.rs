@@ -573,10 +573,15 @@ fn write_table(dir: &Path, path: &Path, provider: &str, table: &Table) -> Result
         drop(fs::remove_file(&tmp));
         return Err(StoreError::io(path, e));
     }
-    // Make the rename itself durable.
-    File::open(dir)
-        .and_then(|d| d.sync_all())
-        .map_err(|e| StoreError::io(dir, e))
+    // Make the rename itself durable. The new version is already in place (every reader sees it),
+    // so a failure here is not reported as a failed save: that would tell the caller nothing
+    // changed and invite a retry against a version that is no longer current. One more attempt
+    // covers a transient error; past that, durability across a power loss is what is at risk.
+    let sync_dir = || File::open(dir).and_then(|d| d.sync_all());
+    if sync_dir().is_err() {
+        drop(sync_dir());
+    }
+    Ok(())
 }
 
 fn write_synced(path: &Path, bytes: &[u8]) -> io::Result<()> {

@@ -44,8 +44,8 @@ use axum::http::{HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::post;
 use base64::Engine as _;
-use chrono::{DateTime, TimeDelta, Utc};
-use oauth_core::{Clock, SystemClock};
+use chrono::{DateTime, Utc};
+use oauth_core::{Clock, SystemClock, after};
 use serde_json::{Value, json};
 
 /// Text every malformed body and every error description contains, so tests can check that no
@@ -481,7 +481,7 @@ impl Shared {
             access.clone(),
             AccessEntry {
                 family,
-                expires_at: now + delta(self.config.access_token_ttl),
+                expires_at: after(now, self.config.access_token_ttl),
             },
         );
         let refresh = with_refresh.then(|| {
@@ -494,17 +494,13 @@ impl Shared {
                     family,
                     serial,
                     consumed: false,
-                    expires_at: self.config.refresh_token_ttl.map(|d| now + delta(d)),
+                    expires_at: self.config.refresh_token_ttl.map(|d| after(now, d)),
                 },
             );
             token
         });
         (access, refresh)
     }
-}
-
-fn delta(d: Duration) -> TimeDelta {
-    TimeDelta::from_std(d).unwrap_or(TimeDelta::MAX)
 }
 
 /// What a request carried.

@@ -212,12 +212,19 @@ impl Notifier for WebhookNotifier {
             Shared::bump(&s.counters.filtered);
             return;
         }
-        if s.closing.load(Ordering::Relaxed) || s.disabled.load(Ordering::Relaxed) {
+        if s.disabled.load(Ordering::Relaxed) {
             Shared::bump(&s.counters.discarded);
             return;
         }
         let oldest = {
             let mut q = s.queue();
+            // Checked under the queue lock, which `shutdown` holds while setting it: an event is
+            // either queued before the drain decides it is done, or discarded and counted.
+            if s.closing.load(Ordering::Relaxed) {
+                drop(q);
+                Shared::bump(&s.counters.discarded);
+                return;
+            }
             let oldest = if q.len() >= s.capacity {
                 q.pop_front()
             } else {
@@ -234,7 +241,10 @@ impl Notifier for WebhookNotifier {
 
     async fn shutdown(&self, deadline: Duration) -> ShutdownReport {
         let s = &*self.shared;
-        s.closing.store(true, Ordering::Relaxed);
+        {
+            let _queue = s.queue();
+            s.closing.store(true, Ordering::Relaxed);
+        }
         s.wake.notify_one();
         let task = self
             .task
@@ -303,7 +313,12 @@ async fn run(deliverer: Arc<Deliverer>, max_in_flight: usize) {
             let d = Arc::clone(&deliverer);
             in_flight.spawn(async move {
                 d.deliver(event).await;
-                d.shared.counters.in_flight.fetch_sub(1, Ordering::Relaxed);
+                // Saturating: a shutdown past its deadline has already written these off.
+                let _ = d.shared.counters.in_flight.fetch_update(
+                    Ordering::Relaxed,
+                    Ordering::Relaxed,
+                    |n| n.checked_sub(1),
+                );
             });
         }
         if in_flight.is_empty()

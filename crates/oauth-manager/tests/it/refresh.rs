@@ -528,3 +528,38 @@ async fn a_provider_copy_refreshed_later_is_adopted() {
         "access-from-elsewhere"
     );
 }
+
+#[tokio::test]
+async fn a_refresher_that_changes_the_id_does_not_lose_the_new_tokens() {
+    let clock = ManualClock::new(t0());
+    let refresher = FnRefresher::new(|mut c: Credential| async move {
+        c.id = CredentialId::new("somebody-else").expect("valid");
+        c.access_token = oauth_manager::SecretString::from("access-c1-1".to_owned());
+        c.refresh_token = Some(oauth_manager::SecretString::from("refresh-c1-1".to_owned()));
+        c.expires_at = Some(t0() + TimeDelta::hours(1));
+        Ok::<_, RefreshError>(c)
+    });
+    let manager = expiring_pool(&clock)
+        .refresher(Arc::new(refresher))
+        .build()
+        .await
+        .expect("builds");
+    let served = manager
+        .execute_with_failover(|c| async move {
+            Ok::<_, TestError>((c.access_token.expose_secret().to_owned(), None))
+        })
+        .await
+        .expect("served");
+    assert_eq!(served.value, "access-c1-1");
+    assert_eq!(
+        manager.credential_ids(),
+        [CredentialId::new("c1").expect("valid")]
+    );
+    let held = manager.credential("c1").expect("still c1");
+    assert_eq!(
+        held.refresh_token
+            .as_ref()
+            .map(|t| t.expose_secret().to_owned()),
+        Some("refresh-c1-1".to_owned())
+    );
+}

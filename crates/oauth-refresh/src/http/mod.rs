@@ -43,7 +43,10 @@ pub enum Encoding {
 
 /// A token endpoint and how to talk to it. Start from [`TokenEndpoint::new`] or a
 /// [preset](crate::presets); every field stays configurable.
-#[derive(Debug, Clone)]
+///
+/// `Debug` shows the URL without its query, and the names but not the values of extra headers
+/// and parameters (an API key may be configured there).
+#[derive(Clone)]
 #[non_exhaustive]
 pub struct TokenEndpoint {
     /// The token endpoint URL (`http` or `https`).
@@ -64,6 +67,29 @@ pub struct TokenEndpoint {
     pub default_client_secret: Option<SecretString>,
     /// What to assume when the response has no `expires_in`.
     pub missing_expiry: MissingExpiry,
+}
+
+impl fmt::Debug for TokenEndpoint {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let names = |pairs: &[(String, String)]| -> Vec<String> {
+            pairs
+                .iter()
+                .map(|(name, _)| format!("{name}: [REDACTED]"))
+                .collect()
+        };
+        let url = self.url.split(['?', '#']).next().unwrap_or_default();
+        f.debug_struct("TokenEndpoint")
+            .field("url", &url)
+            .field("client_auth", &self.client_auth)
+            .field("encoding", &self.encoding)
+            .field("scope", &self.scope)
+            .field("extra_headers", &names(&self.extra_headers))
+            .field("extra_params", &names(&self.extra_params))
+            .field("default_client_id", &self.default_client_id)
+            .field("default_client_secret", &self.default_client_secret)
+            .field("missing_expiry", &self.missing_expiry)
+            .finish()
+    }
 }
 
 impl TokenEndpoint {
@@ -153,6 +179,12 @@ pub enum HttpBuildError {
         /// The header name as configured.
         name: String,
     },
+    /// An extra parameter would replace a field of the grant itself.
+    #[error("extra parameter `{name}` is a field of the refresh grant and cannot be overridden")]
+    ReservedParam {
+        /// The parameter name as configured.
+        name: String,
+    },
     /// The HTTP client could not be built (TLS initialisation).
     #[error("could not build the HTTP client")]
     Client,
@@ -222,6 +254,21 @@ impl HttpRefresherBuilder {
             reqwest::Url::parse(&self.endpoint.url).map_err(|_| HttpBuildError::InvalidUrl)?;
         if !matches!(url.scheme(), "http" | "https") {
             return Err(HttpBuildError::InvalidUrl);
+        }
+        const GRANT_FIELDS: [&str; 5] = [
+            "grant_type",
+            "refresh_token",
+            "client_id",
+            "client_secret",
+            "scope",
+        ];
+        if let Some((name, _)) = self
+            .endpoint
+            .extra_params
+            .iter()
+            .find(|(name, _)| GRANT_FIELDS.contains(&name.as_str()))
+        {
+            return Err(HttpBuildError::ReservedParam { name: name.clone() });
         }
         let mut headers = HeaderMap::new();
         headers.insert(ACCEPT, HeaderValue::from_static("application/json"));
@@ -440,6 +487,13 @@ impl Refresher for HttpRefresher {
                 RefreshError::UnexpectedStatus { status }
             });
         };
+        if success && !html {
+            // A usable token wins over any stray `error` member (`"error": null` and the like):
+            // the refresh token has been exchanged, and dropping the new one would lose the grant.
+            if let Ok(parsed) = parse_token_response(&body) {
+                return Ok(parsed.apply_to(credential, now, self.endpoint.missing_expiry));
+            }
+        }
         if let Some(code) = parse_error_response(&body) {
             // A 5.2 error body, on a 4xx as specified or on a 2xx as some providers do.
             if success || (400..500).contains(&status) {

@@ -92,6 +92,10 @@ pub fn parse_token_response(body: &[u8]) -> Result<TokenResponse, MalformedReaso
 pub fn parse_error_response(body: &[u8]) -> Option<OAuthErrorCode> {
     let obj = parse_object(body).ok()?;
     match obj.get("error")? {
+        // `null`, `""`, `{}` and `false` say there is no error.
+        Value::Null | Value::Bool(false) => None,
+        Value::String(code) if code.is_empty() => None,
+        Value::Object(inner) if inner.is_empty() => None,
         Value::String(code) => Some(OAuthErrorCode::from_wire(code)),
         Value::Object(inner) => ["code", "type"]
             .iter()
@@ -278,6 +282,14 @@ mod tests {
             Some(OAuthErrorCode::Unrecognized)
         );
         assert_eq!(parse_error_response(br#"{"access_token":"a"}"#), None);
+        for no_error in [
+            br#"{"error":null}"#.as_slice(),
+            br#"{"error":""}"#,
+            br#"{"error":{}}"#,
+            br#"{"error":false}"#,
+        ] {
+            assert_eq!(parse_error_response(no_error), None);
+        }
     }
 
     #[test]

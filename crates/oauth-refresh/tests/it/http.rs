@@ -403,3 +403,96 @@ async fn no_refresh_token_fails_without_calling_the_endpoint() {
     assert_no_secrets(&err, &["only-an-access-token"]);
     assert_eq!(server.stats().requests, 0);
 }
+
+/// Serves one canned HTTP response to the first connection on 127.0.0.1 and returns its URL.
+async fn one_shot(status: &str, body: &'static str) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("binds");
+    let url = format!("http://{}/token", listener.local_addr().expect("addr"));
+    let status = status.to_owned();
+    tokio::spawn(async move {
+        if let Ok((mut conn, _)) = listener.accept().await {
+            let mut buf = vec![0u8; 16 * 1024];
+            let _ = conn.read(&mut buf).await;
+            let reply = format!(
+                "HTTP/1.1 {status}\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+                body.len()
+            );
+            let _ = conn.write_all(reply.as_bytes()).await;
+        }
+    });
+    url
+}
+
+#[tokio::test]
+async fn a_token_with_a_null_error_member_is_a_success_and_keeps_the_rotated_token() {
+    // Some servers send `"error": null` beside a good token. Treating that as a failure would
+    // drop the rotated refresh token after the server consumed the old one.
+    let url = one_shot(
+        "200 OK",
+        r#"{"access_token":"at-2","token_type":"Bearer","expires_in":3600,"refresh_token":"rt-2","error":null}"#,
+    )
+    .await;
+    let r = HttpRefresher::builder(TokenEndpoint::new(url))
+        .build()
+        .expect("builds");
+    let cred = oauth_core::Credential::new("a", "at-1", Utc::now())
+        .expect("valid")
+        .with_refresh_token("rt-1")
+        .with_client("c", None);
+    let fresh = r.refresh(&cred).await.expect("a success");
+    assert_eq!(fresh.access_token.expose_secret(), "at-2");
+    assert_eq!(
+        fresh
+            .refresh_token
+            .as_ref()
+            .map(ExposeSecret::expose_secret),
+        Some("rt-2")
+    );
+}
+
+#[tokio::test]
+async fn an_error_body_on_a_200_without_a_token_is_the_error() {
+    let url = one_shot("200 OK", r#"{"error":"invalid_grant"}"#).await;
+    let r = HttpRefresher::builder(TokenEndpoint::new(url))
+        .build()
+        .expect("builds");
+    let cred = oauth_core::Credential::new("a", "at-1", Utc::now())
+        .expect("valid")
+        .with_refresh_token("rt-1")
+        .with_client("c", None);
+    let err = r.refresh(&cred).await.expect_err("an OAuth error");
+    assert_eq!(err.kind(), FailureKind::PermanentAuth);
+}
+
+#[test]
+fn extra_parameters_cannot_override_the_grant() {
+    let err = HttpRefresher::builder(
+        TokenEndpoint::new("http://127.0.0.1:1/token").with_param("refresh_token", "injected"),
+    )
+    .build()
+    .expect_err("reserved");
+    assert!(err.to_string().contains("refresh_token"), "{err}");
+    assert!(!err.to_string().contains("injected"));
+}
+
+#[test]
+fn the_endpoint_debug_hides_header_and_parameter_values_and_the_query() {
+    let endpoint = TokenEndpoint::new("https://auth.example.com/token?key=QUERY-SECRET")
+        .with_header("x-api-key", "HEADER-SECRET")
+        .with_param("audience", "PARAM-SECRET");
+    let refresher = HttpRefresher::builder(endpoint.clone())
+        .build()
+        .expect("builds");
+    for shown in [format!("{endpoint:?}"), format!("{refresher:?}")] {
+        for secret in ["QUERY-SECRET", "HEADER-SECRET", "PARAM-SECRET"] {
+            assert!(!shown.contains(secret), "{shown}");
+        }
+        assert!(
+            shown.contains("x-api-key") && shown.contains("audience"),
+            "{shown}"
+        );
+    }
+}

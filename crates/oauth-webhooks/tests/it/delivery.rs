@@ -99,9 +99,11 @@ async fn gone_disables_the_endpoint() {
 #[tokio::test]
 async fn a_slow_endpoint_times_out_and_the_retry_succeeds() {
     let rx = receiver(vec![secret(SPEC_SECRET)]).await;
-    rx.fail_next(1, Fault::Slow(Duration::from_secs(3)));
+    // The slow answer takes 20 s; a 1 s timeout ends that attempt, and leaves a loaded machine
+    // plenty of time for the retry's quick answer.
+    rx.fail_next(1, Fault::Slow(Duration::from_secs(20)));
     let cfg = MonitoringConfig {
-        timeout: Duration::from_millis(200),
+        timeout: Duration::from_secs(1),
         ..config(rx.url(), vec![secret(SPEC_SECRET)])
     };
     let notifier = WebhookNotifier::new(&cfg).expect("valid config");
