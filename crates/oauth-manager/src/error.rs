@@ -57,6 +57,18 @@ pub enum SettingsError {
     /// The failover settings are invalid.
     #[error("failover: {0}")]
     Failover(&'static str),
+    /// A credential weight is out of range, or names no credential.
+    #[error(
+        "weight {weight} for credential {id}: weights are 1..={max} and name a credential in the pool"
+    )]
+    Weight {
+        /// The credential.
+        id: String,
+        /// The rejected weight.
+        weight: u32,
+        /// The largest weight accepted.
+        max: u32,
+    },
 }
 
 /// A [`CredentialProvider`](crate::CredentialProvider) failed. Its message must not hold secrets.
@@ -235,6 +247,9 @@ pub enum CredentialOpError {
     /// The refresh failed.
     #[error("refresh: {0}")]
     Refresh(#[from] oauth_refresh::RefreshError),
+    /// A setting was refused.
+    #[error(transparent)]
+    Setting(#[from] SettingsError),
     /// Persisting the credential (store or credential provider) failed.
     #[error("persisting credential {id} failed: {reason}")]
     Persist {

@@ -222,6 +222,21 @@ impl OAuthKeyManager {
         }
     }
 
+    /// Gives a credential `weight` times the share of traffic of a weight-1 credential (1 to 16;
+    /// default 1). Round-robin then interleaves the credentials in proportion (stride
+    /// scheduling), and the load-aware selections draw their candidates in proportion too. Useful
+    /// when accounts have different plan limits.
+    ///
+    /// # Errors
+    /// [`CredentialOpError::UnknownCredential`], or [`SettingsError::Weight`] out of range.
+    pub fn set_weight(&self, id: &str, weight: u32) -> Result<(), CredentialOpError> {
+        let slot = self.slot_or_err(id)?;
+        check_weight(id, weight)?;
+        slot.weight.store(weight, Ordering::Release);
+        self.inner.selector.rebuild(self.inner.clock.now_millis());
+        Ok(())
+    }
+
     /// Takes a credential out of rotation until [`enable`](Self::enable).
     ///
     /// # Errors
@@ -757,6 +772,18 @@ impl fmt::Debug for CredentialLease {
     }
 }
 
+fn check_weight(id: &str, weight: u32) -> Result<(), SettingsError> {
+    if (1..=crate::pool::MAX_WEIGHT).contains(&weight) {
+        Ok(())
+    } else {
+        Err(SettingsError::Weight {
+            id: id.to_owned(),
+            weight,
+            max: crate::pool::MAX_WEIGHT,
+        })
+    }
+}
+
 /// A small, stable string hash (FxHash) for per-credential jitter seeds.
 pub(crate) fn fxhash(s: &str) -> u64 {
     s.bytes().fold(0xcbf2_9ce4_8422_2325_u64, |h, b| {
@@ -785,6 +812,7 @@ pub struct OAuthKeyManagerBuilder {
     failover: FailoverSettings,
     max_concurrent_refreshes: Option<usize>,
     usage_window: Option<Duration>,
+    weights: Vec<(String, u32)>,
     seed: u64,
 }
 
@@ -819,6 +847,7 @@ impl OAuthKeyManagerBuilder {
             failover: FailoverSettings::default(),
             max_concurrent_refreshes: None,
             usage_window: None,
+            weights: Vec::new(),
             seed: 0x5eed,
         }
     }
@@ -924,6 +953,12 @@ impl OAuthKeyManagerBuilder {
         self
     }
 
+    /// Gives credential `id` a weight (see [`OAuthKeyManager::set_weight`]).
+    pub fn weight(mut self, id: impl Into<String>, weight: u32) -> Self {
+        self.weights.push((id.into(), weight));
+        self
+    }
+
     /// Seeds the backoff jitter (deterministic tests).
     pub fn jitter_seed(mut self, seed: u64) -> Self {
         self.seed = seed;
@@ -1004,6 +1039,17 @@ impl OAuthKeyManagerBuilder {
             None => RefreshCoordinator::new(),
         };
         let (events, _) = broadcast::channel(1024);
+        for (id, weight) in &self.weights {
+            check_weight(id, *weight)?;
+            let slot = slots.iter().find(|s| s.id == id.as_str()).ok_or_else(|| {
+                SettingsError::Weight {
+                    id: id.clone(),
+                    weight: *weight,
+                    max: crate::pool::MAX_WEIGHT,
+                }
+            })?;
+            slot.weight.store(*weight, Ordering::Release);
+        }
         let selector = Selector::new(Pool::new(slots), now);
         selector.set_selection(settings.failover.selection);
         let inner = Inner {

@@ -59,6 +59,8 @@ pub(crate) struct Slot {
     per_call: PerCall,
     /// Being replaced by a rotation: selected only when no unmarked credential is available.
     pub(crate) marked: AtomicBool,
+    /// Relative share of the traffic (1 = an equal share; up to [`MAX_WEIGHT`]).
+    pub(crate) weight: AtomicU32,
     /// A refreshed credential that could not be persisted yet.
     pub(crate) persist_pending: AtomicBool,
     /// Failed attempts to persist the pending credential.
@@ -91,6 +93,7 @@ impl Slot {
                 latency_ewma_us: AtomicU64::new(0),
             },
             marked: AtomicBool::new(false),
+            weight: AtomicU32::new(1),
             persist_pending: AtomicBool::new(false),
             persist_attempts: AtomicU32::new(0),
             usage,
@@ -272,6 +275,42 @@ impl Slot {
         }
         snap
     }
+}
+
+/// The largest weight a credential may have.
+pub(crate) const MAX_WEIGHT: u32 = 16;
+
+/// Expands `slots` so that each appears as many times as its weight, interleaved by stride
+/// scheduling (the least-advanced slot goes next), so a weight-3 credential gets every third or
+/// so pick rather than three in a row. Unchanged when every weight is 1. `O(total · log n)` per
+/// rebuild; the total is at most [`MAX_WEIGHT`] times the number of slots.
+fn weighted(slots: Vec<Arc<Slot>>) -> Vec<Arc<Slot>> {
+    use std::cmp::Reverse;
+    use std::collections::BinaryHeap;
+
+    let weights: Vec<u64> = slots
+        .iter()
+        .map(|s| u64::from(s.weight.load(Ordering::Relaxed).clamp(1, MAX_WEIGHT)))
+        .collect();
+    if weights.iter().all(|w| *w == 1) {
+        return slots;
+    }
+    const SPAN: u64 = 1 << 20;
+    let total: u64 = weights.iter().sum();
+    let mut heap: BinaryHeap<Reverse<(u64, usize)>> = weights
+        .iter()
+        .enumerate()
+        .map(|(i, w)| Reverse((SPAN / w / 2, i)))
+        .collect();
+    let mut out = Vec::with_capacity(usize::try_from(total).unwrap_or(slots.len()));
+    while let Some(Reverse((pass, i))) = heap.pop() {
+        if out.len() as u64 == total {
+            break;
+        }
+        out.push(Arc::clone(&slots[i]));
+        heap.push(Reverse((pass + SPAN / weights[i], i)));
+    }
+    out
 }
 
 /// The per-call counters of a slot.
@@ -491,11 +530,11 @@ impl Selector {
                 next.recheck_at_ms = next.recheck_at_ms.min(at);
             }
         }
+        next.preferred = weighted(next.preferred);
+        next.fallback = weighted(next.fallback);
         self.available.store(Arc::new(next));
     }
 
-    /// The next available slot, round-robin, passed to `f` (so a caller that needs only the
-    /// credential takes no reference on the slot).
     /// This thread's cursor: the one it owns, or the first free one it claims.
     fn shard(&self) -> usize {
         let tag = thread_tag();
@@ -531,6 +570,8 @@ impl Selector {
         }
     }
 
+    /// The next available slot, round-robin (weighted when weights are set), passed to `f` (so a
+    /// caller that needs only the credential takes no reference on the slot).
     pub(crate) fn select<R>(
         &self,
         now: &Now<'_>,

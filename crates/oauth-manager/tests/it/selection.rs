@@ -148,3 +148,43 @@ async fn least_in_flight_avoids_a_credential_busy_with_a_slow_call() {
         "{seen:?}"
     );
 }
+
+#[tokio::test]
+async fn weights_share_the_traffic_in_proportion_and_interleave() {
+    let clock = ManualClock::new(t0());
+    let manager = crate::support::builder(&["big", "small"], &clock)
+        .weight("big", 3)
+        .build()
+        .await
+        .expect("builds");
+    let picks: Vec<String> = (0..40)
+        .map(|_| manager.next_credential().expect("available").id.to_string())
+        .collect();
+    let big = picks.iter().filter(|p| *p == "big").count();
+    assert_eq!((big, picks.len() - big), (30, 10), "{picks:?}");
+    let longest_run = picks
+        .chunk_by(|a, b| a == b)
+        .map(<[String]>::len)
+        .max()
+        .unwrap_or(0);
+    assert!(longest_run <= 3, "spread, not bunched: {picks:?}");
+
+    // Weights change at run time; a backoff still takes the credential out whatever its weight.
+    manager.set_weight("small", 3).expect("valid");
+    assert_eq!(
+        counts(&manager, 30).values().copied().collect::<Vec<_>>(),
+        [15, 15]
+    );
+    manager.report_failure_kind("big", FailureKind::Transient);
+    assert_eq!(counts(&manager, 6).get("small"), Some(&6));
+
+    assert!(manager.set_weight("small", 0).is_err());
+    assert!(manager.set_weight("small", 17).is_err());
+    assert!(manager.set_weight("nobody", 2).is_err());
+    let err = crate::support::builder(&["a"], &clock)
+        .weight("ghost", 2)
+        .build()
+        .await
+        .expect_err("unknown id");
+    assert!(err.to_string().contains("ghost"), "{err}");
+}
