@@ -188,3 +188,38 @@ async fn weights_share_the_traffic_in_proportion_and_interleave() {
         .expect_err("unknown id");
     assert!(err.to_string().contains("ghost"), "{err}");
 }
+
+proptest::proptest! {
+    #![proptest_config(proptest::prelude::ProptestConfig::with_cases(64))]
+
+    /// Over N picks with k available credentials, each gets ⌊N/k⌋ or ⌈N/k⌉, whatever the pool
+    /// size, which credentials are in backoff, and N.
+    #[test]
+    fn round_robin_is_fair_over_the_available(
+        n in 1usize..24,
+        down_mask in proptest::prelude::any::<u32>(),
+        picks in 1usize..200,
+    ) {
+        let rt = tokio::runtime::Builder::new_current_thread().build().expect("runtime");
+        let clock = ManualClock::new(t0());
+        let ids: Vec<String> = (0..n).map(|i| format!("c{i}")).collect();
+        let refs: Vec<&str> = ids.iter().map(String::as_str).collect();
+        let manager = rt.block_on(pool(&refs, &clock));
+        let down: Vec<&str> = refs.iter().enumerate()
+            .filter(|(i, _)| down_mask & (1 << i) != 0 && *i + 1 < n) // keep at least one up
+            .map(|(_, id)| *id)
+            .collect();
+        for id in &down {
+            manager.report_failure_kind(id, FailureKind::rate_limited(Some(Duration::from_secs(60))));
+        }
+        let seen = counts(&manager, picks);
+        let k = n - down.len();
+        for id in &down {
+            proptest::prop_assert!(!seen.contains_key(*id));
+        }
+        proptest::prop_assert_eq!(seen.values().sum::<usize>(), picks);
+        for count in seen.values() {
+            proptest::prop_assert!(*count == picks / k || *count == picks.div_ceil(k), "{seen:?}");
+        }
+    }
+}
