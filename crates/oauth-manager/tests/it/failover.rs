@@ -257,14 +257,17 @@ async fn a_refresh_failure_on_one_credential_fails_over_to_the_next() {
     // c1's token has expired and its refresh fails: the call moves on to c2 (Go behaviour).
     let clock = ManualClock::new(t0());
     let refresher = counting_refresher(&clock, Duration::ZERO, Some(FailureKind::Transient));
-    let manager = OAuthKeyManager::builder("test")
-        .credential(cred("c1", TimeDelta::minutes(-1)))
-        .credential(cred("c2", TimeDelta::hours(2)))
-        .clock(Arc::new(clock.clone()))
-        .refresher(Arc::clone(&refresher.refresher))
-        .build()
-        .await
-        .expect("builds");
+    let manager = crate::support::builder_of(
+        [
+            cred("c1", TimeDelta::minutes(-1)),
+            cred("c2", TimeDelta::hours(2)),
+        ],
+        &clock,
+    )
+    .refresher(Arc::clone(&refresher.refresher))
+    .build()
+    .await
+    .expect("builds");
     let served = manager
         .execute_with_failover(|c| async move { Ok::<_, TestError>((c.id.to_string(), None)) })
         .await
@@ -283,17 +286,12 @@ async fn a_failed_refresh_of_a_token_that_still_works_does_not_fail_the_call() {
     // The token endpoint is down; c1's token has 2 minutes left (inside the refresh buffer).
     let clock = ManualClock::new(t0());
     let refresher = counting_refresher(&clock, Duration::ZERO, Some(FailureKind::Transient));
-    let manager = OAuthKeyManager::builder("test")
-        .credential(cred("c1", TimeDelta::minutes(2)))
-        .clock(Arc::new(clock.clone()))
+    let manager = crate::support::builder_of([cred("c1", TimeDelta::minutes(2))], &clock)
         .refresher(Arc::clone(&refresher.refresher))
         .build()
         .await
         .expect("builds");
-    let served = manager
-        .execute_with_failover(|c| async move {
-            Ok::<_, TestError>((c.access_token.expose_secret().to_owned(), None))
-        })
+    let served = crate::support::call_token(&manager)
         .await
         .expect("served with the current token");
     assert_eq!(served.value, "access-c1-0");
@@ -301,9 +299,7 @@ async fn a_failed_refresh_of_a_token_that_still_works_does_not_fail_the_call() {
     assert_eq!(h.refresh_fail_count, 1);
     // The refresh is retried once its backoff ends, not on every call.
     clock.advance(Duration::from_secs(1));
-    let _ = manager
-        .execute_with_failover(|_| async { Ok::<_, TestError>(((), None)) })
-        .await;
+    let _ = crate::support::call_ok(&manager).await;
     assert_eq!(refresher.calls.load(Ordering::SeqCst), 2);
 }
 
@@ -311,14 +307,17 @@ async fn a_failed_refresh_of_a_token_that_still_works_does_not_fail_the_call() {
 async fn a_dead_grant_serves_until_its_access_token_expires_then_leaves_the_pool() {
     let clock = ManualClock::new(t0());
     let refresher = counting_refresher(&clock, Duration::ZERO, Some(FailureKind::PermanentAuth));
-    let manager = OAuthKeyManager::builder("test")
-        .credential(cred("c1", TimeDelta::minutes(4)))
-        .credential(cred("c2", TimeDelta::hours(2)))
-        .clock(Arc::new(clock.clone()))
-        .refresher(Arc::clone(&refresher.refresher))
-        .build()
-        .await
-        .expect("builds");
+    let manager = crate::support::builder_of(
+        [
+            cred("c1", TimeDelta::minutes(4)),
+            cred("c2", TimeDelta::hours(2)),
+        ],
+        &clock,
+    )
+    .refresher(Arc::clone(&refresher.refresher))
+    .build()
+    .await
+    .expect("builds");
     let op = |c: Arc<Credential>| async move { Ok::<_, TestError>((c.id.to_string(), None)) };
     assert_eq!(
         manager
@@ -368,13 +367,16 @@ async fn a_dead_grant_serves_until_its_access_token_expires_then_leaves_the_pool
 async fn without_a_refresher_a_credential_is_used_until_its_token_really_expires() {
     // Go made it unusable 5 minutes early (NoOpRefreshFunc inside the buffer).
     let clock = ManualClock::new(t0());
-    let manager = OAuthKeyManager::builder("test")
-        .credential(cred("c1", TimeDelta::minutes(3)))
-        .credential(cred("c2", TimeDelta::hours(3)))
-        .clock(Arc::new(clock.clone()))
-        .build()
-        .await
-        .expect("builds");
+    let manager = crate::support::builder_of(
+        [
+            cred("c1", TimeDelta::minutes(3)),
+            cred("c2", TimeDelta::hours(3)),
+        ],
+        &clock,
+    )
+    .build()
+    .await
+    .expect("builds");
     let op = |c: Arc<Credential>| async move { Ok::<_, TestError>((c.id.to_string(), None)) };
     assert_eq!(
         manager
@@ -414,8 +416,7 @@ async fn waiting_for_the_first_available_credential_is_bounded() {
         FailureKind::rate_limited(Some(Duration::from_secs(2))),
     );
     let started = tokio::time::Instant::now();
-    let served = manager
-        .execute_with_failover(|_| async { Ok::<_, TestError>(((), None)) })
+    let served = crate::support::call_ok(&manager)
         .await
         .expect("served once the cooldown ends");
     assert_eq!(served.credential, "c1");
@@ -429,8 +430,7 @@ async fn waiting_for_the_first_available_credential_is_bounded() {
         "c1",
         FailureKind::rate_limited(Some(Duration::from_secs(60))),
     );
-    let err = manager
-        .execute_with_failover(|_| async { Ok::<_, TestError>(((), None)) })
+    let err = crate::support::call_ok(&manager)
         .await
         .expect_err("60 s is beyond the 5 s wait");
     assert_eq!(err.next_available_at().map(|t| t > t0()), Some(true));

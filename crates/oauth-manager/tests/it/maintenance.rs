@@ -13,14 +13,17 @@ use crate::support::{counting_refresher, cred, t0};
 async fn idle_credentials_are_refreshed_ahead_of_expiry_and_fresh_ones_are_left_alone() {
     let clock = ManualClock::new(t0());
     let refresher = counting_refresher(&clock, Duration::ZERO, None);
-    let manager = OAuthKeyManager::builder("test")
-        .credential(cred("soon", TimeDelta::minutes(8)))
-        .credential(cred("later", TimeDelta::hours(2)))
-        .clock(Arc::new(clock.clone()))
-        .refresher(Arc::clone(&refresher.refresher))
-        .build()
-        .await
-        .expect("builds");
+    let manager = crate::support::builder_of(
+        [
+            cred("soon", TimeDelta::minutes(8)),
+            cred("later", TimeDelta::hours(2)),
+        ],
+        &clock,
+    )
+    .refresher(Arc::clone(&refresher.refresher))
+    .build()
+    .await
+    .expect("builds");
     // Buffer 5 min + lead up to 10 min: "soon" (8 min left) is due; "later" is not.
     let config = MaintenanceConfig::default().with_refresh_ahead(Duration::from_secs(600));
     let report = manager.run_maintenance_once(&config).await;
@@ -37,9 +40,7 @@ async fn idle_credentials_are_refreshed_ahead_of_expiry_and_fresh_ones_are_left_
 async fn credentials_changed_in_the_store_by_another_process_are_adopted() {
     let clock = ManualClock::new(t0());
     let store = Arc::new(MemoryStore::new());
-    let manager = OAuthKeyManager::builder("test")
-        .credential(cred("a", TimeDelta::hours(1)))
-        .clock(Arc::new(clock.clone()))
+    let manager = crate::support::builder_of([cred("a", TimeDelta::hours(1))], &clock)
         .store(Arc::clone(&store) as Arc<dyn CredentialStore>)
         .build()
         .await

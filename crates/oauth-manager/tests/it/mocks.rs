@@ -170,11 +170,6 @@ async fn a_conflicting_save_after_a_refresh_rereads_the_version_and_keeps_the_ne
         .build()
         .await
         .expect("builds");
-    let served = manager
-        .execute_with_failover(|c| async move {
-            Ok::<_, TestError>((c.access_token.expose_secret().to_owned(), None))
-        })
-        .await
-        .expect("served");
+    let served = crate::support::call_token(&manager).await.expect("served");
     assert_eq!(served.value, "access-c1-1");
 }

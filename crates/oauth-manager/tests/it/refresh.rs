@@ -15,9 +15,7 @@ use oauth_manager::{
 use crate::support::{TestError, counting_refresher, cred, t0};
 
 fn expiring_pool(clock: &ManualClock) -> oauth_manager::OAuthKeyManagerBuilder {
-    OAuthKeyManager::builder("test")
-        .credential(cred("c1", TimeDelta::minutes(2)))
-        .clock(Arc::new(clock.clone()))
+    crate::support::builder_of([cred("c1", TimeDelta::minutes(2))], clock)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -36,11 +34,7 @@ async fn a_stampede_of_10000_calls_refreshes_once_and_all_succeed() {
             let (manager, barrier) = (manager.clone(), Arc::clone(&barrier));
             tokio::spawn(async move {
                 barrier.wait().await;
-                manager
-                    .execute_with_failover(|c| async move {
-                        Ok::<_, TestError>((c.access_token.expose_secret().to_owned(), None))
-                    })
-                    .await
+                crate::support::call_token(&manager).await
             })
         })
         .collect();
@@ -109,20 +103,13 @@ async fn a_dropped_caller_neither_cancels_the_refresh_nor_leaves_it_stuck() {
         .expect("builds");
     let first = {
         let manager = manager.clone();
-        tokio::spawn(async move {
-            manager
-                .execute_with_failover(|_| async { Ok::<_, TestError>(((), None)) })
-                .await
-        })
+        tokio::spawn(async move { crate::support::call_ok(&manager).await })
     };
     started.notified().await;
     first.abort();
     assert!(first.await.expect_err("cancelled").is_cancelled());
     release.notify_one();
-    let served = manager
-        .execute_with_failover(|c| async move {
-            Ok::<_, TestError>((c.access_token.expose_secret().to_owned(), None))
-        })
+    let served = crate::support::call_token(&manager)
         .await
         .expect("the second caller is served");
     assert_eq!(served.value, "access-c1-1");
@@ -272,10 +259,7 @@ async fn a_failed_persist_is_surfaced_keeps_the_token_and_is_retried() {
         .expect("builds");
     let mut events = manager.subscribe();
     store.broken.store(true, Ordering::SeqCst);
-    let served = manager
-        .execute_with_failover(|c| async move {
-            Ok::<_, TestError>((c.access_token.expose_secret().to_owned(), None))
-        })
+    let served = crate::support::call_token(&manager)
         .await
         .expect("served with the refreshed token");
     assert_eq!(served.value, "access-c1-1");
@@ -291,10 +275,7 @@ async fn a_failed_persist_is_surfaced_keeps_the_token_and_is_retried() {
     }
     assert!(failed, "a PersistenceFailed event was emitted");
     // A second use does not refresh again: the new token is kept in memory.
-    manager
-        .execute_with_failover(|_| async { Ok::<_, TestError>(((), None)) })
-        .await
-        .expect("served");
+    crate::support::call_ok(&manager).await.expect("served");
     assert_eq!(refresher.calls.load(Ordering::SeqCst), 1);
     store.broken.store(false, Ordering::SeqCst);
     let report = manager
@@ -354,9 +335,7 @@ async fn the_credential_provider_is_updated_after_a_refresh_so_it_is_not_repeate
     let refresher = counting_refresher(&clock, Duration::ZERO, None);
     let provider = Arc::new(RecordingProvider::default());
     *provider.credentials.lock().expect("fresh") = vec![cred("p1", TimeDelta::minutes(2))];
-    let manager = OAuthKeyManager::builder("test")
-        .credential(cred("c1", TimeDelta::hours(2)))
-        .clock(Arc::new(clock.clone()))
+    let manager = crate::support::builder_of([cred("c1", TimeDelta::hours(2))], &clock)
         .refresher(Arc::clone(&refresher.refresher))
         .build()
         .await
@@ -391,18 +370,13 @@ async fn the_adaptive_strategy_sees_the_credentials_usage() {
     // has been recorded (Go vector: one request at 200 ms gives a 6 min buffer).
     let clock = ManualClock::new(t0());
     let refresher = counting_refresher(&clock, Duration::ZERO, None);
-    let manager = OAuthKeyManager::builder("test")
-        .credential(cred("c1", TimeDelta::seconds(330)))
-        .clock(Arc::new(clock.clone()))
+    let manager = crate::support::builder_of([cred("c1", TimeDelta::seconds(330))], &clock)
         .refresher(Arc::clone(&refresher.refresher))
         .refresh_strategy(RefreshStrategy::adaptive())
         .build()
         .await
         .expect("builds");
-    manager
-        .execute_with_failover(|_| async { Ok::<_, TestError>(((), None)) })
-        .await
-        .expect("served");
+    crate::support::call_ok(&manager).await.expect("served");
     assert_eq!(
         refresher.calls.load(Ordering::SeqCst),
         0,
@@ -420,10 +394,7 @@ async fn the_adaptive_strategy_sees_the_credentials_usage() {
         Duration::from_millis(400),
         oauth_manager::metrics::RequestOutcome::Success,
     );
-    manager
-        .execute_with_failover(|_| async { Ok::<_, TestError>(((), None)) })
-        .await
-        .expect("served");
+    crate::support::call_ok(&manager).await.expect("served");
     assert_eq!(
         refresher.calls.load(Ordering::SeqCst),
         1,
@@ -447,12 +418,7 @@ async fn a_stale_provider_copy_never_replaces_tokens_waiting_to_be_persisted() {
         .await
         .expect("builds");
     provider.failing.store(true, Ordering::SeqCst);
-    let served = manager
-        .execute_with_failover(|c| async move {
-            Ok::<_, TestError>((c.access_token.expose_secret().to_owned(), None))
-        })
-        .await
-        .expect("served");
+    let served = crate::support::call_token(&manager).await.expect("served");
     assert_eq!(served.value, "access-p1-1");
     // Maintenance while the provider still fails: its stale copy is not adopted.
     let report = manager
@@ -477,10 +443,7 @@ async fn a_stale_provider_copy_never_replaces_tokens_waiting_to_be_persisted() {
     assert_eq!(held.access_token.expose_secret(), "access-p1-1");
     // Next expiry: the refresh presents the rotated token, never the consumed one.
     clock.advance(Duration::from_secs(3_500));
-    manager
-        .execute_with_failover(|_| async { Ok::<_, TestError>(((), None)) })
-        .await
-        .expect("served");
+    crate::support::call_ok(&manager).await.expect("served");
     assert_eq!(refresher.calls.load(Ordering::SeqCst), 2);
     assert_eq!(
         refresher.reused.load(Ordering::SeqCst),
@@ -544,12 +507,7 @@ async fn a_refresher_that_changes_the_id_does_not_lose_the_new_tokens() {
         .build()
         .await
         .expect("builds");
-    let served = manager
-        .execute_with_failover(|c| async move {
-            Ok::<_, TestError>((c.access_token.expose_secret().to_owned(), None))
-        })
-        .await
-        .expect("served");
+    let served = crate::support::call_token(&manager).await.expect("served");
     assert_eq!(served.value, "access-c1-1");
     assert_eq!(
         manager.credential_ids(),

@@ -5,9 +5,9 @@ use chrono::TimeDelta;
 use oauth_core::ManualClock;
 use oauth_manager::metrics::RequestOutcome;
 use oauth_manager::webhooks::{MemoryNotifier, MonitoringConfig, Notifier, WebhookEventType};
-use oauth_manager::{Credential, FailureKind, OAuthKeyManager};
+use oauth_manager::{Credential, FailureKind};
 
-use crate::support::{TestError, counting_refresher, cred, t0};
+use crate::support::{counting_refresher, cred, t0};
 
 const SECRETS: [&str; 4] = [
     "SECRET-ACCESS",
@@ -35,10 +35,7 @@ async fn no_secret_reaches_debug_exports_events_or_alerts() {
     let clock = ManualClock::new(t0());
     let refresher = counting_refresher(&clock, Duration::ZERO, None);
     let notifier = Arc::new(MemoryNotifier::new());
-    let manager = OAuthKeyManager::builder("test")
-        .credential(secret_cred("a"))
-        .credential(secret_cred("b"))
-        .clock(Arc::new(clock.clone()))
+    let manager = crate::support::builder_of([secret_cred("a"), secret_cred("b")], &clock)
         .refresher(Arc::clone(&refresher.refresher))
         .notifier(Arc::clone(&notifier) as Arc<dyn Notifier>)
         .monitoring(MonitoringConfig::default())
@@ -46,10 +43,7 @@ async fn no_secret_reaches_debug_exports_events_or_alerts() {
         .await
         .expect("builds");
     let mut events = manager.subscribe();
-    manager
-        .execute_with_failover(|_| async { Ok::<_, TestError>(((), None)) })
-        .await
-        .expect("served");
+    crate::support::call_ok(&manager).await.expect("served");
     manager.report_failure_kind("b", FailureKind::PermanentAuth);
     let alerts = manager.check_alerts();
     assert!(!alerts.is_empty());
@@ -83,19 +77,19 @@ async fn no_secret_reaches_debug_exports_events_or_alerts() {
 async fn the_health_summary_has_the_go_json_shape_and_all_views_agree() {
     let clock = ManualClock::new(t0());
     let refresher = counting_refresher(&clock, Duration::ZERO, None);
-    let manager = OAuthKeyManager::builder("test")
-        .credential(cred("a", TimeDelta::minutes(2)))
-        .credential(cred("b", TimeDelta::hours(2)))
-        .clock(Arc::new(clock.clone()))
-        .refresher(Arc::clone(&refresher.refresher))
-        .build()
-        .await
-        .expect("builds");
+    let manager = crate::support::builder_of(
+        [
+            cred("a", TimeDelta::minutes(2)),
+            cred("b", TimeDelta::hours(2)),
+        ],
+        &clock,
+    )
+    .refresher(Arc::clone(&refresher.refresher))
+    .build()
+    .await
+    .expect("builds");
     for _ in 0..4 {
-        manager
-            .execute_with_failover(|_| async { Ok::<_, TestError>(((), None)) })
-            .await
-            .expect("served");
+        crate::support::call_ok(&manager).await.expect("served");
     }
     manager.record_request(
         "ghost",
@@ -151,20 +145,20 @@ async fn monitoring_sends_filtered_events_and_alerts_to_the_notifier() {
         .collect(),
         ..MonitoringConfig::default()
     };
-    let manager = OAuthKeyManager::builder("test")
-        .credential(cred("a", TimeDelta::minutes(2)))
-        .credential(cred("b", TimeDelta::hours(2)))
-        .clock(Arc::new(clock.clone()))
-        .refresher(Arc::clone(&refresher.refresher))
-        .notifier(Arc::clone(&notifier) as Arc<dyn Notifier>)
-        .monitoring(config)
-        .build()
-        .await
-        .expect("builds");
-    manager
-        .execute_with_failover(|_| async { Ok::<_, TestError>(((), None)) })
-        .await
-        .expect("b serves");
+    let manager = crate::support::builder_of(
+        [
+            cred("a", TimeDelta::minutes(2)),
+            cred("b", TimeDelta::hours(2)),
+        ],
+        &clock,
+    )
+    .refresher(Arc::clone(&refresher.refresher))
+    .notifier(Arc::clone(&notifier) as Arc<dyn Notifier>)
+    .monitoring(config)
+    .build()
+    .await
+    .expect("builds");
+    crate::support::call_ok(&manager).await.expect("b serves");
     for _ in 0..50 {
         if notifier.events().len() >= 2 {
             break;

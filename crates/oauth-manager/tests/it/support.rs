@@ -9,8 +9,8 @@ use chrono::{DateTime, TimeDelta, TimeZone, Utc};
 use oauth_core::ManualClock;
 use oauth_manager::refresh::{FnRefresher, RefreshError, Refresher};
 use oauth_manager::{
-    ClassifyFailure, Credential, ExposeSecret, FailureKind, OAuthKeyManager,
-    OAuthKeyManagerBuilder, SecretString,
+    ClassifyFailure, Credential, ExecuteError, ExposeSecret, FailureKind, OAuthKeyManager,
+    OAuthKeyManagerBuilder, SecretString, Served,
 };
 
 pub(crate) fn t0() -> DateTime<Utc> {
@@ -32,13 +32,41 @@ pub(crate) fn creds(ids: &[&str]) -> Vec<Credential> {
 }
 
 pub(crate) fn builder(ids: &[&str], clock: &ManualClock) -> OAuthKeyManagerBuilder {
+    builder_of(creds(ids), clock)
+}
+
+/// A builder for provider `test` over `credentials`, on `clock`.
+pub(crate) fn builder_of(
+    credentials: impl IntoIterator<Item = Credential>,
+    clock: &ManualClock,
+) -> OAuthKeyManagerBuilder {
     OAuthKeyManager::builder("test")
-        .credentials(creds(ids))
+        .credentials(credentials)
         .clock(Arc::new(clock.clone()))
 }
 
 pub(crate) async fn pool(ids: &[&str], clock: &ManualClock) -> OAuthKeyManager {
     builder(ids, clock).build().await.expect("pool builds")
+}
+
+/// One call whose operation succeeds at once.
+pub(crate) async fn call_ok(
+    manager: &OAuthKeyManager,
+) -> Result<Served<()>, ExecuteError<TestError>> {
+    manager
+        .execute_with_failover(|_| async { Ok::<_, TestError>(((), None)) })
+        .await
+}
+
+/// One call whose operation returns the access token it was given.
+pub(crate) async fn call_token(
+    manager: &OAuthKeyManager,
+) -> Result<Served<String>, ExecuteError<TestError>> {
+    manager
+        .execute_with_failover(|c| async move {
+            Ok::<_, TestError>((c.access_token.expose_secret().to_owned(), None))
+        })
+        .await
 }
 
 /// An operation error with an explicit classification.
