@@ -13,7 +13,7 @@ use oauth_testkit::token_server::{
     Fault, FaultTarget, MalformedBody, Outcome, TokenServer, TokenServerConfig,
 };
 
-use crate::support::{assert_no_secrets, refresher, seeded};
+use crate::support::{Fixture, assert_no_secrets, refresher, seeded};
 
 #[tokio::test]
 async fn success_rotates_the_refresh_token_and_consumes_the_old_one() {
@@ -226,20 +226,15 @@ async fn basic_client_authentication_with_characters_needing_encoding() {
 
 #[tokio::test]
 async fn rate_limits_honour_retry_after() {
-    let server = TokenServer::start().await.expect("server starts");
-    let grant = server.issue_grant("c");
-    let cred = seeded("a", &grant);
-    let r = refresher(&server);
+    let f = Fixture::start().await;
     for status in [429, 503] {
-        server.inject_times(
-            FaultTarget::Any,
-            Fault::RateLimited {
+        let retry_after = Some("7".into());
+        let err = f
+            .fail_once(Fault::RateLimited {
                 status,
-                retry_after: Some("7".into()),
-            },
-            1,
-        );
-        let err = r.refresh(&cred).await.expect_err("rate limited");
+                retry_after,
+            })
+            .await;
         assert_eq!(
             err.kind(),
             FailureKind::RateLimited {
@@ -248,43 +243,36 @@ async fn rate_limits_honour_retry_after() {
             "status {status}"
         );
         assert!(err.is_retryable());
-        assert_no_secrets(&err, &[&grant.refresh_token]);
     }
-    server.inject_times(
-        FaultTarget::Any,
-        Fault::RateLimited {
+    let err = f
+        .fail_once(Fault::RateLimited {
             status: 429,
             retry_after: None,
-        },
-        1,
-    );
-    let err = r.refresh(&cred).await.expect_err("rate limited");
+        })
+        .await;
     assert_eq!(err.kind(), FailureKind::RateLimited { retry_after: None });
 }
 
 #[tokio::test]
 async fn server_errors_are_transient() {
-    let server = TokenServer::start().await.expect("server starts");
-    let grant = server.issue_grant("c");
-    let cred = seeded("a", &grant);
-    let r = refresher(&server);
+    let f = Fixture::start().await;
     for status in [500, 502, 503, 504] {
-        server.inject_times(FaultTarget::Any, Fault::Status(status), 1);
-        let err = r.refresh(&cred).await.expect_err("5xx");
+        let err = f.fail_once(Fault::Status(status)).await;
         assert!(matches!(err, RefreshError::Server { status: s } if s == status));
         assert_eq!(err.kind(), FailureKind::Transient);
-        assert_no_secrets(&err, &[&grant.refresh_token]);
     }
     // A 4xx without an OAuth error body says nothing permanent.
-    server.inject_times(FaultTarget::Any, Fault::Status(400), 1);
-    let err = r.refresh(&cred).await.expect_err("bare 400");
+    let err = f.fail_once(Fault::Status(400)).await;
     assert!(matches!(
         err,
         RefreshError::UnexpectedStatus { status: 400 }
     ));
     assert_eq!(err.kind(), FailureKind::Transient);
     // The faults consumed nothing: the grant still works.
-    r.refresh(&cred).await.expect("refreshes after the faults");
+    f.refresher
+        .refresh(&f.cred)
+        .await
+        .expect("refreshes after the faults");
 }
 
 #[tokio::test]
@@ -323,27 +311,20 @@ async fn connection_refused_is_transient() {
 
 #[tokio::test]
 async fn dropped_connection_is_transient() {
-    let server = TokenServer::start().await.expect("server starts");
-    let grant = server.issue_grant("c");
-    server.inject_times(FaultTarget::Any, Fault::DropConnection, 1);
-    let err = refresher(&server)
-        .refresh(&seeded("a", &grant))
+    let err = Fixture::start()
         .await
-        .expect_err("dropped");
+        .fail_once(Fault::DropConnection)
+        .await;
     assert!(
         matches!(err, RefreshError::Network | RefreshError::Connect),
         "{err:?}"
     );
     assert_eq!(err.kind(), FailureKind::Transient);
-    assert_no_secrets(&err, &[&grant.refresh_token]);
 }
 
 #[tokio::test]
 async fn malformed_bodies_are_typed_errors() {
-    let server = TokenServer::start().await.expect("server starts");
-    let grant = server.issue_grant("c");
-    let cred = seeded("a", &grant);
-    let r = refresher(&server);
+    let f = Fixture::start().await;
     let cases = [
         (MalformedBody::Html, MalformedReason::Html),
         (MalformedBody::NotJson, MalformedReason::NotJson),
@@ -354,14 +335,12 @@ async fn malformed_bodies_are_typed_errors() {
         ),
     ];
     for (body, reason) in cases {
-        server.inject_times(FaultTarget::Any, Fault::Malformed(body), 1);
-        let err = r.refresh(&cred).await.expect_err("malformed");
+        let err = f.fail_once(Fault::Malformed(body)).await;
         assert!(
             matches!(err, RefreshError::Malformed { reason: r } if r == reason),
             "{body:?}: {err:?}"
         );
         assert_eq!(err.kind(), FailureKind::Transient);
-        assert_no_secrets(&err, &[&grant.refresh_token]);
     }
 }
 

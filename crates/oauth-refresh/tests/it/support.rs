@@ -4,8 +4,8 @@ use std::time::Duration;
 
 use chrono::{TimeDelta, Utc};
 use oauth_core::Credential;
-use oauth_refresh::{HttpRefresher, RefreshError, TokenEndpoint};
-use oauth_testkit::token_server::{IssuedGrant, RAW_BODY_MARKER, TokenServer};
+use oauth_refresh::{HttpRefresher, RefreshError, Refresher, TokenEndpoint};
+use oauth_testkit::token_server::{Fault, FaultTarget, IssuedGrant, RAW_BODY_MARKER, TokenServer};
 
 /// A credential seeded from a grant, expiring in one minute (so it needs a refresh).
 pub(crate) fn seeded(id: &str, grant: &IssuedGrant) -> Credential {
@@ -32,5 +32,42 @@ pub(crate) fn assert_no_secrets(err: &RefreshError, secrets: &[&str]) {
     for s in secrets.iter().copied().chain([RAW_BODY_MARKER]) {
         assert!(!s.is_empty());
         assert!(!shown.contains(s), "error output leaks {s:?}: {shown}");
+    }
+}
+
+/// A token server, one grant on it, a credential holding that grant, and a refresher for the
+/// server: the setup of every error-mapping test.
+pub(crate) struct Fixture {
+    pub(crate) server: TokenServer,
+    pub(crate) grant: IssuedGrant,
+    pub(crate) cred: Credential,
+    pub(crate) refresher: HttpRefresher,
+}
+
+impl Fixture {
+    pub(crate) async fn start() -> Self {
+        let server = TokenServer::start().await.expect("server starts");
+        let grant = server.issue_grant("c");
+        let cred = seeded("a", &grant);
+        let refresher = refresher(&server);
+        Self {
+            server,
+            grant,
+            cred,
+            refresher,
+        }
+    }
+
+    /// Scripts `fault` for the next request, refreshes, and returns the error, having checked
+    /// that it shows neither the refresh token nor the raw body.
+    pub(crate) async fn fail_once(&self, fault: Fault) -> RefreshError {
+        self.server.inject_times(FaultTarget::Any, fault, 1);
+        let err = self
+            .refresher
+            .refresh(&self.cred)
+            .await
+            .expect_err("the scripted fault fails the refresh");
+        assert_no_secrets(&err, &[&self.grant.refresh_token]);
+        err
     }
 }
