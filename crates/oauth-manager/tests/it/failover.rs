@@ -547,14 +547,7 @@ async fn a_401_whose_refresh_finds_the_grant_dead_takes_the_credential_out_at_on
     assert_eq!(refresher.calls.load(Ordering::SeqCst), 1);
     // The event already alerted: the alert rules do not repeat it.
     let _ = manager.check_alerts();
-    tokio::task::yield_now().await;
-    for _ in 0..50 {
-        if !notifier.events().is_empty() {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(2)).await;
-    }
-    tokio::time::sleep(Duration::from_millis(20)).await;
+    crate::support::settle().await;
     let reauth = notifier
         .events()
         .iter()

@@ -47,7 +47,7 @@ async fn no_secret_reaches_debug_exports_events_or_alerts() {
     manager.report_failure_kind("b", FailureKind::PermanentAuth);
     let alerts = manager.check_alerts();
     assert!(!alerts.is_empty());
-    tokio::task::yield_now().await;
+    crate::support::settle().await;
 
     assert_clean("manager Debug", &format!("{manager:?}"));
     assert_clean("credentials Debug", &format!("{:?}", manager.credentials()));
@@ -159,12 +159,7 @@ async fn monitoring_sends_filtered_events_and_alerts_to_the_notifier() {
     .await
     .expect("builds");
     crate::support::call_ok(&manager).await.expect("b serves");
-    for _ in 0..50 {
-        if notifier.events().len() >= 2 {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    }
+    crate::support::settle().await;
     let types: Vec<_> = notifier.events().iter().map(|e| e.event_type).collect();
     assert!(types.contains(&WebhookEventType::Failure), "{types:?}");
     assert!(

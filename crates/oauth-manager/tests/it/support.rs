@@ -49,6 +49,15 @@ pub(crate) async fn pool(ids: &[&str], clock: &ManualClock) -> OAuthKeyManager {
     builder(ids, clock).build().await.expect("pool builds")
 }
 
+/// Lets every task the pool has spawned (notifications) run to completion. The tests run on
+/// tokio's current-thread runtime, where spawned tasks make progress only when the test yields,
+/// and a notification to an in-memory notifier needs no I/O: yielding is enough, no sleeping.
+pub(crate) async fn settle() {
+    for _ in 0..32 {
+        tokio::task::yield_now().await;
+    }
+}
+
 /// One call whose operation succeeds at once.
 pub(crate) async fn call_ok(
     manager: &OAuthKeyManager,
