@@ -1,9 +1,11 @@
 //! `cargo xtask tidy`: the architecture rules that the compiler does not check.
 //!
 //! - The crate graph is a DAG with `oauth-core` at the bottom: core depends on no crate of ours; a
-//!   concern crate (refresh, rotation, metrics, webhooks, store) depends only on core (and, for its
-//!   tests, on the testkit); the testkit depends on core at most; nothing but the tooling (xtask, the
-//!   `tests/` suite) depends on `oauth-manager`.
+//!   concern crate (refresh, rotation, metrics, webhooks, store, providers, signin) depends only on
+//!   core (and, for its tests, on the testkit); a store backend (PostgreSQL, account files)
+//!   implements `oauth-store`'s trait and depends on core and `oauth-store` only; the testkit
+//!   depends on core at most; above the facade, adapters (`oauth-http`) and applications (the
+//!   keeper, the demo) may depend on the facade; nothing depends on an application or on tooling.
 //! - Every member inherits the workspace lints (`[lints] workspace = true`).
 //!
 //! The rules are a pure function over a [`Member`] list, so a test can feed them a bad graph.
@@ -19,26 +21,42 @@ use serde::Deserialize;
 pub(crate) enum Layer {
     Core,
     Concern,
+    /// Implements `oauth-store`'s trait over another medium.
+    Backend,
     Testkit,
     Facade,
+    /// Libraries above the facade (HTTP client adapters).
+    Adapter,
+    /// Binaries built on the library (keeper, demo).
+    App,
     Tooling,
 }
 
-const CONCERNS: [&str; 5] = [
+const CONCERNS: [&str; 7] = [
     "oauth-refresh",
     "oauth-rotation",
     "oauth-metrics",
     "oauth-webhooks",
     "oauth-store",
+    "oauth-providers",
+    "oauth-signin",
 ];
+
+const BACKENDS: [&str; 2] = ["oauth-store-postgres", "oauth-accounts"];
+
+/// The one concern crate a backend may depend on.
+const BACKEND_TRAIT_CRATE: &str = "oauth-store";
 
 pub(crate) fn layer_of(name: &str) -> Option<Layer> {
     match name {
         "oauth-core" => Some(Layer::Core),
         "oauth-testkit" => Some(Layer::Testkit),
         "oauth-manager" => Some(Layer::Facade),
+        "oauth-http" => Some(Layer::Adapter),
+        "oauth-keeper" | "oauth-demo" => Some(Layer::App),
         "xtask" | "oauth-tests" => Some(Layer::Tooling),
         n if CONCERNS.contains(&n) => Some(Layer::Concern),
+        n if BACKENDS.contains(&n) => Some(Layer::Backend),
         _ => None,
     }
 }
@@ -92,6 +110,13 @@ pub(crate) fn check(members: &[Member]) -> Vec<String> {
             let Some(to) = layer_of(dep) else {
                 continue; // reported as unknown on its own line
             };
+            if from == Layer::Backend && to == Layer::Concern && dep != BACKEND_TRAIT_CRATE {
+                problems.push(format!(
+                    "{} -> {dep} ({kind}): a store backend depends only on oauth-core and oauth-store",
+                    m.name
+                ));
+                continue;
+            }
             if let Some(why) = forbidden(from, to, *kind) {
                 problems.push(format!("{} -> {dep} ({kind}): {why}", m.name));
             }
@@ -101,18 +126,27 @@ pub(crate) fn check(members: &[Member]) -> Vec<String> {
 }
 
 fn forbidden(from: Layer, to: Layer, kind: DepKind) -> Option<&'static str> {
-    use Layer::{Concern, Core, Facade, Testkit, Tooling};
+    use Layer::{Adapter, App, Backend, Concern, Core, Facade, Testkit, Tooling};
     match (from, to) {
         (Tooling, _) => None,
-        (_, Facade) => Some("only tooling (xtask, tests/) may depend on oauth-manager"),
         (_, Tooling) => Some("nothing depends on tooling crates"),
+        (_, App) => Some("nothing depends on an application crate"),
+        (App, _) => None,
         (Core, _) => Some("oauth-core depends on no crate of ours"),
-        (Concern, Core) | (Testkit, Core) | (Facade, Core | Concern) => None,
-        (Concern | Facade, Testkit) if kind == DepKind::Dev => None,
-        (Concern, Testkit) | (Facade, Testkit) => {
+        (Adapter, Core | Concern | Backend | Facade) => None,
+        (_, Facade | Adapter) => {
+            Some("only adapters, applications and tooling may depend on oauth-manager")
+        }
+        (Concern | Backend, Core) | (Testkit, Core) | (Facade, Core | Concern) => None,
+        // Checked by name in `check`: a backend may use oauth-store only.
+        (Backend, Concern) => None,
+        (Concern | Backend | Facade | Adapter, Testkit) if kind == DepKind::Dev => None,
+        (Concern | Backend | Facade | Adapter, Testkit) => {
             Some("oauth-testkit is for tests: use it as a dev-dependency")
         }
-        (Concern, Concern) => Some("a concern crate depends only on oauth-core"),
+        (Concern, Concern | Backend) => Some("a concern crate depends only on oauth-core"),
+        (Facade, Backend) => Some("the facade does not depend on a store backend"),
+        (Backend, Backend) => Some("a store backend depends only on oauth-core and oauth-store"),
         (Testkit, _) => Some("oauth-testkit depends on oauth-core at most"),
     }
 }
@@ -267,8 +301,46 @@ mod tests {
         assert!(problems[0].starts_with("oauth-core -> oauth-refresh (dev-dependency)"));
         assert!(problems[1].contains("a concern crate depends only on oauth-core"));
         assert!(problems[2].contains("use it as a dev-dependency"));
-        assert!(problems[3].contains("only tooling"));
+        assert!(problems[3].contains("only adapters, applications and tooling"));
         assert!(problems[4].contains("oauth-core at most"));
+    }
+
+    #[test]
+    fn backends_adapters_and_apps_have_their_own_rules() {
+        let good = [
+            member(
+                "oauth-store-postgres",
+                &[
+                    ("oauth-core", DepKind::Normal),
+                    ("oauth-store", DepKind::Normal),
+                ],
+            ),
+            member("oauth-http", &[("oauth-manager", DepKind::Normal)]),
+            member(
+                "oauth-keeper",
+                &[
+                    ("oauth-manager", DepKind::Normal),
+                    ("oauth-accounts", DepKind::Normal),
+                ],
+            ),
+            member("oauth-demo", &[("oauth-testkit", DepKind::Normal)]),
+        ];
+        assert_eq!(check(&good), Vec::<String>::new());
+        let bad = [
+            member("oauth-accounts", &[("oauth-refresh", DepKind::Normal)]),
+            member(
+                "oauth-manager",
+                &[("oauth-store-postgres", DepKind::Normal)],
+            ),
+            member("oauth-http", &[("oauth-keeper", DepKind::Normal)]),
+            member("oauth-providers", &[("oauth-http", DepKind::Normal)]),
+        ];
+        let problems = check(&bad);
+        assert_eq!(problems.len(), 4, "{problems:#?}");
+        assert!(problems[0].contains("store backend depends only"));
+        assert!(problems[1].contains("facade does not depend on a store backend"));
+        assert!(problems[2].contains("application crate"));
+        assert!(problems[3].contains("only adapters"));
     }
 
     #[test]

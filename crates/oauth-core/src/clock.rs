@@ -1,14 +1,27 @@
 //! Injected time.
 
 use std::fmt::Debug;
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
 
 use chrono::{DateTime, Utc};
 
-/// The source of "now". Only the manager and schedulers read it; pure logic takes `now` as an
-/// argument, so every time-driven behaviour can be tested without sleeping.
+/// The source of "now", in two readings. Only the manager and schedulers read it; pure logic takes
+/// `now` as an argument, so every time-driven behaviour can be tested without sleeping.
+///
+/// - [`now`](Self::now) is wall time: token expiry (a server's absolute instant) and reports.
+/// - [`monotonic`](Self::monotonic) never goes back and ignores wall-clock steps: backoffs,
+///   cooldowns and schedules run on it, so stepping the wall clock back an hour cannot freeze a
+///   pool for an hour.
 pub trait Clock: Send + Sync + Debug {
-    /// The current time.
+    /// The current wall time.
     fn now(&self) -> DateTime<Utc>;
+
+    /// Time elapsed since this clock's fixed origin, monotonically non-decreasing. The default is
+    /// the process's monotonic clock ([`Instant`]) since its first reading.
+    fn monotonic(&self) -> Duration {
+        process_monotonic()
+    }
 
     /// The current time in milliseconds since the Unix epoch: what a hot path that only compares
     /// instants needs. Implementations may override it with something cheaper than [`now`](Self::now).
@@ -17,7 +30,14 @@ pub trait Clock: Send + Sync + Debug {
     }
 }
 
-/// The wall clock.
+/// The process-wide monotonic reading the default [`Clock::monotonic`] returns: time since the
+/// first call in this process.
+pub fn process_monotonic() -> Duration {
+    static ORIGIN: OnceLock<Instant> = OnceLock::new();
+    ORIGIN.get_or_init(Instant::now).elapsed()
+}
+
+/// The wall clock and the process's monotonic clock.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct SystemClock;
 
@@ -41,6 +61,10 @@ impl<C: Clock + ?Sized> Clock for std::sync::Arc<C> {
     fn now_millis(&self) -> i64 {
         (**self).now_millis()
     }
+
+    fn monotonic(&self) -> Duration {
+        (**self).monotonic()
+    }
 }
 
 #[cfg(any(test, feature = "test-util"))]
@@ -54,27 +78,41 @@ mod manual {
     use chrono::{DateTime, Utc};
 
     use super::Clock;
-    use crate::credential::delta;
+    use crate::credential::after;
+
+    #[derive(Debug, Clone, Copy)]
+    struct Readings {
+        wall: DateTime<Utc>,
+        monotonic: Duration,
+    }
 
     /// A clock that moves only when told to. Clones share the same time.
+    ///
+    /// [`advance`](Self::advance) moves both readings, as real time passing does;
+    /// [`set`](Self::set) moves only the wall reading, as an NTP step or an operator does.
     #[derive(Debug, Clone)]
-    pub struct ManualClock(Arc<Mutex<DateTime<Utc>>>);
+    pub struct ManualClock(Arc<Mutex<Readings>>);
 
     impl ManualClock {
         /// A clock stopped at `start`.
         pub fn new(start: DateTime<Utc>) -> Self {
-            Self(Arc::new(Mutex::new(start)))
+            Self(Arc::new(Mutex::new(Readings {
+                wall: start,
+                monotonic: Duration::ZERO,
+            })))
         }
 
-        /// Moves the clock forward by `by`.
+        /// Lets `by` pass: both readings move forward (saturating).
         pub fn advance(&self, by: Duration) {
-            let mut now = self.0.lock().unwrap_or_else(PoisonError::into_inner);
-            *now += delta(by);
+            let mut r = self.0.lock().unwrap_or_else(PoisonError::into_inner);
+            r.wall = after(r.wall, by);
+            r.monotonic = r.monotonic.saturating_add(by);
         }
 
-        /// Sets the clock to `to` (it may go backwards, as a wall clock can).
+        /// Steps the wall reading to `to` (backwards too, as a wall clock can); the monotonic
+        /// reading does not move.
         pub fn set(&self, to: DateTime<Utc>) {
-            *self.0.lock().unwrap_or_else(PoisonError::into_inner) = to;
+            self.0.lock().unwrap_or_else(PoisonError::into_inner).wall = to;
         }
     }
 
@@ -86,7 +124,14 @@ mod manual {
 
     impl Clock for ManualClock {
         fn now(&self) -> DateTime<Utc> {
-            *self.0.lock().unwrap_or_else(PoisonError::into_inner)
+            self.0.lock().unwrap_or_else(PoisonError::into_inner).wall
+        }
+
+        fn monotonic(&self) -> Duration {
+            self.0
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .monotonic
         }
     }
 }
@@ -104,8 +149,16 @@ mod tests {
         let c2 = c.clone();
         c.advance(Duration::from_secs(90));
         assert_eq!((c2.now() - t0).num_seconds(), 90);
+        assert_eq!(c.monotonic(), Duration::from_secs(90));
         c2.set(t0);
         assert_eq!(c.now(), t0);
+        assert_eq!(
+            c.monotonic(),
+            Duration::from_secs(90),
+            "a wall step leaves monotonic time"
+        );
+        c.advance(Duration::MAX);
+        assert_eq!(c.now(), DateTime::<Utc>::MAX_UTC, "advance saturates");
     }
 
     #[test]

@@ -9,6 +9,7 @@ use serde::{Deserialize, Serialize};
 use crate::error::CredentialError;
 use crate::id::CredentialId;
 use crate::secret::{ExposeSecret, SecretString};
+use crate::tokens::{CredentialMetadata, PersistedMetadata, TokenSet, TokensApplied};
 
 /// Tokens expiring within this window should be refreshed proactively (the Go `RefreshBufferTime`).
 pub const REFRESH_BUFFER: Duration = Duration::from_secs(5 * 60);
@@ -53,6 +54,10 @@ pub struct Credential {
     /// When this credential was first added to a pool; rotation age is measured from it and it
     /// survives restarts because it is persisted with the credential.
     pub created_at: DateTime<Utc>,
+    /// Per-account data (account id, id token, resource URL, ...), carried through refreshes and
+    /// persisted.
+    #[serde(default)]
+    pub metadata: CredentialMetadata,
 }
 
 impl Credential {
@@ -82,6 +87,7 @@ impl Credential {
             last_refresh: None,
             refresh_count: 0,
             created_at,
+            metadata: CredentialMetadata::default(),
         })
     }
 
@@ -150,6 +156,83 @@ impl Credential {
             .map(|at| (at - now).to_std().unwrap_or(Duration::ZERO))
     }
 
+    /// Applies what a refresh returned (RFC 6749 section 6), the one place this bookkeeping is done:
+    /// the new access token and its expiry; the rotated refresh token, or the old one kept when
+    /// none was sent (its expiry too); the scopes when the server named them; the id token and
+    /// other account fields into [`metadata`](Self::metadata); `last_refresh = now` and
+    /// `refresh_count + 1` (saturating).
+    ///
+    /// ```
+    /// use chrono::Utc;
+    /// use oauth_core::{Credential, ExposeSecret, TokenSet};
+    /// let now = Utc::now();
+    /// let mut cred = Credential::new("c1", "old-access", now)?.with_refresh_token("kept");
+    /// let applied = cred.apply_tokens(TokenSet::new("new-access"), now);
+    /// assert!(!applied.refresh_token_rotated);
+    /// assert_eq!(cred.refresh_token.as_ref().map(|t| t.expose_secret()), Some("kept"));
+    /// assert_eq!(cred.refresh_count, 1);
+    /// assert_eq!(cred.last_refresh, Some(now));
+    /// # Ok::<(), oauth_core::CredentialError>(())
+    /// ```
+    pub fn apply_tokens(&mut self, tokens: TokenSet, now: DateTime<Utc>) -> TokensApplied {
+        let TokenSet {
+            access_token,
+            refresh_token,
+            expires_at,
+            refresh_token_expires_at,
+            scopes,
+            id_token,
+            extra,
+            quirks: _,
+        } = tokens;
+        let refresh_token_rotated = match refresh_token {
+            Some(new) => {
+                let rotated = self
+                    .refresh_token
+                    .as_ref()
+                    .is_none_or(|old| old.expose_secret() != new.expose_secret());
+                if rotated {
+                    // A new refresh token's lifetime is what the server said of it, or unknown.
+                    self.refresh_token_expires_at = refresh_token_expires_at;
+                } else if refresh_token_expires_at.is_some() {
+                    self.refresh_token_expires_at = refresh_token_expires_at;
+                }
+                self.refresh_token = Some(new);
+                rotated
+            }
+            None => {
+                if refresh_token_expires_at.is_some() {
+                    self.refresh_token_expires_at = refresh_token_expires_at;
+                }
+                false
+            }
+        };
+        self.access_token = access_token;
+        self.expires_at = expires_at;
+        if let Some(scopes) = scopes {
+            self.scopes = scopes;
+        }
+        if let Some(id_token) = id_token {
+            self.metadata.id_token = Some(id_token);
+        }
+        self.metadata.absorb(extra);
+        self.last_refresh = Some(now);
+        self.refresh_count = self.refresh_count.saturating_add(1);
+        TokensApplied {
+            refresh_token_rotated,
+        }
+    }
+
+    /// True when `other` holds a different refresh token than `self` (one side having none and
+    /// the other one counts as different).
+    pub fn refresh_token_differs(&self, other: &Self) -> bool {
+        self.refresh_token.as_ref().map(ExposeSecret::expose_secret)
+            != other
+                .refresh_token
+                .as_ref()
+                .map(ExposeSecret::expose_secret)
+    }
+
     /// A view that serializes every field, secrets included, in clear text. Only stores call this.
     pub fn persisted(&self) -> PersistedCredential<'_> {
         PersistedCredential(self)
@@ -182,6 +265,7 @@ impl fmt::Debug for Credential {
             .field("last_refresh", &self.last_refresh)
             .field("refresh_count", &self.refresh_count)
             .field("created_at", &self.created_at)
+            .field("metadata", &self.metadata)
             .finish()
     }
 }
@@ -206,6 +290,18 @@ impl Serialize for PersistedCredential<'_> {
             last_refresh: Option<DateTime<Utc>>,
             refresh_count: u64,
             created_at: DateTime<Utc>,
+            #[serde(skip_serializing_if = "no_metadata", serialize_with = "metadata")]
+            metadata: &'a CredentialMetadata,
+        }
+        #[allow(clippy::trivially_copy_pass_by_ref)] // serde's signature
+        fn no_metadata(m: &&CredentialMetadata) -> bool {
+            m.is_empty()
+        }
+        fn metadata<S: serde::Serializer>(
+            m: &&CredentialMetadata,
+            serializer: S,
+        ) -> Result<S::Ok, S::Error> {
+            PersistedMetadata::from(*m).serialize(serializer)
         }
         let c = self.0;
         Wire {
@@ -220,6 +316,7 @@ impl Serialize for PersistedCredential<'_> {
             last_refresh: c.last_refresh,
             refresh_count: c.refresh_count,
             created_at: c.created_at,
+            metadata: &c.metadata,
         }
         .serialize(serializer)
     }

@@ -43,11 +43,12 @@ mod failure;
 mod health;
 mod id;
 pub mod secret;
+mod tokens;
 mod usage;
 
 #[cfg(any(test, feature = "test-util"))]
 pub use clock::ManualClock;
-pub use clock::{Clock, SystemClock};
+pub use clock::{Clock, SystemClock, process_monotonic};
 pub use credential::{Credential, PersistedCredential, REFRESH_BUFFER, Usage, after, delta};
 pub use error::{CredentialError, PolicyError, RetryAfterError};
 pub use event::{Event, EventKind};
@@ -58,4 +59,5 @@ pub use health::{
 };
 pub use id::CredentialId;
 pub use secret::{ExposeSecret, SecretString};
+pub use tokens::{CredentialMetadata, TokenQuirk, TokenSet, TokensApplied};
 pub use usage::{CredentialHealthInfo, RotationFacts, UsageSnapshot};

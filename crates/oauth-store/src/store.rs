@@ -6,7 +6,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
+use chrono::{DateTime, Utc};
 use oauth_core::{Credential, CredentialId};
+use tokio::sync::broadcast;
 
 use crate::StoreError;
 
@@ -84,6 +86,64 @@ pub trait CredentialStore: Send + Sync + fmt::Debug {
     fn refresh_lock(&self) -> Option<Arc<dyn RefreshLock>> {
         None
     }
+
+    /// A feed of changes other writers make (another replica refreshed a token, a CLI rewrote an
+    /// account file, a file was dropped into a watched directory), so a pool adopts them at once
+    /// instead of at its next [`versions`](Self::versions) poll. `None` for stores without one;
+    /// a pool then relies on polling. A lagging receiver must treat the gap as
+    /// [`StoreChange::Resync`].
+    fn changes(&self) -> Option<broadcast::Receiver<StoreChange>> {
+        None
+    }
+
+    /// Shares a rate-limit cooldown seen by this process with every process using the store, so
+    /// they stop sending to that account too (delivered to them as [`StoreChange::CooledDown`]).
+    /// Stores used by one process only keep the default, which does nothing.
+    async fn publish_cooldown(
+        &self,
+        provider: &str,
+        id: &CredentialId,
+        until: DateTime<Utc>,
+    ) -> Result<(), StoreError> {
+        let _ = (provider, id, until);
+        Ok(())
+    }
+}
+
+/// A change to a store's contents, from [`CredentialStore::changes`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum StoreChange {
+    /// A credential was created or changed: reload it.
+    Changed {
+        /// Its provider.
+        provider: String,
+        /// The credential.
+        id: CredentialId,
+    },
+    /// A credential was removed.
+    Removed {
+        /// Its provider.
+        provider: String,
+        /// The credential.
+        id: CredentialId,
+    },
+    /// Another process saw a rate limit on this credential: keep off it until `until` (wall
+    /// time, as processes on several hosts share no monotonic clock).
+    CooledDown {
+        /// Its provider.
+        provider: String,
+        /// The credential.
+        id: CredentialId,
+        /// End of the cooldown.
+        until: DateTime<Utc>,
+    },
+    /// Changes may have been missed (the feed reconnected or lagged): reload everything of
+    /// `provider`.
+    Resync {
+        /// The provider.
+        provider: String,
+    },
 }
 
 /// A per-credential lock that processes sharing a store take before refreshing a credential, so that
