@@ -1,4 +1,4 @@
-//! Bring your own refresher: any async function from a credential to a refreshed one.
+//! Bring your own refresher: any async function from a credential to the tokens it was issued.
 //!
 //! `cargo run -p oauth-manager --example custom_refresher`
 
@@ -6,18 +6,17 @@
 
 use std::sync::Arc;
 
-use oauth_manager::refresh::{FnRefresher, RefreshError};
-use oauth_manager::{Credential, OAuthKeyManager, SecretString};
+use oauth_manager::Credential;
+use oauth_manager::OAuthKeyManager;
+use oauth_manager::refresh::{FnRefresher, RefreshError, TokenSet};
 
 /// Pretend token endpoint: a real refresher would POST the refresh token and parse the answer.
-async fn exchange(credential: Credential) -> Result<Credential, RefreshError> {
+/// It returns only what the provider issued; the pool keeps the old refresh token when none is
+/// rotated and does the bookkeeping (`Credential::apply_tokens`).
+async fn exchange(_credential: Credential) -> Result<TokenSet, RefreshError> {
     let now = chrono::Utc::now();
-    let mut refreshed = credential;
-    refreshed.access_token = SecretString::from(format!("access-{}", now.timestamp()));
-    refreshed.expires_at = Some(now + chrono::TimeDelta::hours(1));
-    refreshed.last_refresh = Some(now);
-    refreshed.refresh_count += 1;
-    Ok(refreshed)
+    Ok(TokenSet::new(format!("access-{}", now.timestamp()))
+        .with_expires_at(now + chrono::TimeDelta::hours(1)))
 }
 
 #[tokio::main]

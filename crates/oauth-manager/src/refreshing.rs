@@ -5,7 +5,7 @@ use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use chrono::{DateTime, Utc};
-use oauth_core::{Credential, Event, EventKind, FailureKind};
+use oauth_core::{Credential, Event, EventKind, FailureKind, TokenSet};
 use oauth_metrics::RefreshResult;
 use oauth_refresh::{RefreshError, RefreshOutcome};
 use oauth_store::StoreError;
@@ -145,7 +145,7 @@ impl OAuthKeyManager {
         let result = self.inner.refresher.refresh(&current).await;
         let elapsed = started.elapsed();
         let now = self.now();
-        match result.map(|new| keep_id(&current, new)) {
+        match result.map(|tokens| apply_tokens(&current, tokens, now)) {
             Ok(new) => {
                 let rotated = match (&new.refresh_token, &current.refresh_token) {
                     (Some(a), Some(b)) => !oauth_core::secret::same_secret(a, b),
@@ -262,10 +262,11 @@ impl OAuthKeyManager {
 /// A refresher must return the same credential, refreshed. One that changes the id still holds
 /// the tokens the server just issued (the refresh token it exchanged is gone), so the tokens are
 /// kept under the pool's id rather than dropped; the id the refresher made up is discarded.
-fn keep_id(current: &Credential, mut new: Credential) -> Credential {
-    if new.id != current.id {
-        new.id = current.id.clone();
-    }
+/// The credential with a refresh's tokens applied (RFC 6749 section 6 and the refresh
+/// bookkeeping happen in `Credential::apply_tokens`).
+fn apply_tokens(current: &Credential, tokens: TokenSet, now: DateTime<Utc>) -> Credential {
+    let mut new = current.clone();
+    new.apply_tokens(tokens, now);
     new
 }
 

@@ -55,7 +55,7 @@ struct Inner {
 /// ```
 /// use std::sync::{Arc, Mutex};
 /// use chrono::{TimeDelta, Utc};
-/// use oauth_core::Credential;
+/// use oauth_core::{Credential, TokenSet};
 /// use oauth_refresh::{FnRefresher, RefreshCoordinator, Refresher};
 ///
 /// # #[tokio::main(flavor = "current_thread")]
@@ -66,10 +66,8 @@ struct Inner {
 ///         .with_refresh_token("old-refresh")
 ///         .with_expires_at(now + TimeDelta::minutes(1)),
 /// ));
-/// let refresher: Arc<dyn Refresher> = Arc::new(FnRefresher::new(|mut c: Credential| async move {
-///     c.access_token = "new-access".to_string().into();
-///     c.expires_at = Some(Utc::now() + TimeDelta::hours(1));
-///     Ok(c)
+/// let refresher: Arc<dyn Refresher> = Arc::new(FnRefresher::new(|_c: Credential| async move {
+///     Ok(TokenSet::new("new-access").with_expires_at(Utc::now() + TimeDelta::hours(1)))
 /// }));
 ///
 /// let coordinator = RefreshCoordinator::new();
@@ -228,8 +226,8 @@ impl RefreshCoordinator {
     /// 2. if `needs_refresh` says it no longer needs a refresh (another refresh already replaced
     ///    it), return it with `refreshed: false`: an exchanged refresh token is never presented
     ///    again;
-    /// 3. otherwise call `refresher.refresh`, check the id is unchanged, and `commit` the new
-    ///    credential (the caller persists and publishes it) before returning it to every waiter.
+    /// 3. otherwise call `refresher.refresh`, apply the returned tokens to the credential
+    ///    ([`Credential::apply_tokens`]), and `commit` the new credential (the caller persists and publishes it) before returning it to every waiter.
     ///
     /// **A failed commit loses nothing.** The error is [`RefreshError::CommitFailed`], which
     /// carries the refreshed credential (its refresh token is now the only valid one; adopt it with
@@ -240,8 +238,7 @@ impl RefreshCoordinator {
     /// credential was re-authorized).
     ///
     /// # Errors
-    /// The refresher's error, or [`RefreshError::CommitFailed`]. (A refresher that returns another
-    /// id is not an error: its tokens are kept under `id`, since the old refresh token is spent.)
+    /// The refresher's error, or [`RefreshError::CommitFailed`].
     pub async fn refresh_if_needed<C, N, M>(
         &self,
         id: &CredentialId,
@@ -268,10 +265,11 @@ impl RefreshCoordinator {
                     refreshed: false,
                 });
             }
-            let mut refreshed = refresher.refresh(&cred).await?;
-            // A refresher that changes the id still returned the tokens the server just issued
-            // (the refresh token it exchanged is gone): keep them under the credential's id.
-            refreshed.id = cred.id.clone();
+            let tokens = refresher.refresh(&cred).await?;
+            // The refresher returns tokens, never a credential: they are applied to this
+            // credential (same id; RFC 6749 section 6 bookkeeping in `apply_tokens`).
+            let mut refreshed = cred.clone();
+            refreshed.apply_tokens(tokens, chrono::Utc::now());
             commit_or_keep(&inner, cred, refreshed, commit).await
         })
         .await

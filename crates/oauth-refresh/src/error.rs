@@ -1,6 +1,8 @@
 //! Errors of a refresh, and of validating a strategy.
 
+use std::error::Error as StdError;
 use std::fmt;
+use std::sync::Arc;
 use std::time::Duration;
 
 use oauth_core::{ClassifyFailure, Credential, CredentialId, FailureKind};
@@ -238,7 +240,7 @@ pub enum RefreshError {
     /// is now the only valid one: adopt it with [`refreshed_credential`](RefreshError::refreshed_credential)
     /// and retry persisting it. The coordinator also keeps it, so the next refresh of this
     /// credential retries the commit instead of presenting the consumed refresh token again.
-    #[error("credential {} was refreshed but committing it failed: {source}", refreshed.id)]
+    #[error("credential {} was refreshed but committing it failed", refreshed.id)]
     CommitFailed {
         /// The refreshed credential, not yet committed.
         refreshed: Box<Credential>,
@@ -260,6 +262,18 @@ pub enum RefreshError {
         /// A description without secrets.
         message: String,
     },
+    /// A custom refresher's (or commit's) own error, kept as this error's
+    /// [`source`](std::error::Error::source) with what it means. Built with
+    /// [`RefreshError::custom`]; the source's own `Display` must not contain secrets.
+    #[error("the refresher failed ({kind})")]
+    Custom {
+        /// What the failure means.
+        kind: FailureKind,
+        /// The implementer's error (shared, because a refresh's result is cloned to every caller
+        /// waiting for it).
+        #[source]
+        source: Arc<dyn StdError + Send + Sync + 'static>,
+    },
 }
 
 fn fmt_retry_after(d: Option<Duration>) -> String {
@@ -272,6 +286,30 @@ impl RefreshError {
         Self::Other {
             kind,
             message: message.into(),
+        }
+    }
+
+    /// A custom refresher's own error, with what it means for the credential; it becomes this
+    /// error's [`source`](std::error::Error::source).
+    ///
+    /// ```
+    /// use std::error::Error as _;
+    /// use oauth_core::FailureKind;
+    /// use oauth_refresh::RefreshError;
+    ///
+    /// let io = std::io::Error::new(std::io::ErrorKind::ConnectionReset, "peer went away");
+    /// let err = RefreshError::custom(FailureKind::Transient, io);
+    /// assert_eq!(err.kind(), FailureKind::Transient);
+    /// assert_eq!(err.source().map(|s| s.to_string()).as_deref(), Some("peer went away"));
+    /// assert!(!err.to_string().contains("peer went away")); // printed once, by the source
+    /// ```
+    pub fn custom(
+        kind: FailureKind,
+        error: impl Into<Box<dyn StdError + Send + Sync + 'static>>,
+    ) -> Self {
+        Self::Custom {
+            kind,
+            source: Arc::from(error.into()),
         }
     }
 
@@ -303,7 +341,7 @@ impl RefreshError {
             | Self::Malformed { .. }
             | Self::CommitFailed { .. }
             | Self::Interrupted { .. } => FailureKind::Transient,
-            Self::Other { kind, .. } => *kind,
+            Self::Other { kind, .. } | Self::Custom { kind, .. } => *kind,
         }
     }
 

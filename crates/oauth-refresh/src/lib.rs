@@ -13,32 +13,30 @@
 //! ```
 //! use std::sync::Arc;
 //! use chrono::{TimeDelta, Utc};
-//! use oauth_core::{Credential, ExposeSecret, FailureKind};
+//! use oauth_core::{Credential, ExposeSecret, FailureKind, TokenSet};
 //! use oauth_refresh::{FnRefresher, RefreshError, Refresher};
 //!
 //! # #[tokio::main(flavor = "current_thread")]
 //! # async fn main() -> Result<(), Box<dyn std::error::Error>> {
-//! // Bring your own refresh logic as a closure (the Go `RefreshFunc`).
-//! let refresher: Arc<dyn Refresher> = Arc::new(FnRefresher::new(|mut cred: Credential| async move {
+//! // Bring your own refresh logic as a closure (the Go `RefreshFunc`): it returns the tokens the
+//! // provider issued, and does no bookkeeping.
+//! let refresher: Arc<dyn Refresher> = Arc::new(FnRefresher::new(|cred: Credential| async move {
 //!     if cred.refresh_token.is_none() {
 //!         return Err(RefreshError::other(FailureKind::PermanentAuth, "no refresh token"));
 //!     }
-//!     let now = Utc::now();
-//!     cred.access_token = "fresh-access-token".to_string().into();
-//!     cred.expires_at = Some(now + TimeDelta::hours(1));
-//!     cred.last_refresh = Some(now);
-//!     cred.refresh_count += 1;
-//!     Ok(cred)
+//!     Ok(TokenSet::new("fresh-access-token").with_expires_at(Utc::now() + TimeDelta::hours(1)))
 //! }));
 //!
 //! let now = Utc::now();
-//! let cred = Credential::new("team", "stale-access-token", now)?
+//! let mut cred = Credential::new("team", "stale-access-token", now)?
 //!     .with_refresh_token("refresh-token")
 //!     .with_expires_at(now + TimeDelta::minutes(2));
 //! assert!(cred.needs_refresh(now));
-//! let fresh = refresher.refresh(&cred).await?;
-//! assert_eq!(fresh.access_token.expose_secret(), "fresh-access-token");
-//! assert!(!fresh.needs_refresh(now));
+//! let tokens = refresher.refresh(&cred).await?;
+//! cred.apply_tokens(tokens, now); // RFC 6749 section 6: the old refresh token is kept
+//! assert_eq!(cred.access_token.expose_secret(), "fresh-access-token");
+//! assert_eq!(cred.refresh_count, 1);
+//! assert!(!cred.needs_refresh(now));
 //! # Ok(()) }
 //! ```
 //!
@@ -57,7 +55,7 @@
 //! let cred = Credential::new("codex-1", "access-token", Utc::now())?
 //!     .with_refresh_token("refresh-token");
 //! match refresher.refresh(&cred).await {
-//!     Ok(fresh) => println!("refreshed {}, expires {:?}", fresh.id, fresh.expires_at),
+//!     Ok(tokens) => println!("refreshed {}, expires {:?}", cred.id, tokens.expires_at),
 //!     Err(e) if e.kind().is_permanent() => println!("{} needs re-authorization: {e}", cred.id),
 //!     Err(e) => println!("retry later: {e}"),
 //! }
@@ -66,12 +64,16 @@
 //!
 //! # Implementing [`Refresher`]
 //! Implement it with `#[async_trait]` for your provider when neither [`HttpRefresher`] nor a
-//! closure fits. Return the refreshed credential with the same id, the new access token and
-//! expiry, the rotated refresh token if the provider sent one (the old one otherwise),
-//! `last_refresh = now` and `refresh_count + 1`. Report failures as [`RefreshError`]s:
-//! [`RefreshError::other`] with the [`FailureKind`](oauth_core::FailureKind) that fits
-//! (`PermanentAuth` for a dead grant, `Transient` for anything worth retrying), and never put a
-//! token or secret in the message. You need no locking: the [`RefreshCoordinator`] never runs two
+//! closure fits. Return a [`TokenSet`](oauth_core::TokenSet): the new access token, its expiry as
+//! an absolute time, the rotated refresh token only if the provider sent one, and what else it
+//! said. Do no bookkeeping: the caller applies the set with
+//! [`Credential::apply_tokens`](oauth_core::Credential::apply_tokens), which keeps the old refresh
+//! token when none was rotated and bumps `last_refresh` and `refresh_count` (see the example on
+//! [`Refresher`]). Report failures as [`RefreshError`]s: [`RefreshError::other`] with the
+//! [`FailureKind`](oauth_core::FailureKind) that fits (`PermanentAuth` for a dead grant,
+//! `Misconfigured` for a client that is set up wrong, `Transient` for anything worth retrying),
+//! or [`RefreshError::custom`] to carry your own error as the source; never put a token or secret
+//! in a message. You need no locking: the [`RefreshCoordinator`] never runs two
 //! refreshes of one credential at once.
 
 mod coordinator;
@@ -82,6 +84,9 @@ mod http;
 pub mod presets;
 mod refresher;
 mod strategy;
+
+/// What a [`Refresher`] returns, re-exported from `oauth-core` so an implementer can name it.
+pub use oauth_core::{TokenQuirk, TokenSet};
 
 pub use coordinator::{BoxFuture, RefreshCoordinator, RefreshOutcome};
 pub use error::{MalformedReason, OAuthErrorCode, RefreshError, StrategyError};

@@ -5,7 +5,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 use chrono::TimeDelta;
 use oauth_core::ManualClock;
-use oauth_manager::refresh::{FnRefresher, RefreshError};
+use oauth_manager::refresh::{FnRefresher, RefreshError, TokenSet};
 use oauth_manager::store::{CredentialStore, MemoryStore, StoreError, Version, Versioned};
 use oauth_manager::{
     Credential, CredentialId, CredentialProvider, EventKind, ExposeSecret, MaintenanceConfig,
@@ -80,7 +80,7 @@ async fn a_dropped_caller_neither_cancels_the_refresh_nor_leaves_it_stuck() {
             Arc::clone(&release),
             Arc::clone(&calls),
         );
-        FnRefresher::new(move |mut c: Credential| {
+        FnRefresher::new(move |_c: Credential| {
             let (started, release, calls) = (
                 Arc::clone(&started),
                 Arc::clone(&release),
@@ -90,9 +90,9 @@ async fn a_dropped_caller_neither_cancels_the_refresh_nor_leaves_it_stuck() {
                 calls.fetch_add(1, Ordering::SeqCst);
                 started.notify_one();
                 release.notified().await;
-                c.access_token = oauth_manager::SecretString::from("access-c1-1".to_owned());
-                c.expires_at = Some(t0() + TimeDelta::hours(1));
-                Ok::<_, RefreshError>(c)
+                Ok::<_, RefreshError>(
+                    TokenSet::new("access-c1-1").with_expires_at(t0() + TimeDelta::hours(1)),
+                )
             }
         })
     };
@@ -495,12 +495,14 @@ async fn a_provider_copy_refreshed_later_is_adopted() {
 #[tokio::test]
 async fn a_refresher_that_changes_the_id_does_not_lose_the_new_tokens() {
     let clock = ManualClock::new(t0());
-    let refresher = FnRefresher::new(|mut c: Credential| async move {
-        c.id = CredentialId::new("somebody-else").expect("valid");
-        c.access_token = oauth_manager::SecretString::from("access-c1-1".to_owned());
-        c.refresh_token = Some(oauth_manager::SecretString::from("refresh-c1-1".to_owned()));
-        c.expires_at = Some(t0() + TimeDelta::hours(1));
-        Ok::<_, RefreshError>(c)
+    // A refresher returns a `TokenSet`, which carries no id: the tokens can only land on the
+    // credential that was refreshed. The test keeps that checked through the manager.
+    let refresher = FnRefresher::new(|_c: Credential| async move {
+        Ok::<_, RefreshError>(
+            TokenSet::new("access-c1-1")
+                .with_refresh_token("refresh-c1-1")
+                .with_expires_at(t0() + TimeDelta::hours(1)),
+        )
     });
     let manager = expiring_pool(&clock)
         .refresher(Arc::new(refresher))

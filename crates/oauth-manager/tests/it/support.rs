@@ -7,10 +7,10 @@ use std::time::Duration;
 
 use chrono::{DateTime, TimeDelta, TimeZone, Utc};
 use oauth_core::ManualClock;
-use oauth_manager::refresh::{FnRefresher, RefreshError, Refresher};
+use oauth_manager::refresh::{FnRefresher, RefreshError, Refresher, TokenSet};
 use oauth_manager::{
     ClassifyFailure, Credential, ExecuteError, ExposeSecret, FailureKind, OAuthKeyManager,
-    OAuthKeyManagerBuilder, SecretString, Served,
+    OAuthKeyManagerBuilder, Served,
 };
 
 pub(crate) fn t0() -> DateTime<Utc> {
@@ -128,7 +128,7 @@ pub(crate) fn counting_refresher(
         std::collections::HashSet::<String>::new(),
     ));
     let (c, r, clock) = (Arc::clone(&calls), Arc::clone(&reused), clock.clone());
-    let refresher = FnRefresher::new(move |mut cred: Credential| {
+    let refresher = FnRefresher::new(move |cred: Credential| {
         let (calls, reused, exchanged, clock) = (
             Arc::clone(&c),
             Arc::clone(&r),
@@ -160,12 +160,9 @@ pub(crate) fn counting_refresher(
                 ));
             }
             let now = oauth_manager::Clock::now(&clock);
-            cred.access_token = SecretString::from(format!("access-{}-{n}", cred.id));
-            cred.refresh_token = Some(SecretString::from(format!("refresh-{}-{n}", cred.id)));
-            cred.expires_at = Some(now + TimeDelta::hours(1));
-            cred.last_refresh = Some(now);
-            cred.refresh_count += 1;
-            Ok(cred)
+            Ok(TokenSet::new(format!("access-{}-{n}", cred.id))
+                .with_refresh_token(format!("refresh-{}-{n}", cred.id))
+                .with_expires_at(now + TimeDelta::hours(1)))
         }
     });
     CountingRefresher {

@@ -7,7 +7,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
-use oauth_core::{Clock, Credential, ExposeSecret, SecretString, SystemClock, parse_retry_after};
+use oauth_core::{
+    Clock, Credential, ExposeSecret, SecretString, SystemClock, TokenSet, parse_retry_after,
+};
 use reqwest::header::{ACCEPT, CONTENT_TYPE, HeaderMap, HeaderName, HeaderValue, RETRY_AFTER};
 use thiserror::Error;
 
@@ -230,7 +232,7 @@ impl HttpRefresherBuilder {
         self
     }
 
-    /// The clock that dates the new expiry and `last_refresh` (default: the system clock).
+    /// The clock that turns `expires_in` into an absolute expiry (default: the system clock).
     #[must_use]
     pub fn clock(mut self, clock: Arc<dyn Clock>) -> Self {
         self.clock = clock;
@@ -303,8 +305,9 @@ impl HttpRefresherBuilder {
 ///
 /// One POST per refresh: `grant_type=refresh_token`, the refresh token, client authentication
 /// and scope as the [`TokenEndpoint`] says, form- or JSON-encoded. The response is read up to a
-/// size cap and parsed with [`parse_token_response`]; a rotated refresh token replaces the old
-/// one, a missing one keeps it. Failures are classified (see [`RefreshError::kind`]): RFC 6749
+/// size cap and parsed with [`parse_token_response`] into a [`TokenSet`] (apply it with
+/// [`Credential::apply_tokens`]: a rotated refresh token replaces the old one, a missing one
+/// keeps it). Failures are classified (see [`RefreshError::kind`]): RFC 6749
 /// section 5.2 codes, 429 and 503 with `Retry-After` as rate limits, other 5xx, timeouts and
 /// connection errors as transient, malformed or oversized bodies as typed errors. No error
 /// carries a token, a secret or the response body.
@@ -444,7 +447,7 @@ impl HttpRefresher {
 
 #[async_trait]
 impl Refresher for HttpRefresher {
-    async fn refresh(&self, credential: &Credential) -> Result<Credential, RefreshError> {
+    async fn refresh(&self, credential: &Credential) -> Result<TokenSet, RefreshError> {
         let req = self.request(credential)?;
         let resp = req.send().await.map_err(transport_error)?;
         let now = self.clock.now();
@@ -491,7 +494,7 @@ impl Refresher for HttpRefresher {
             // A usable token wins over any stray `error` member (`"error": null` and the like):
             // the refresh token has been exchanged, and dropping the new one would lose the grant.
             if let Ok(parsed) = parse_token_response(&body) {
-                return Ok(parsed.apply_to(credential, now, self.endpoint.missing_expiry));
+                return Ok(parsed.into_token_set(now, self.endpoint.missing_expiry));
             }
         }
         if let Some(code) = parse_error_response(&body) {
@@ -514,7 +517,7 @@ impl Refresher for HttpRefresher {
         }
         let parsed =
             parse_token_response(&body).map_err(|reason| RefreshError::Malformed { reason })?;
-        Ok(parsed.apply_to(credential, now, self.endpoint.missing_expiry))
+        Ok(parsed.into_token_set(now, self.endpoint.missing_expiry))
     }
 }
 

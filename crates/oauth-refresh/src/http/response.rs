@@ -3,8 +3,8 @@
 use std::time::Duration;
 
 use base64::Engine as _;
-use chrono::{DateTime, TimeDelta, Utc};
-use oauth_core::{Credential, ExposeSecret, SecretString};
+use chrono::{DateTime, Utc};
+use oauth_core::{ExposeSecret, SecretString, TokenSet, after};
 use serde_json::{Map, Value};
 
 use crate::error::{MalformedReason, OAuthErrorCode};
@@ -157,50 +157,27 @@ fn opt_seconds(
 }
 
 impl TokenResponse {
-    /// The refreshed credential: `credential` with the new access token and expiry, the rotated
-    /// refresh token if one was sent (else the old one kept), the new scope if one was sent,
-    /// `last_refresh = now` and `refresh_count + 1`.
-    ///
-    /// A rotated refresh token without `refresh_token_expires_in` gets no known expiry; an
-    /// unrotated one keeps its old expiry.
-    pub fn apply_to(
-        &self,
-        credential: &Credential,
-        now: DateTime<Utc>,
-        missing_expiry: MissingExpiry,
-    ) -> Credential {
-        let mut out = credential.clone();
-        out.access_token = self.access_token.clone();
-        out.expires_at = match self.expires_in {
-            Some(d) => add(now, d),
+    /// What the response means at `now`: the tokens, with `expires_in` turned into an absolute
+    /// expiry (saturating; `missing_expiry` when the response has none). Apply it to a credential
+    /// with [`Credential::apply_tokens`](oauth_core::Credential::apply_tokens).
+    pub fn into_token_set(self, now: DateTime<Utc>, missing_expiry: MissingExpiry) -> TokenSet {
+        let expires_at = match self.expires_in {
+            Some(d) => Some(after(now, d)),
             None => match missing_expiry {
                 MissingExpiry::NoExpiry => None,
-                MissingExpiry::Assume(d) => add(now, d),
-                MissingExpiry::JwtExpOr(d) => {
-                    jwt_exp(self.access_token.expose_secret()).or_else(|| add(now, d))
-                }
+                MissingExpiry::Assume(d) => Some(after(now, d)),
+                MissingExpiry::JwtExpOr(d) => Some(
+                    jwt_exp(self.access_token.expose_secret()).unwrap_or_else(|| after(now, d)),
+                ),
             },
         };
-        if let Some(rt) = &self.refresh_token {
-            out.refresh_token = Some(rt.clone());
-            out.refresh_token_expires_at = None;
-        }
-        if let Some(d) = self.refresh_token_expires_in {
-            out.refresh_token_expires_at = add(now, d);
-        }
-        if let Some(scope) = &self.scope {
-            out.scopes.clone_from(scope);
-        }
-        out.last_refresh = Some(now);
-        out.refresh_count = out.refresh_count.saturating_add(1);
-        out
+        let mut tokens = TokenSet::new(self.access_token.expose_secret());
+        tokens.refresh_token = self.refresh_token;
+        tokens.expires_at = expires_at;
+        tokens.refresh_token_expires_at = self.refresh_token_expires_in.map(|d| after(now, d));
+        tokens.scopes = self.scope;
+        tokens
     }
-}
-
-fn add(now: DateTime<Utc>, d: Duration) -> Option<DateTime<Utc>> {
-    TimeDelta::from_std(d)
-        .ok()
-        .and_then(|d| now.checked_add_signed(d))
 }
 
 /// The `exp` claim of a JWT, unverified.
@@ -216,9 +193,21 @@ fn jwt_exp(token: &str) -> Option<DateTime<Utc>> {
 
 #[cfg(test)]
 mod tests {
-    use chrono::TimeZone;
+    use chrono::{TimeDelta, TimeZone};
+    use oauth_core::Credential;
 
     use super::*;
+
+    fn apply(
+        r: &TokenResponse,
+        old: &Credential,
+        now: DateTime<Utc>,
+        missing: MissingExpiry,
+    ) -> Credential {
+        let mut out = old.clone();
+        out.apply_tokens(r.clone().into_token_set(now, missing), now);
+        out
+    }
 
     fn now() -> DateTime<Utc> {
         Utc.with_ymd_and_hms(2026, 1, 1, 0, 0, 0)
@@ -297,9 +286,12 @@ mod tests {
         let old = Credential::new("c", "old-at", now())
             .expect("valid")
             .with_refresh_token("old-rt");
-        let kept = parse_token_response(br#"{"access_token":"new-at","expires_in":60}"#)
-            .expect("valid")
-            .apply_to(&old, now(), MissingExpiry::default());
+        let kept = apply(
+            &parse_token_response(br#"{"access_token":"new-at","expires_in":60}"#).expect("valid"),
+            &old,
+            now(),
+            MissingExpiry::default(),
+        );
         assert_eq!(
             kept.refresh_token.as_ref().map(ExposeSecret::expose_secret),
             Some("old-rt")
@@ -307,11 +299,15 @@ mod tests {
         assert_eq!(kept.access_token.expose_secret(), "new-at");
         assert_eq!(kept.expires_at, Some(now() + TimeDelta::seconds(60)));
         assert_eq!((kept.refresh_count, kept.last_refresh), (1, Some(now())));
-        let rotated = parse_token_response(
-            br#"{"access_token":"new-at","expires_in":60,"refresh_token":"new-rt"}"#,
-        )
-        .expect("valid")
-        .apply_to(&old, now(), MissingExpiry::default());
+        let rotated = apply(
+            &parse_token_response(
+                br#"{"access_token":"new-at","expires_in":60,"refresh_token":"new-rt"}"#,
+            )
+            .expect("valid"),
+            &old,
+            now(),
+            MissingExpiry::default(),
+        );
         assert_eq!(
             rotated
                 .refresh_token
@@ -331,17 +327,15 @@ mod tests {
         let r = parse_token_response(body.as_bytes()).expect("valid");
         let hour = Duration::from_secs(3600);
         assert_eq!(
-            r.apply_to(&old, now(), MissingExpiry::JwtExpOr(hour))
-                .expires_at,
+            apply(&r, &old, now(), MissingExpiry::JwtExpOr(hour)).expires_at,
             Some(now() + TimeDelta::seconds(600))
         );
         assert_eq!(
-            r.apply_to(&old, now(), MissingExpiry::Assume(hour))
-                .expires_at,
+            apply(&r, &old, now(), MissingExpiry::Assume(hour)).expires_at,
             Some(now() + TimeDelta::hours(1))
         );
         assert_eq!(
-            r.apply_to(&old, now(), MissingExpiry::NoExpiry).expires_at,
+            apply(&r, &old, now(), MissingExpiry::NoExpiry).expires_at,
             None
         );
     }

@@ -13,14 +13,17 @@ use oauth_testkit::token_server::{
     Fault, FaultTarget, MalformedBody, Outcome, TokenServer, TokenServerConfig,
 };
 
-use crate::support::{Fixture, assert_no_secrets, refresher, seeded};
+use crate::support::{Fixture, RefreshApplied, assert_no_secrets, refresher, seeded};
 
 #[tokio::test]
 async fn success_rotates_the_refresh_token_and_consumes_the_old_one() {
     let server = TokenServer::start().await.expect("server starts");
     let grant = server.issue_grant("client-a");
     let cred = seeded("a", &grant);
-    let out = refresher(&server).refresh(&cred).await.expect("refreshes");
+    let out = refresher(&server)
+        .refreshed(&cred)
+        .await
+        .expect("refreshes");
 
     let at = out.access_token.expose_secret();
     let rt = out.refresh_token.as_ref().expect("rotated").expose_secret();
@@ -47,7 +50,7 @@ async fn without_rotation_the_old_refresh_token_is_kept() {
     .expect("server starts");
     let grant = server.issue_grant("client-a");
     let out = refresher(&server)
-        .refresh(&seeded("a", &grant))
+        .refreshed(&seeded("a", &grant))
         .await
         .expect("refreshes");
     assert_eq!(
@@ -85,7 +88,7 @@ async fn expiry_is_dated_by_the_injected_clock() {
         .build()
         .expect("builds");
     let out = r
-        .refresh(&seeded("a", &server.issue_grant("c")))
+        .refreshed_at(&seeded("a", &server.issue_grant("c")), clock.now())
         .await
         .expect("refreshes");
     assert_eq!(out.expires_at, Some(clock.now() + TimeDelta::hours(1)));

@@ -46,8 +46,10 @@ proptest! {
         .to_string();
         if let Ok(parsed) = parse_token_response(body.as_bytes()) {
             // Whatever parsed, applying it never panics either.
-            let cred = oauth_core::Credential::new("p", "old", chrono::Utc::now()).expect("valid");
-            let _ = parsed.apply_to(&cred, chrono::Utc::now(), oauth_refresh::MissingExpiry::JwtExpOr(std::time::Duration::from_secs(60)));
+            let mut cred = oauth_core::Credential::new("p", "old", chrono::Utc::now()).expect("valid");
+            let now = chrono::Utc::now();
+            let tokens = parsed.into_token_set(now, oauth_refresh::MissingExpiry::JwtExpOr(std::time::Duration::from_secs(60)));
+            let _ = cred.apply_tokens(tokens, now);
         }
         let _ = parse_error_response(body.as_bytes());
     }

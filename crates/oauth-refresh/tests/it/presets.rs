@@ -1,10 +1,10 @@
 //! The provider presets, pointed at the fake server: encoding, client authentication, headers.
 
 use oauth_core::ExposeSecret;
-use oauth_refresh::{HttpRefresher, Refresher, presets};
+use oauth_refresh::{HttpRefresher, presets};
 use oauth_testkit::token_server::{Outcome, TokenServer};
 
-use crate::support::seeded;
+use crate::support::{RefreshApplied, seeded};
 
 async fn refresh_with(
     server: &TokenServer,
@@ -14,7 +14,7 @@ async fn refresh_with(
     HttpRefresher::builder(endpoint.with_url(server.url()))
         .build()
         .expect("builds")
-        .refresh(&cred)
+        .refreshed(&cred)
         .await
         .expect("refreshes")
 }

@@ -2,7 +2,7 @@
 
 use std::time::Duration;
 
-use chrono::{TimeDelta, Utc};
+use chrono::{DateTime, TimeDelta, Utc};
 use oauth_core::Credential;
 use oauth_refresh::{HttpRefresher, RefreshError, Refresher, TokenEndpoint};
 use oauth_testkit::token_server::{Fault, FaultTarget, IssuedGrant, RAW_BODY_MARKER, TokenServer};
@@ -69,5 +69,34 @@ impl Fixture {
             .expect_err("the scripted fault fails the refresh");
         assert_no_secrets(&err, &[&self.grant.refresh_token]);
         err
+    }
+}
+
+/// Refreshes and applies the returned tokens to a copy of the credential (what a caller of a
+/// [`Refresher`] does), so tests can look at the refreshed credential.
+pub(crate) trait RefreshApplied {
+    /// Refreshes `cred` and applies the tokens at the current time.
+    async fn refreshed(&self, cred: &Credential) -> Result<Credential, RefreshError> {
+        self.refreshed_at(cred, Utc::now()).await
+    }
+
+    /// Refreshes `cred` and applies the tokens at `now`.
+    async fn refreshed_at(
+        &self,
+        cred: &Credential,
+        now: DateTime<Utc>,
+    ) -> Result<Credential, RefreshError>;
+}
+
+impl<R: Refresher + ?Sized> RefreshApplied for R {
+    async fn refreshed_at(
+        &self,
+        cred: &Credential,
+        now: DateTime<Utc>,
+    ) -> Result<Credential, RefreshError> {
+        let tokens = self.refresh(cred).await?;
+        let mut out = cred.clone();
+        out.apply_tokens(tokens, now);
+        Ok(out)
     }
 }
