@@ -49,9 +49,12 @@
 //! the store, return a [`RefreshLock`] from [`refresh_lock`](CredentialStore::refresh_lock) (for
 //! example a lease row with an owner, a fence counter and an expiry on the database clock), built
 //! on [`RefreshGuard::new`]. The lock only makes duplicate refreshes rare; the version check keeps
-//! them harmless. The contract is spelled out case by case in this crate's conformance tests
-//! (`tests/it/conformance.rs`), which run against both stores here.
+//! them harmless. The contract is spelled out case by case in the conformance suite, module
+//! `conformance` behind this crate's `conformance` feature, which both stores here pass; run it
+//! against a new store with `oauth_store::conformance_tests!` from its tests.
 
+#[cfg(feature = "conformance")]
+pub mod conformance;
 mod error;
 mod file;
 mod memory;
