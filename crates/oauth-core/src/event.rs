@@ -47,6 +47,10 @@ impl Event {
                     access_valid_until,
                 }
             }
+            HealthChange::Misconfigured { access_valid_until } => EventKind::Misconfigured {
+                credential,
+                access_valid_until,
+            },
             HealthChange::Recovered => EventKind::Recovered { credential },
         };
         Self { at, kind }
@@ -204,6 +208,28 @@ pub enum EventKind {
         /// The credential.
         credential: CredentialId,
     },
+    /// The credential's OAuth client configuration is wrong (`invalid_client`, a missing client
+    /// id): fix the configuration (no sign-in is needed).
+    Misconfigured {
+        /// The credential.
+        credential: CredentialId,
+        /// Until when its access token still works, if at all.
+        access_valid_until: Option<DateTime<Utc>>,
+    },
+    /// A token response had oddities that were tolerated (its tokens were kept).
+    TokenResponseQuirk {
+        /// The credential.
+        credential: CredentialId,
+        /// What was odd.
+        quirk: crate::tokens::TokenQuirk,
+    },
+    /// A credential's store could not be used; the pool kept serving and refreshing in memory.
+    StoreUnavailable {
+        /// The credential.
+        credential: CredentialId,
+        /// The store's error, classified (never a token).
+        reason: String,
+    },
     /// No credential could serve a request.
     PoolExhausted {
         /// The provider.
@@ -235,7 +261,10 @@ impl EventKind {
             | Self::Expired { credential, .. }
             | Self::HighFailureRate { credential, .. }
             | Self::PersistenceFailed { credential, .. }
-            | Self::ExternallyUpdated { credential } => Some(credential),
+            | Self::ExternallyUpdated { credential }
+            | Self::Misconfigured { credential, .. }
+            | Self::TokenResponseQuirk { credential, .. }
+            | Self::StoreUnavailable { credential, .. } => Some(credential),
             Self::PoolExhausted { .. } => None,
         }
     }
@@ -262,6 +291,9 @@ impl EventKind {
             Self::HighFailureRate { .. } => "high_failure_rate",
             Self::PersistenceFailed { .. } => "persistence_failed",
             Self::ExternallyUpdated { .. } => "externally_updated",
+            Self::Misconfigured { .. } => "misconfigured",
+            Self::TokenResponseQuirk { .. } => "token_response_quirk",
+            Self::StoreUnavailable { .. } => "store_unavailable",
             Self::PoolExhausted { .. } => "pool_exhausted",
         }
     }

@@ -1,17 +1,29 @@
 //! The per-credential health state machine: pure, taking `now`.
 //!
-//! Four independent reasons keep a credential out of rotation, and availability is decided by the
+//! Independent reasons keep a credential out of rotation, and availability is decided by the
 //! latest of them (the Go package let a short request backoff overwrite a long refresh backoff):
 //!
-//! | reason | set by | ends |
-//! |---|---|---|
-//! | request backoff | consecutive transient failures: 1, 2, 4, 8, 16, 32, 60, 60... s | time, or a success |
-//! | refresh backoff | failed refreshes; from the 5th in a row 60, 120, 240, 480 s | time, or a successful refresh |
-//! | cooldown | a rate limit, for Retry-After or the provider's reset hint, clamped | time |
-//! | needs re-authorization | a permanent auth failure (`invalid_grant`, revoked grant) | a human: [`CredentialHealth::mark_reauthorized`] |
+//! | reason | set by | ends | empties the pool? |
+//! |---|---|---|---|
+//! | request backoff | consecutive transient failures: 1, 2, 4, 8, 16, 32, 60, 60... s | time, or a success | no: see below |
+//! | refresh backoff | failed refreshes; from the 5th in a row 60, 120, 240, 480 s | time, or a successful refresh | only once the access token stopped working |
+//! | cooldown | a rate limit, for Retry-After or the provider's reset hint, clamped | time | yes |
+//! | needs re-authorization | a dead grant (`invalid_grant`, revoked grant) | a human: [`CredentialHealth::mark_reauthorized`] | yes, once the access token expires |
+//! | misconfigured | a configuration error (`invalid_client`, a missing client id) | a configuration fix: [`CredentialHealth::clear_misconfigured`] | yes, once the access token expires |
 //!
-//! plus a manual [`disable`](CredentialHealth::disable). A credential that needs re-authorization
-//! stays usable until its still-valid access token expires, when the failure came from a refresh.
+//! plus a manual [`disable`](CredentialHealth::disable).
+//!
+//! A refresh backoff gates refresh *attempts*, never the use of an access token that still works:
+//! [`refresh_allowed`](CredentialHealth::refresh_allowed) says when the next attempt may be made,
+//! and availability counts the refresh backoff only from the moment the access token stops working.
+//!
+//! A transient request backoff is *soft*: [`hard_availability`](CredentialHealth::hard_availability)
+//! ignores it, so a pool whose every credential is in transient backoff can still send a call to
+//! the one that recovers first instead of failing (Envoy's panic threshold does the same).
+//!
+//! All instants are on one timeline that the caller supplies as `now`. The manager feeds it
+//! monotonic time (mapped onto wall-clock-like instants), so a wall-clock step never stretches a
+//! backoff.
 
 use std::time::Duration;
 
@@ -212,16 +224,20 @@ pub enum CredentialState {
     NeedsReauthorization,
     /// Disabled by an operator.
     Disabled,
+    /// The OAuth client configuration is wrong (`invalid_client`, a missing client id): a
+    /// configuration fix, not a sign-in, clears it.
+    Misconfigured,
 }
 
 impl CredentialState {
     /// Every state, in gauge order.
-    pub const ALL: [Self; 5] = [
+    pub const ALL: [Self; 6] = [
         Self::Active,
         Self::BackingOff,
         Self::CoolingDown,
         Self::NeedsReauthorization,
         Self::Disabled,
+        Self::Misconfigured,
     ];
 
     /// The state's snake_case name.
@@ -232,6 +248,7 @@ impl CredentialState {
             Self::CoolingDown => "cooling_down",
             Self::NeedsReauthorization => "needs_reauthorization",
             Self::Disabled => "disabled",
+            Self::Misconfigured => "misconfigured",
         }
     }
 }
@@ -277,6 +294,11 @@ pub enum HealthChange {
         /// Until when its access token still works, if at all.
         access_valid_until: Option<DateTime<Utc>>,
     },
+    /// The credential's client configuration is wrong; a configuration fix clears it.
+    Misconfigured {
+        /// Until when its access token still works, if at all.
+        access_valid_until: Option<DateTime<Utc>>,
+    },
     /// A success after being unhealthy or in backoff.
     Recovered,
 }
@@ -288,8 +310,12 @@ pub struct CredentialHealth {
     refresh_failures: u32,
     request_backoff_until: Option<DateTime<Utc>>,
     refresh_backoff_until: Option<DateTime<Utc>>,
+    /// From when the refresh backoff also keeps the credential out (its access token stops
+    /// working then): `None` while no refresh backoff is in force.
+    refresh_gates_use_from: Option<DateTime<Utc>>,
     cooldown_until: Option<DateTime<Utc>>,
     reauth: Option<Reauth>,
+    misconfigured: Option<Reauth>,
     disabled: bool,
     last_success: Option<DateTime<Utc>>,
     last_failure: Option<DateTime<Utc>>,
@@ -319,8 +345,10 @@ impl CredentialHealth {
             refresh_failures: 0,
             request_backoff_until: None,
             refresh_backoff_until: None,
+            refresh_gates_use_from: None,
             cooldown_until: None,
             reauth: None,
+            misconfigured: None,
             disabled: false,
             last_success: None,
             last_failure: None,
@@ -337,7 +365,8 @@ impl CredentialHealth {
         self.last_success = Some(now);
         self.consecutive_failures = 0;
         self.request_backoff_until = None;
-        (was_failing && self.reauth.is_none()).then_some(HealthChange::Recovered)
+        (was_failing && self.reauth.is_none() && self.misconfigured.is_none())
+            .then_some(HealthChange::Recovered)
     }
 
     /// A request failed with `kind`. Returns the most significant change.
@@ -374,9 +403,13 @@ impl CredentialHealth {
                 self.note_failure(kind, now);
                 Some(self.cool_down_for(policy.cooldown(retry_after), now))
             }
-            FailureKind::PermanentAuth | FailureKind::Misconfigured => {
+            FailureKind::PermanentAuth => {
                 self.note_failure(kind, now);
                 self.require_reauthorization(None, now)
+            }
+            FailureKind::Misconfigured => {
+                self.note_failure(kind, now);
+                self.require_configuration(None, now)
             }
             FailureKind::Unauthorized | FailureKind::Transient => {
                 self.note_failure(kind, now);
@@ -401,19 +434,31 @@ impl CredentialHealth {
     }
 
     /// A refresh succeeded: refresh failures and the refresh backoff clear, and a re-authorization
-    /// requirement ends (the grant evidently works).
+    /// or misconfiguration requirement ends (the grant and the client evidently work).
     pub fn record_refresh_success(&mut self, now: DateTime<Utc>) -> Option<HealthChange> {
-        let was_failing = self.refresh_failures > 0 || self.reauth.is_some();
+        let was_failing =
+            self.refresh_failures > 0 || self.reauth.is_some() || self.misconfigured.is_some();
         self.last_refresh = Some(now);
         self.refresh_failures = 0;
         self.refresh_backoff_until = None;
+        self.refresh_gates_use_from = None;
         self.last_refresh_failure = None;
         self.reauth = None;
+        self.misconfigured = None;
         was_failing.then_some(HealthChange::Recovered)
     }
 
-    /// A refresh failed with `kind`. `access_valid_until` is when the current access token expires:
-    /// after a permanent failure the credential stays usable until then.
+    /// A refresh failed with `kind`. `access_valid_until` is until when the current access token
+    /// may still be used (`None`: not at all, e.g. the provider just rejected it; pass
+    /// `DateTime::<Utc>::MAX_UTC` for a token that does not expire).
+    ///
+    /// - A dead grant needs re-authorization and a configuration error needs a configuration fix;
+    ///   either way the credential stays usable until `access_valid_until`.
+    /// - A transient failure starts a refresh backoff. It gates the next refresh *attempt*
+    ///   ([`refresh_allowed`](Self::refresh_allowed)) and keeps the credential out of rotation only
+    ///   from `access_valid_until` on, when there is no working token to serve with.
+    ///
+    /// Every failure but a request-scoped one counts in the consecutive refresh failures.
     pub fn record_refresh_failure(
         &mut self,
         kind: FailureKind,
@@ -424,11 +469,16 @@ impl CredentialHealth {
         self.last_refresh_failure = Some(kind);
         self.last_failure = Some(now);
         self.last_failure_kind = Some(kind);
-        if kind.is_permanent() {
-            return self.require_reauthorization(access_valid_until, now);
-        }
         if kind == FailureKind::RequestScoped {
             return None;
+        }
+        if kind.is_permanent() {
+            self.refresh_failures = self.refresh_failures.saturating_add(1);
+            return if kind == FailureKind::Misconfigured {
+                self.require_configuration(access_valid_until, now)
+            } else {
+                self.require_reauthorization(access_valid_until, now)
+            };
         }
         let was_healthy = self.is_healthy(policy);
         self.refresh_failures = self.refresh_failures.saturating_add(1);
@@ -441,6 +491,10 @@ impl CredentialHealth {
         let until = after(now, backoff);
         self.refresh_backoff_until =
             Some(self.refresh_backoff_until.map_or(until, |t| t.max(until)));
+        // The earliest moment the token is known to stop working wins: a later failure that
+        // learned the token is rejected (None) tightens it to now.
+        let gate = access_valid_until.unwrap_or(now).max(now);
+        self.refresh_gates_use_from = Some(self.refresh_gates_use_from.map_or(gate, |g| g.min(gate)));
         Some(if was_healthy && !self.is_healthy(policy) {
             HealthChange::BecameUnhealthy
         } else {
@@ -501,6 +555,74 @@ impl CredentialHealth {
         })
     }
 
+    /// Enters (or tightens) the misconfigured state, with the same reporting rules as
+    /// re-authorization.
+    fn require_configuration(
+        &mut self,
+        access_valid_until: Option<DateTime<Utc>>,
+        now: DateTime<Utc>,
+    ) -> Option<HealthChange> {
+        let (since, valid) = match self.misconfigured {
+            None => (now, access_valid_until),
+            Some(r) => {
+                let tighter = match (r.access_valid_until, access_valid_until) {
+                    (Some(old), Some(new)) => Some(old.min(new)),
+                    _ => None,
+                };
+                if tighter == r.access_valid_until {
+                    return None;
+                }
+                (r.since, tighter)
+            }
+        };
+        self.misconfigured = Some(Reauth {
+            since,
+            access_valid_until: valid,
+        });
+        Some(HealthChange::Misconfigured {
+            access_valid_until: valid,
+        })
+    }
+
+    /// The configuration was fixed (a new refresher or client settings): the misconfigured state
+    /// ends, and so do the refresh failures it caused. Returns whether it was misconfigured.
+    pub fn clear_misconfigured(&mut self) -> bool {
+        let was = self.misconfigured.take().is_some();
+        if was {
+            self.refresh_failures = 0;
+            self.refresh_backoff_until = None;
+            self.refresh_gates_use_from = None;
+            self.last_refresh_failure = None;
+        }
+        was
+    }
+
+    /// True while the credential's client configuration is known to be wrong.
+    pub const fn is_misconfigured(&self) -> bool {
+        self.misconfigured.is_some()
+    }
+
+    /// True when a refresh may be attempted at `now`: no refresh backoff is in force. A refresh
+    /// the provider asked for (its access token was rejected) still waits for the backoff: at most
+    /// one attempt per backoff step, whatever the call rate.
+    pub fn refresh_allowed(&self, now: DateTime<Utc>) -> bool {
+        self.refresh_backoff_until.is_none_or(|t| t <= now)
+    }
+
+    /// When the next refresh may be attempted, if a refresh backoff is in force at `now`.
+    pub fn refresh_backoff_until(&self, now: DateTime<Utc>) -> Option<DateTime<Utc>> {
+        self.refresh_backoff_until.filter(|t| *t > now)
+    }
+
+    /// The access token stopped working (the provider rejected it, or it expired) while a refresh
+    /// backoff is in force: from `now` on the backoff also keeps the credential out.
+    pub fn note_token_unusable(&mut self, now: DateTime<Utc>) {
+        if self.refresh_backoff_until.is_some() {
+            self.refresh_gates_use_from =
+                Some(self.refresh_gates_use_from.map_or(now, |g| g.min(now)));
+        }
+    }
+
     fn note_failure(&mut self, kind: FailureKind, now: DateTime<Utc>) {
         self.last_failure = Some(now);
         self.last_failure_kind = Some(kind);
@@ -511,8 +633,10 @@ impl CredentialHealth {
     /// the account, not to its tokens.
     pub fn mark_reauthorized(&mut self) {
         self.reauth = None;
+        self.misconfigured = None;
         self.refresh_failures = 0;
         self.refresh_backoff_until = None;
+        self.refresh_gates_use_from = None;
         self.consecutive_failures = 0;
         self.request_backoff_until = None;
     }
@@ -530,25 +654,60 @@ impl CredentialHealth {
     /// When the credential can take traffic: the latest of its backoffs and cooldown, or never while
     /// disabled or needing re-authorization (unless its access token is still valid).
     pub fn availability(&self, now: DateTime<Utc>) -> Availability {
+        self.availability_with(now, self.request_backoff_until)
+    }
+
+    /// Availability ignoring the transient request backoff: rate limits, a refresh backoff with no
+    /// working token, a dead grant, misconfiguration and disabling count; a transient backoff does
+    /// not. When no credential is [available](Self::availability), a pool may still send a call to
+    /// one that is hard-available, the one that recovers first.
+    pub fn hard_availability(&self, now: DateTime<Utc>) -> Availability {
+        self.availability_with(now, None)
+    }
+
+    fn availability_with(
+        &self,
+        now: DateTime<Utc>,
+        request_backoff: Option<DateTime<Utc>>,
+    ) -> Availability {
         if self.disabled {
             return Availability::Never;
         }
-        if let Some(r) = self.reauth {
+        for r in [self.reauth, self.misconfigured].into_iter().flatten() {
             match r.access_valid_until {
                 Some(t) if t > now => {}
                 _ => return Availability::Never,
             }
         }
-        match self.blocked_until() {
+        let refresh_gate = match (self.refresh_backoff_until, self.refresh_gates_use_from) {
+            (Some(until), Some(from)) if from <= now => Some(until),
+            _ => None,
+        };
+        match [request_backoff, refresh_gate, self.cooldown_until]
+            .into_iter()
+            .flatten()
+            .max()
+        {
             Some(t) if t > now => Availability::At(t),
             _ => Availability::Now,
         }
     }
 
-    /// Until when a credential that needs re-authorization may still be used (its access token's
-    /// expiry); `None` when no such limit applies.
+    /// Until when the credential may be used before its availability must be computed again: the
+    /// access token's expiry when it needs re-authorization or a configuration fix (it is
+    /// unusable after), or when a refresh backoff will then keep it out. `None` when no such limit
+    /// applies.
     pub fn available_until(&self) -> Option<DateTime<Utc>> {
-        self.reauth.and_then(|r| r.access_valid_until)
+        let gate = match (self.refresh_backoff_until, self.refresh_gates_use_from) {
+            (Some(until), Some(from)) if from < until => Some(from),
+            _ => None,
+        };
+        [self.reauth, self.misconfigured]
+            .into_iter()
+            .flatten()
+            .filter_map(|r| r.access_valid_until)
+            .chain(gate)
+            .min()
     }
 
     /// The latest of the request backoff, refresh backoff and cooldown ends.
@@ -571,6 +730,7 @@ impl CredentialHealth {
     /// True unless failure thresholds were crossed, it needs re-authorization, or it is disabled.
     pub fn is_healthy(&self, policy: &HealthPolicy) -> bool {
         self.reauth.is_none()
+            && self.misconfigured.is_none()
             && !self.disabled
             && self.consecutive_failures < policy.unhealthy_after
             && self.refresh_failures < policy.refresh_unhealthy_after
@@ -597,11 +757,13 @@ impl CredentialHealth {
             CredentialState::Disabled
         } else if self.reauth.is_some() {
             CredentialState::NeedsReauthorization
+        } else if self.misconfigured.is_some() {
+            CredentialState::Misconfigured
         } else if self.cooldown_until.is_some_and(|t| t > now)
             && self.cooldown_until >= self.request_backoff_until.max(self.refresh_backoff_until)
         {
             CredentialState::CoolingDown
-        } else if self.blocked_until().is_some_and(|t| t > now) {
+        } else if matches!(self.availability(now), Availability::At(_)) {
             CredentialState::BackingOff
         } else {
             CredentialState::Active
@@ -628,7 +790,11 @@ impl CredentialHealth {
             cooldown_until: self.cooldown_until.filter(|t| *t > now),
             needs_reauthorization: self.reauth.is_some(),
             needs_reauthorization_since: self.reauth.map(|r| r.since),
-            access_valid_until: self.reauth.and_then(|r| r.access_valid_until),
+            access_valid_until: self
+                .reauth
+                .or(self.misconfigured)
+                .and_then(|r| r.access_valid_until),
+            misconfigured: self.misconfigured.is_some(),
             disabled: self.disabled,
             last_success: self.last_success,
             last_failure: self.last_failure,
@@ -675,6 +841,9 @@ pub struct HealthSnapshot {
     /// Until when its access token still works while it needs re-authorization.
     #[serde(skip_serializing_if = "Option::is_none", default)]
     pub access_valid_until: Option<DateTime<Utc>>,
+    /// The client configuration is wrong (a configuration fix clears it).
+    #[serde(default)]
+    pub misconfigured: bool,
     /// Disabled by an operator.
     pub disabled: bool,
     /// Go `last_success`.

@@ -1,12 +1,17 @@
-//! Single-flight refresh: at most one refresh per credential in flight, shared by every caller.
+//! The refresh protocol: at most one refresh per credential in flight, shared by every caller, with
+//! the source of truth re-read inside the flight and the result committed before anyone sees it.
 
+use std::any::Any;
 use std::collections::HashMap;
 use std::fmt;
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::time::{Duration, Instant};
 
-use oauth_core::{Credential, CredentialId};
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use oauth_core::{Credential, CredentialId, TokenQuirk, TokensApplied};
 use tokio::sync::{Semaphore, watch};
 
 use crate::error::RefreshError;
@@ -14,6 +19,10 @@ use crate::refresher::Refresher;
 
 /// A boxed, `Send` future (the same type as `futures::future::BoxFuture`).
 pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
+
+/// The default bound on one flight: long enough for a slow token endpoint with retries, short
+/// enough that a refresher that never answers does not hold a credential's callers for long.
+pub const DEFAULT_FLIGHT_TIMEOUT: Duration = Duration::from_secs(60);
 
 /// The result of a coordinated refresh.
 #[derive(Debug, Clone)]
@@ -27,19 +36,88 @@ pub struct RefreshOutcome {
 }
 
 type FlightResult = Result<RefreshOutcome, RefreshError>;
-type FlightRx = watch::Receiver<Option<FlightResult>>;
+
+/// What the owner of a credential supplies to [`RefreshCoordinator::refresh`]: how to re-read the
+/// credential, whether it still needs a refresh, and how to commit the result. Everything here
+/// runs inside the credential's flight, once per refresh however many callers wait for it.
+#[async_trait]
+pub trait RefreshTarget: Send + Sync + 'static {
+    /// The credential as its source of truth holds it now (store, credential provider, account
+    /// file), so a refresh token another process already exchanged is never presented again.
+    /// `Ok(None)` when the credential was removed: the flight ends with
+    /// [`RefreshError::Removed`] and nothing is committed.
+    async fn read(&self) -> Result<Option<Credential>, RefreshError>;
+
+    /// Whether `current` still needs a refresh: `Ok(true)` to refresh, `Ok(false)` when it no
+    /// longer needs one (the flight returns it unrefreshed), an error to refuse (a refresh backoff
+    /// in force, a dead grant).
+    fn check(&self, current: &Credential) -> Result<bool, RefreshError>;
+
+    /// Wall time, for the refresh's bookkeeping (`last_refresh`).
+    fn now(&self) -> DateTime<Utc>;
+
+    /// Persists and publishes `refreshed` (the tokens already applied to the credential that was
+    /// refreshed, `previous`) before any caller sees it, and records the success. An error keeps
+    /// the refreshed credential in the coordinator (see [`RefreshCoordinator::refresh`]).
+    async fn commit(
+        &self,
+        previous: &Credential,
+        refreshed: &Credential,
+        change: Committed<'_>,
+    ) -> Result<(), RefreshError>;
+
+    /// Records a failed refresh of `current` (once per flight).
+    async fn failed(&self, current: &Credential, error: &RefreshError, took: Duration);
+}
+
+/// What a commit is told about the refresh it commits.
+#[derive(Debug, Clone, Copy)]
+#[non_exhaustive]
+pub struct Committed<'a> {
+    /// What applying the tokens changed.
+    pub applied: TokensApplied,
+    /// Oddities of the token response that were tolerated.
+    pub quirks: &'a [TokenQuirk],
+    /// How long the refresher took.
+    pub took: Duration,
+    /// `true` when this commit retries one a previous flight could not complete.
+    pub retried: bool,
+}
 
 /// A refreshed credential whose commit failed, kept with the credential it was refreshed from.
 struct Uncommitted {
     previous: Credential,
     credential: Credential,
+    applied: TokensApplied,
 }
 
-#[derive(Default)]
+/// A flight's published result: a refresh's outcome, or an exclusive job's value.
+type Published = Arc<dyn Any + Send + Sync>;
+
+#[derive(Clone)]
+struct Flight {
+    rx: watch::Receiver<Option<Published>>,
+    /// `false` for a refresh (later refresh callers join it), `true` for an exclusive job (callers
+    /// wait for it to end, then start their own flight).
+    exclusive: bool,
+}
+
 struct Inner {
-    flights: Mutex<HashMap<CredentialId, FlightRx>>,
+    flights: Mutex<HashMap<CredentialId, Flight>>,
     uncommitted: Mutex<HashMap<CredentialId, Uncommitted>>,
     limit: Option<Arc<Semaphore>>,
+    timeout: Duration,
+}
+
+impl Default for Inner {
+    fn default() -> Self {
+        Self {
+            flights: Mutex::default(),
+            uncommitted: Mutex::default(),
+            limit: None,
+            timeout: DEFAULT_FLIGHT_TIMEOUT,
+        }
+    }
 }
 
 /// Runs refreshes so that each credential has at most one in flight.
@@ -47,8 +125,14 @@ struct Inner {
 /// Concurrent callers for the same credential wait for the refresh in flight and all receive its
 /// result (token or classified error); no caller fails because a refresh was already running. The
 /// refresh runs on its own tokio task, so a caller that is cancelled (its future dropped) neither
-/// cancels it for the others nor leaves the credential stuck. An optional bound limits refreshes
-/// running at once across all credentials.
+/// cancels it for the others nor leaves the credential stuck. Every flight is bounded by a timeout
+/// ([`DEFAULT_FLIGHT_TIMEOUT`]; [`with_timeout`](Self::with_timeout)). An optional bound limits
+/// refreshes running at once across all credentials.
+///
+/// [`refresh`](Self::refresh) is the protocol (re-read, re-check, refresh, commit before
+/// publication, keep what could not be committed); [`exclusive`](Self::exclusive) runs other work
+/// that must not interleave with a refresh of the same credential (adopting a copy from the store,
+/// installing re-authorized tokens) and returns its value.
 ///
 /// Cloning is cheap and clones share the flights. Must be used inside a tokio runtime.
 ///
@@ -99,6 +183,7 @@ impl fmt::Debug for RefreshCoordinator {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("RefreshCoordinator")
             .field("in_flight", &self.in_flight())
+            .field("timeout", &self.inner.timeout)
             .field(
                 "max_concurrent",
                 &self.inner.limit.as_ref().map(|_| "bounded"),
@@ -112,32 +197,51 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 }
 
 /// Publishes the flight's result and removes the flight, even if the work panicked or its task was
-/// dropped (then the result is [`RefreshError::Interrupted`]).
+/// dropped (then nothing is published and waiters see the flight end without a value).
 struct FlightGuard {
     inner: Arc<Inner>,
     id: CredentialId,
-    tx: watch::Sender<Option<FlightResult>>,
-    done: bool,
+    tx: watch::Sender<Option<Published>>,
 }
 
 impl FlightGuard {
-    fn finish(&mut self, result: FlightResult) {
-        // Remove and publish under the map lock: a caller either joined this flight before (and
-        // sees the result) or starts a new one after (and re-reads the committed credential).
+    /// Removes the flight and publishes under the map lock: a caller either joined this flight
+    /// before (and sees its result) or starts a new one after (and re-reads the committed
+    /// credential).
+    fn end(&self, value: Option<Published>) {
         let mut flights = lock(&self.inner.flights);
-        flights.remove(&self.id);
-        self.tx.send_replace(Some(result));
-        self.done = true;
+        if flights
+            .get(&self.id)
+            .is_some_and(|f| f.rx.same_channel(&self.tx.subscribe()))
+        {
+            flights.remove(&self.id);
+        }
+        if let Some(value) = value {
+            self.tx.send_replace(Some(value));
+        }
+    }
+
+    fn finish(self, value: Published) {
+        self.end(Some(value));
     }
 }
 
 impl Drop for FlightGuard {
     fn drop(&mut self) {
-        if !self.done {
-            let id = self.id.clone();
-            self.finish(Err(RefreshError::Interrupted { id }));
-        }
+        // After `finish` this finds the flight gone already; otherwise the work panicked or was
+        // never started, and the sender's drop tells the waiters.
+        self.end(None);
     }
+}
+
+/// How a caller relates to a credential's flight.
+enum Entry {
+    /// It started a new flight and must run it.
+    Lead(FlightGuard, watch::Receiver<Option<Published>>),
+    /// It joins the refresh in flight.
+    Join(watch::Receiver<Option<Published>>),
+    /// An exclusive job is in flight: wait for it to end, then try again.
+    Wait(watch::Receiver<Option<Published>>),
 }
 
 impl RefreshCoordinator {
@@ -158,84 +262,220 @@ impl RefreshCoordinator {
         }
     }
 
-    /// Number of credentials with a refresh in flight.
+    /// Bounds every flight by `timeout` (default [`DEFAULT_FLIGHT_TIMEOUT`]; zero is raised to
+    /// one millisecond). Its waiters then get [`RefreshError::FlightTimeout`]. Uses tokio's timer:
+    /// the runtime needs its time driver.
+    #[must_use]
+    pub fn with_timeout(self, timeout: Duration) -> Self {
+        let limit = self.inner.limit.clone();
+        Self {
+            inner: Arc::new(Inner {
+                limit,
+                timeout: timeout.max(Duration::from_millis(1)),
+                ..Inner::default()
+            }),
+        }
+    }
+
+    /// The timeout bounding each flight.
+    pub fn timeout(&self) -> Duration {
+        self.inner.timeout
+    }
+
+    /// Number of credentials with a flight (refresh or exclusive job) in progress.
     pub fn in_flight(&self) -> usize {
         lock(&self.inner.flights).len()
     }
 
+    fn enter(&self, id: &CredentialId, exclusive: bool) -> Entry {
+        let mut flights = lock(&self.inner.flights);
+        if let Some(flight) = flights.get(id) {
+            let rx = flight.rx.clone();
+            return if flight.exclusive || exclusive {
+                Entry::Wait(rx)
+            } else {
+                Entry::Join(rx)
+            };
+        }
+        let (tx, rx) = watch::channel(None);
+        flights.insert(
+            id.clone(),
+            Flight {
+                rx: rx.clone(),
+                exclusive,
+            },
+        );
+        let guard = FlightGuard {
+            inner: Arc::clone(&self.inner),
+            id: id.clone(),
+            tx,
+        };
+        Entry::Lead(guard, rx)
+    }
+
+    /// Runs `work` as a flight of `id` on its own task (bounded by the timeout and, for refreshes,
+    /// by the concurrency limit), returning the receiver of its published value.
+    fn launch<T, F, Fut>(
+        &self,
+        guard: FlightGuard,
+        id: &CredentialId,
+        limited: bool,
+        work: F,
+        on_timeout: fn(CredentialId, Duration) -> T,
+    ) where
+        T: Send + Sync + 'static,
+        F: FnOnce() -> Fut + Send + 'static,
+        Fut: Future<Output = T> + Send + 'static,
+    {
+        // The map lock was released in `enter`, so a spawn that fails (no runtime, or one shutting
+        // down) drops the flight's guard without deadlocking, and waiters see it end.
+        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+            drop(guard);
+            return;
+        };
+        let limit = if limited {
+            self.inner.limit.clone()
+        } else {
+            None
+        };
+        let timeout = self.inner.timeout;
+        let id = id.clone();
+        runtime.spawn(async move {
+            let _permit = match limit {
+                Some(sem) => sem.acquire_owned().await.ok(),
+                None => None,
+            };
+            let value = match tokio::time::timeout(timeout, work()).await {
+                Ok(value) => value,
+                Err(_) => on_timeout(id, timeout),
+            };
+            guard.finish(Arc::new(value));
+        });
+    }
+
     /// Runs `work` as *the* refresh of `id` unless one is in flight, in which case it waits for
-    /// that one and returns its result.
+    /// that one and returns its result. If an [`exclusive`](Self::exclusive) job is in flight, it
+    /// waits for the job to end first.
     ///
     /// `work` runs on a spawned tokio task: dropping any caller (the first included) never cancels
-    /// it nor leaves `id` stuck. The concurrency bound, if any, is applied inside that task.
+    /// it nor leaves `id` stuck. The concurrency bound and the timeout apply inside that task.
     ///
     /// # Errors
     /// The flight's error, shared by every caller; [`RefreshError::Interrupted`] if the work
-    /// panicked.
+    /// panicked; [`RefreshError::FlightTimeout`] if it did not finish in time.
     pub async fn run<F, Fut>(&self, id: &CredentialId, work: F) -> FlightResult
     where
         F: FnOnce() -> Fut + Send + 'static,
         Fut: Future<Output = FlightResult> + Send + 'static,
     {
-        // Join the flight in progress, or register a new one; the map lock is released before
-        // spawning, so a spawn that fails (no runtime, or one shutting down) drops the flight's
-        // guard without deadlocking on that lock, and the caller gets `Interrupted`.
-        let (mut rx, new_flight) = {
-            let mut flights = lock(&self.inner.flights);
-            if let Some(rx) = flights.get(id) {
-                (rx.clone(), None)
-            } else {
-                let (tx, rx) = watch::channel(None);
-                flights.insert(id.clone(), rx.clone());
-                let guard = FlightGuard {
-                    inner: Arc::clone(&self.inner),
-                    id: id.clone(),
-                    tx,
-                    done: false,
-                };
-                (rx, Some(guard))
-            }
-        };
-        if let Some(mut guard) = new_flight {
-            match tokio::runtime::Handle::try_current() {
-                Ok(runtime) => {
-                    let limit = self.inner.limit.clone();
-                    runtime.spawn(async move {
-                        let _permit = match limit {
-                            Some(sem) => sem.acquire_owned().await.ok(),
-                            None => None,
-                        };
-                        let result = work().await;
-                        guard.finish(result);
-                    });
+        let mut work = Some(work);
+        loop {
+            let rx = match self.enter(id, false) {
+                Entry::Lead(guard, rx) => {
+                    if let Some(work) = work.take() {
+                        self.launch(guard, id, true, work, |id, after| {
+                            Err(RefreshError::FlightTimeout { id, after })
+                        });
+                    }
+                    rx
                 }
-                // No runtime to run the flight on: it ends at once, for every waiter.
-                Err(_) => drop(guard),
-            }
-        }
-        let interrupted = || RefreshError::Interrupted { id: id.clone() };
-        match rx.wait_for(Option::is_some).await {
-            Ok(result) => result.clone().unwrap_or_else(|| Err(interrupted())),
-            Err(_) => Err(interrupted()),
+                Entry::Join(rx) => rx,
+                Entry::Wait(rx) => {
+                    wait_end(rx).await;
+                    continue;
+                }
+            };
+            return match wait_end(rx).await {
+                Some(value) => value
+                    .downcast_ref::<FlightResult>()
+                    .cloned()
+                    .unwrap_or_else(|| Err(RefreshError::Interrupted { id: id.clone() })),
+                None => Err(RefreshError::Interrupted { id: id.clone() }),
+            };
         }
     }
 
-    /// The refresh protocol in one call, inside a single flight for `id`:
+    /// Runs `work` for `id` with no refresh (and no other job) of `id` in flight: it waits for
+    /// the flight in progress to end, then runs `work` as the credential's flight, so refreshes
+    /// arriving meanwhile wait for it and re-read what it left. Returns `work`'s value.
     ///
-    /// 1. re-read the current credential with `current()`;
-    /// 2. if `needs_refresh` says it no longer needs a refresh (another refresh already replaced
-    ///    it), return it with `refreshed: false`: an exchanged refresh token is never presented
-    ///    again;
-    /// 3. otherwise call `refresher.refresh`, apply the returned tokens to the credential
-    ///    ([`Credential::apply_tokens`]), and `commit` the new credential (the caller persists and publishes it) before returning it to every waiter.
+    /// `work` runs on its own task (dropping the caller does not cancel it) and is bounded by the
+    /// timeout; it is not counted against the concurrency bound.
+    ///
+    /// # Errors
+    /// [`RefreshError::Interrupted`] if the work panicked or could not be started;
+    /// [`RefreshError::FlightTimeout`] if it did not finish in time.
+    pub async fn exclusive<T, F, Fut>(&self, id: &CredentialId, work: F) -> Result<T, RefreshError>
+    where
+        T: Clone + Send + Sync + 'static,
+        F: FnOnce() -> Fut + Send + 'static,
+        Fut: Future<Output = T> + Send + 'static,
+    {
+        let mut work = Some(work);
+        loop {
+            match self.enter(id, true) {
+                Entry::Lead(guard, rx) => {
+                    if let Some(work) = work.take() {
+                        self.launch(
+                            guard,
+                            id,
+                            false,
+                            move || async move { Ok::<T, RefreshError>(work().await) },
+                            |id, after| Err(RefreshError::FlightTimeout { id, after }),
+                        );
+                    }
+                    return match wait_end(rx).await {
+                        Some(value) => value
+                            .downcast_ref::<Result<T, RefreshError>>()
+                            .cloned()
+                            .unwrap_or_else(|| Err(RefreshError::Interrupted { id: id.clone() })),
+                        None => Err(RefreshError::Interrupted { id: id.clone() }),
+                    };
+                }
+                Entry::Join(rx) | Entry::Wait(rx) => wait_end(rx).await.map_or((), |_| ()),
+            }
+        }
+    }
+
+    /// The refresh protocol, inside the single flight of `id`:
+    ///
+    /// 1. re-read the credential from its source of truth ([`RefreshTarget::read`]); a removed
+    ///    credential ends the flight with [`RefreshError::Removed`];
+    /// 2. if a previous flight refreshed it but could not commit, and the source still holds the
+    ///    tokens that were refreshed, retry that commit instead of refreshing again (the refresh
+    ///    token those tokens carry has been exchanged already);
+    /// 3. re-check the need ([`RefreshTarget::check`]): a credential another refresh already
+    ///    replaced is returned with `refreshed: false`;
+    /// 4. call the refresher, apply its [`TokenSet`](oauth_core::TokenSet) with
+    ///    [`Credential::apply_tokens`] (RFC 6749 section 6), and [commit](RefreshTarget::commit)
+    ///    the result before any waiter sees it. A failed refresh is recorded once
+    ///    ([`RefreshTarget::failed`]).
     ///
     /// **A failed commit loses nothing.** The error is [`RefreshError::CommitFailed`], which
-    /// carries the refreshed credential (its refresh token is now the only valid one; adopt it with
-    /// [`RefreshError::refreshed_credential`]). The coordinator also keeps it: the next
-    /// `refresh_if_needed` for `id` whose `current()` still holds the tokens that were refreshed
-    /// does not call the refresher again but retries `commit` with the kept credential. The kept
-    /// credential is dropped once `current()` shows other tokens (it was adopted, or the
-    /// credential was re-authorized).
+    /// carries the refreshed credential (its refresh token is now the only valid one), and the
+    /// coordinator keeps it for step 2 of the next flight. The kept credential is dropped once the
+    /// source shows other tokens (it was adopted, or the credential was re-authorized).
+    ///
+    /// # Errors
+    /// The refresher's or the target's error, [`RefreshError::CommitFailed`],
+    /// [`RefreshError::Removed`], [`RefreshError::FlightTimeout`].
+    pub async fn refresh<T: RefreshTarget>(
+        &self,
+        id: &CredentialId,
+        target: Arc<T>,
+        refresher: Arc<dyn Refresher>,
+    ) -> FlightResult {
+        let inner = Arc::clone(&self.inner);
+        let flight_id = id.clone();
+        self.run(id, move || async move {
+            protocol(&inner, &flight_id, target.as_ref(), refresher.as_ref()).await
+        })
+        .await
+    }
+
+    /// The protocol of [`refresh`](Self::refresh) with closures instead of a [`RefreshTarget`]:
+    /// `current()` re-reads the credential, `needs_refresh` re-checks it, `commit` persists and
+    /// publishes the result.
     ///
     /// # Errors
     /// The refresher's error, or [`RefreshError::CommitFailed`].
@@ -249,30 +489,74 @@ impl RefreshCoordinator {
     ) -> FlightResult
     where
         C: Fn() -> Credential + Send + Sync + 'static,
-        N: Fn(&Credential) -> bool + Send + 'static,
-        M: FnOnce(Credential) -> BoxFuture<'static, Result<(), RefreshError>> + Send + 'static,
+        N: Fn(&Credential) -> bool + Send + Sync + 'static,
+        M: FnOnce(Credential) -> BoxFuture<'static, Result<(), RefreshError>>
+            + Send
+            + Sync
+            + 'static,
     {
-        let inner = Arc::clone(&self.inner);
-        let flight_id = id.clone();
-        self.run(id, move || async move {
-            let cred = current();
-            if let Some(kept) = take_uncommitted(&inner, &flight_id, &cred) {
-                return commit_or_keep(&inner, kept.previous, kept.credential, commit).await;
-            }
-            if !needs_refresh(&cred) {
-                return Ok(RefreshOutcome {
-                    credential: cred,
-                    refreshed: false,
-                });
-            }
-            let tokens = refresher.refresh(&cred).await?;
-            // The refresher returns tokens, never a credential: they are applied to this
-            // credential (same id; RFC 6749 section 6 bookkeeping in `apply_tokens`).
-            let mut refreshed = cred.clone();
-            refreshed.apply_tokens(tokens, chrono::Utc::now());
-            commit_or_keep(&inner, cred, refreshed, commit).await
-        })
-        .await
+        let target = ClosureTarget {
+            current,
+            needs_refresh,
+            commit: Mutex::new(Some(commit)),
+        };
+        self.refresh(id, Arc::new(target), refresher).await
+    }
+}
+
+/// Waits until the flight behind `rx` ends; its value, if it published one.
+async fn wait_end(mut rx: watch::Receiver<Option<Published>>) -> Option<Published> {
+    match rx.wait_for(Option::is_some).await {
+        Ok(value) => value.clone(),
+        // The sender is gone without a value: the work panicked or was never started.
+        Err(_) => None,
+    }
+}
+
+async fn protocol<T: RefreshTarget + ?Sized>(
+    inner: &Inner,
+    id: &CredentialId,
+    target: &T,
+    refresher: &dyn Refresher,
+) -> FlightResult {
+    let Some(current) = target.read().await? else {
+        lock(&inner.uncommitted).remove(id);
+        return Err(RefreshError::Removed { id: id.clone() });
+    };
+    if let Some(kept) = take_uncommitted(inner, id, &current) {
+        let change = Committed {
+            applied: kept.applied,
+            quirks: &[],
+            took: Duration::ZERO,
+            retried: true,
+        };
+        return commit_or_keep(inner, target, kept.previous, kept.credential, change).await;
+    }
+    if !target.check(&current)? {
+        return Ok(RefreshOutcome {
+            credential: current,
+            refreshed: false,
+        });
+    }
+    let started = Instant::now();
+    match refresher.refresh(&current).await {
+        Ok(mut tokens) => {
+            let took = started.elapsed();
+            let quirks = std::mem::take(&mut tokens.quirks);
+            let mut refreshed = current.clone();
+            let applied = refreshed.apply_tokens(tokens, target.now());
+            let change = Committed {
+                applied,
+                quirks: &quirks,
+                took,
+                retried: false,
+            };
+            commit_or_keep(inner, target, current, refreshed, change).await
+        }
+        Err(error) => {
+            target.failed(&current, &error, started.elapsed()).await;
+            Err(error)
+        }
     }
 }
 
@@ -283,16 +567,14 @@ fn take_uncommitted(inner: &Inner, id: &CredentialId, current: &Credential) -> O
     current.same_tokens(&kept.previous).then_some(kept)
 }
 
-async fn commit_or_keep<M>(
+async fn commit_or_keep<T: RefreshTarget + ?Sized>(
     inner: &Inner,
+    target: &T,
     previous: Credential,
     refreshed: Credential,
-    commit: M,
-) -> FlightResult
-where
-    M: FnOnce(Credential) -> BoxFuture<'static, Result<(), RefreshError>>,
-{
-    match commit(refreshed.clone()).await {
+    change: Committed<'_>,
+) -> FlightResult {
+    match target.commit(&previous, &refreshed, change).await {
         Ok(()) => Ok(RefreshOutcome {
             credential: refreshed,
             refreshed: true,
@@ -303,6 +585,7 @@ where
                 Uncommitted {
                     previous,
                     credential: refreshed.clone(),
+                    applied: change.applied,
                 },
             );
             Err(RefreshError::CommitFailed {
@@ -311,6 +594,48 @@ where
             })
         }
     }
+}
+
+/// [`RefreshTarget`] over the closures of [`RefreshCoordinator::refresh_if_needed`].
+struct ClosureTarget<C, N, M> {
+    current: C,
+    needs_refresh: N,
+    commit: Mutex<Option<M>>,
+}
+
+#[async_trait]
+impl<C, N, M> RefreshTarget for ClosureTarget<C, N, M>
+where
+    C: Fn() -> Credential + Send + Sync + 'static,
+    N: Fn(&Credential) -> bool + Send + Sync + 'static,
+    M: FnOnce(Credential) -> BoxFuture<'static, Result<(), RefreshError>> + Send + Sync + 'static,
+{
+    async fn read(&self) -> Result<Option<Credential>, RefreshError> {
+        Ok(Some((self.current)()))
+    }
+
+    fn check(&self, current: &Credential) -> Result<bool, RefreshError> {
+        Ok((self.needs_refresh)(current))
+    }
+
+    fn now(&self) -> DateTime<Utc> {
+        Utc::now()
+    }
+
+    async fn commit(
+        &self,
+        _previous: &Credential,
+        refreshed: &Credential,
+        _change: Committed<'_>,
+    ) -> Result<(), RefreshError> {
+        let commit = lock(&self.commit).take();
+        match commit {
+            Some(commit) => commit(refreshed.clone()).await,
+            None => Ok(()),
+        }
+    }
+
+    async fn failed(&self, _current: &Credential, _error: &RefreshError, _took: Duration) {}
 }
 
 #[cfg(test)]

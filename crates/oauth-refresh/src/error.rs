@@ -133,10 +133,10 @@ pub enum MalformedReason {
     NotAnObject,
     /// The object has no usable `access_token`.
     MissingAccessToken,
-    /// A field has the wrong type or an impossible value (the field name is ours, not remote).
+    /// A field without which the response is useless (`access_token`) has the wrong type (the
+    /// field name is ours, not remote). Other odd fields are tolerated as
+    /// [`TokenQuirk`](oauth_core::TokenQuirk)s.
     InvalidField(&'static str),
-    /// `token_type` is present and is not `Bearer`.
-    UnsupportedTokenType,
 }
 
 impl fmt::Display for MalformedReason {
@@ -148,7 +148,6 @@ impl fmt::Display for MalformedReason {
             Self::NotAnObject => f.write_str("JSON that is not an object"),
             Self::MissingAccessToken => f.write_str("no access_token"),
             Self::InvalidField(name) => write!(f, "invalid field `{name}`"),
-            Self::UnsupportedTokenType => f.write_str("a token_type other than Bearer"),
         }
     }
 }
@@ -253,6 +252,32 @@ pub enum RefreshError {
         /// The credential concerned.
         id: CredentialId,
     },
+    /// The refresh flight did not finish within the coordinator's timeout (a refresher or store
+    /// that never answers cannot block a credential's callers forever). If the server answered
+    /// after that, its rotation is lost: the crash-window case of the persistence guide.
+    #[error("the refresh of credential {id} did not finish within {after:?}")]
+    FlightTimeout {
+        /// The credential concerned.
+        id: CredentialId,
+        /// The timeout that elapsed.
+        after: Duration,
+    },
+    /// The credential was removed while its refresh was in flight; the flight's result was
+    /// dropped, so a removed credential stays removed.
+    #[error("credential {id} was removed")]
+    Removed {
+        /// The credential concerned.
+        id: CredentialId,
+    },
+    /// A refresh backoff is in force: no attempt is made before `until` (at most one attempt per
+    /// backoff step, whatever the call rate).
+    #[error("credential {id}: refresh backing off until {until}")]
+    BackingOff {
+        /// The credential concerned.
+        id: CredentialId,
+        /// When the next attempt may be made.
+        until: chrono::DateTime<chrono::Utc>,
+    },
     /// A failure reported by a custom refresher or commit (the message is the implementer's and
     /// must not contain secrets).
     #[error("{message}")]
@@ -340,7 +365,10 @@ impl RefreshError {
             | Self::ResponseTooLarge { .. }
             | Self::Malformed { .. }
             | Self::CommitFailed { .. }
-            | Self::Interrupted { .. } => FailureKind::Transient,
+            | Self::Interrupted { .. }
+            | Self::FlightTimeout { .. }
+            | Self::Removed { .. }
+            | Self::BackingOff { .. } => FailureKind::Transient,
             Self::Other { kind, .. } | Self::Custom { kind, .. } => *kind,
         }
     }

@@ -88,13 +88,16 @@ mod strategy;
 /// What a [`Refresher`] returns, re-exported from `oauth-core` so an implementer can name it.
 pub use oauth_core::{TokenQuirk, TokenSet};
 
-pub use coordinator::{BoxFuture, RefreshCoordinator, RefreshOutcome};
+pub use coordinator::{
+    BoxFuture, Committed, DEFAULT_FLIGHT_TIMEOUT, RefreshCoordinator, RefreshOutcome, RefreshTarget,
+};
 pub use error::{MalformedReason, OAuthErrorCode, RefreshError, StrategyError};
 #[cfg(feature = "http")]
 pub use http::{
-    ClientAuth, DEFAULT_CONNECT_TIMEOUT, DEFAULT_MAX_RESPONSE_BYTES, DEFAULT_REQUEST_TIMEOUT,
-    Encoding, HttpBuildError, HttpRefresher, HttpRefresherBuilder, MissingExpiry, TokenEndpoint,
-    TokenResponse, parse_error_response, parse_token_response,
+    ClientAuth, DEFAULT_CONNECT_TIMEOUT, DEFAULT_MAX_ERROR_BODY_BYTES, DEFAULT_MAX_RESPONSE_BYTES,
+    DEFAULT_REQUEST_TIMEOUT, Encoding, HttpBuildError, HttpRefresher, HttpRefresherBuilder,
+    MAX_ACCESS_TOKEN_LIFETIME, MissingExpiry, TokenEndpoint, TokenResponse, parse_error_response,
+    parse_token_response,
 };
 pub use refresher::{FnRefresher, NoopRefresher, Refresher};
 pub use strategy::RefreshStrategy;

@@ -439,3 +439,86 @@ fn enormous_durations_saturate_instead_of_panicking() {
     h.record_failure(FailureKind::rate_limited(Some(Duration::MAX)), &p, t0());
     assert!(!h.is_available(t0() + TimeDelta::days(365 * 1000)));
 }
+
+#[test]
+fn a_refresh_backoff_gates_attempts_not_the_use_of_a_working_token() {
+    let p = HealthPolicy::default();
+    let mut h = CredentialHealth::default();
+    let expires = t0() + TimeDelta::seconds(110);
+    h.record_refresh_failure(FailureKind::Transient, Some(expires), &p, t0());
+    // The token still works: the credential serves, but no refresh is attempted until 1 s later.
+    assert!(h.is_available(t0()));
+    assert_eq!(h.state(t0()), CredentialState::Active);
+    assert!(!h.refresh_allowed(t0()));
+    assert!(h.refresh_allowed(t0() + TimeDelta::seconds(1)));
+    // Once the token stops working during a backoff, the backoff keeps the credential out.
+    for _ in 0..5 {
+        h.record_refresh_failure(FailureKind::Transient, Some(expires), &p, t0());
+    }
+    let until = h.refresh_backoff_until(t0()).expect("backing off");
+    assert!(until > expires, "the long refresh backoff outlasts the token");
+    assert_eq!(h.available_until(), Some(expires), "recheck when the token expires");
+    assert!(h.is_available(expires - TimeDelta::seconds(1)));
+    assert_eq!(h.availability(expires), Availability::At(until));
+    // A token the provider rejected is unusable at once.
+    let mut h = CredentialHealth::default();
+    h.record_refresh_failure(FailureKind::Transient, Some(expires), &p, t0());
+    h.note_token_unusable(t0());
+    assert_eq!(
+        h.availability(t0()),
+        Availability::At(t0() + TimeDelta::seconds(1))
+    );
+}
+
+#[test]
+fn transient_request_backoff_is_soft_rate_limits_and_dead_grants_are_hard() {
+    let p = HealthPolicy::default();
+    let mut h = CredentialHealth::default();
+    h.record_failure(FailureKind::Transient, &p, t0());
+    assert!(!h.is_available(t0()));
+    assert_eq!(h.hard_availability(t0()), Availability::Now);
+    h.record_failure(FailureKind::rate_limited(Some(secs(30))), &p, t0());
+    assert_eq!(
+        h.hard_availability(t0()),
+        Availability::At(t0() + TimeDelta::seconds(30))
+    );
+    let mut h = CredentialHealth::default();
+    h.record_failure(FailureKind::PermanentAuth, &p, t0());
+    assert_eq!(h.hard_availability(t0()), Availability::Never);
+    let mut h = CredentialHealth::default();
+    h.disable();
+    assert_eq!(h.hard_availability(t0()), Availability::Never);
+}
+
+#[test]
+fn misconfiguration_is_its_own_state_that_a_configuration_fix_clears() {
+    let p = HealthPolicy::default();
+    let mut h = CredentialHealth::default();
+    let valid = t0() + TimeDelta::minutes(10);
+    let change = h.record_refresh_failure(FailureKind::Misconfigured, Some(valid), &p, t0());
+    assert_eq!(
+        change,
+        Some(HealthChange::Misconfigured {
+            access_valid_until: Some(valid)
+        })
+    );
+    assert_eq!(h.state(t0()), CredentialState::Misconfigured);
+    assert!(!h.needs_reauthorization(), "no sign-in is asked for");
+    assert!(h.is_available(t0()), "its working token still serves");
+    assert_eq!(h.availability(valid), Availability::Never);
+    let snap = h.snapshot(&p, t0());
+    assert!(snap.misconfigured && !snap.needs_reauthorization);
+    assert!(h.clear_misconfigured());
+    assert_eq!(h.state(valid), CredentialState::Active);
+    assert!(h.is_available(valid));
+    assert_eq!(h.refresh_failures(), 0);
+}
+
+#[test]
+fn a_permanent_refresh_failure_counts_as_a_consecutive_failure() {
+    let p = HealthPolicy::default();
+    let mut h = CredentialHealth::default();
+    h.record_refresh_failure(FailureKind::PermanentAuth, None, &p, t0());
+    assert_eq!(h.refresh_failures(), 1, "the event reports 1, as its doc says");
+    assert_eq!(h.snapshot(&p, t0()).refresh_fail_count, 1);
+}

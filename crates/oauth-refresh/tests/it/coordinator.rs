@@ -309,3 +309,112 @@ async fn the_bound_limits_refreshes_across_credentials() {
     }
     assert_eq!(peak.load(Ordering::SeqCst), 1);
 }
+
+/// A refresher that never answers: the flight ends at the coordinator's timeout, every waiter
+/// gets the timeout, and the credential is not left stuck.
+#[tokio::test(start_paused = true)]
+async fn a_refresher_that_never_returns_times_out_instead_of_blocking_callers() {
+    let hanging: Arc<dyn Refresher> = Arc::new(FnRefresher::new(|_c: Credential| async {
+        std::future::pending::<Result<TokenSet, RefreshError>>().await
+    }));
+    let now = Utc::now();
+    let store: Store = Arc::new(Mutex::new(
+        Credential::new("h", "at", now)
+            .expect("valid")
+            .with_refresh_token("rt")
+            .with_expires_at(now + TimeDelta::seconds(30)),
+    ));
+    let id = store.lock().expect("lock").id.clone();
+    let coordinator = RefreshCoordinator::new().with_timeout(Duration::from_secs(5));
+    let mut waiters = Vec::new();
+    for _ in 0..10 {
+        let (c, id, store, r) = (
+            coordinator.clone(),
+            id.clone(),
+            Arc::clone(&store),
+            Arc::clone(&hanging),
+        );
+        waiters.push(tokio::spawn(async move {
+            c.refresh_if_needed(&id, reader(&store), |_| true, r, writer(&store))
+                .await
+        }));
+    }
+    for w in waiters {
+        let err = w.await.expect("joined").expect_err("timed out");
+        assert!(
+            matches!(err, RefreshError::FlightTimeout { after, .. } if after == Duration::from_secs(5)),
+            "{err:?}"
+        );
+        assert_eq!(err.kind(), FailureKind::Transient);
+    }
+    assert_eq!(coordinator.in_flight(), 0, "the id is free again");
+}
+
+/// Exclusive work returns its own value and never interleaves with a refresh of the same id: a
+/// refresh arriving meanwhile waits for it and then re-checks against what it left.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn exclusive_work_returns_its_value_and_refreshes_wait_for_it() {
+    let now = Utc::now();
+    let store: Store = Arc::new(Mutex::new(
+        Credential::new("x", "old", now)
+            .expect("valid")
+            .with_refresh_token("rt-old")
+            .with_expires_at(now + TimeDelta::seconds(30)),
+    ));
+    let id = store.lock().expect("lock").id.clone();
+    let coordinator = RefreshCoordinator::new();
+    let calls = Arc::new(AtomicUsize::new(0));
+    let counted = Arc::clone(&calls);
+    let r: Arc<dyn Refresher> = Arc::new(FnRefresher::new(move |_c: Credential| {
+        counted.fetch_add(1, Ordering::SeqCst);
+        async { Ok(TokenSet::new("refreshed")) }
+    }));
+    let (release_tx, release_rx) = tokio::sync::oneshot::channel::<()>();
+    let job_store = Arc::clone(&store);
+    let job = {
+        let c = coordinator.clone();
+        let id = id.clone();
+        tokio::spawn(async move {
+            c.exclusive(&id, move || async move {
+                let _ = release_rx.await;
+                // Re-authorized tokens installed inside the flight.
+                let mut cred = job_store.lock().expect("lock").clone();
+                cred.access_token = "reauthorized".to_owned().into();
+                cred.expires_at = Some(Utc::now() + TimeDelta::hours(1));
+                *job_store.lock().expect("lock") = cred;
+                42_u32
+            })
+            .await
+        })
+    };
+    // Wait until the job holds the flight.
+    while coordinator.in_flight() == 0 {
+        tokio::task::yield_now().await;
+    }
+    let refresh = {
+        let (c, id, store) = (coordinator.clone(), id.clone(), Arc::clone(&store));
+        tokio::spawn(async move {
+            c.refresh_if_needed(
+                &id,
+                reader(&store),
+                |c| c.needs_refresh(Utc::now()),
+                r,
+                writer(&store),
+            )
+            .await
+        })
+    };
+    tokio::time::sleep(Duration::from_millis(20)).await;
+    assert_eq!(
+        calls.load(Ordering::SeqCst),
+        0,
+        "the refresh waits for the job"
+    );
+    release_tx.send(()).expect("job waiting");
+    assert_eq!(job.await.expect("joined").expect("job ran"), 42);
+    let out = refresh.await.expect("joined").expect("refresh flight ran");
+    assert!(!out.refreshed, "the job's fresh tokens need no refresh");
+    assert_eq!(out.credential.access_token.expose_secret(), "reauthorized");
+    assert_eq!(calls.load(Ordering::SeqCst), 0);
+    assert_eq!(coordinator.in_flight(), 0);
+}
