@@ -136,8 +136,11 @@ pub enum TokenQuirk {
     UnexpectedTokenType,
     /// The `Content-Type` was not JSON, but the body was.
     NotJsonContentType,
-    /// A field had the wrong JSON type and was ignored.
+    /// A field had the wrong JSON type (or was too large to keep) and was ignored.
     OddField,
+    /// The access token's stated lifetime was beyond the refresher's maximum and was clamped to
+    /// it.
+    ExpiryClamped,
 }
 
 impl TokenQuirk {
@@ -150,6 +153,7 @@ impl TokenQuirk {
             Self::UnexpectedTokenType => "unexpected_token_type",
             Self::NotJsonContentType => "not_json_content_type",
             Self::OddField => "odd_field",
+            Self::ExpiryClamped => "expiry_clamped",
         }
     }
 }

@@ -9,7 +9,9 @@
 //! - presenting a consumed refresh token is answered `400 invalid_grant` **and revokes the whole
 //!   family** (every access and refresh token of the grant stops working);
 //! - faults are scriptable per client or per refresh token ([`Fault`]): latency, 5xx, 429 or 503
-//!   with `Retry-After`, malformed bodies, a dropped connection, a revoked grant, any OAuth error;
+//!   with `Retry-After`, malformed bodies, a dropped connection, a revoked grant, any OAuth error,
+//!   and successes with the oddities real servers send ([`ResponseQuirk`]: scope as an array, an
+//!   odd `token_type` or `expires_in`, a `text/html` Content-Type, a large id token);
 //! - it counts what it has seen ([`TokenServer::stats`], [`TokenServer::log`]) and can tell
 //!   whether an access token is valid ([`TokenServer::is_access_token_valid`]), for a fake API.
 //!
@@ -143,6 +145,28 @@ pub enum MalformedBody {
     Oversized(usize),
 }
 
+/// An oddity in an otherwise successful token response, as real servers send: the grant is
+/// honoured (new tokens issued, the presented refresh token consumed), only the response is odd.
+/// A client that discards such a response has lost the grant: its next refresh presents the
+/// consumed token.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum ResponseQuirk {
+    /// `scope` as a JSON array of strings instead of a space-separated string.
+    ScopeArray,
+    /// `token_type` set to this value (`"DPoP"`, `"N_A"`).
+    TokenType(String),
+    /// `expires_in` replaced by this raw JSON text (`"\"3600s\""`, `"-1"`, `"0"`,
+    /// `"6311520000"` for 200 years); text that is not JSON is sent as a JSON string.
+    ExpiresIn(String),
+    /// `refresh_token_expires_in` set to this raw JSON text (`"\"never\""`).
+    RefreshTokenExpiresIn(String),
+    /// `Content-Type: text/html` on the JSON body.
+    HtmlContentType,
+    /// An `id_token` of this many bytes (an id token with many claims makes a large body).
+    LargeIdToken(usize),
+}
+
 /// A scripted fault.
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[non_exhaustive]
@@ -173,6 +197,9 @@ pub enum Fault {
     /// Revoke the grant of the presented refresh token, then handle the request (which then
     /// fails with `invalid_grant`).
     RevokeGrant,
+    /// Handle the request normally; if it succeeds, answer with this oddity (the tokens are
+    /// issued and the presented refresh token is consumed all the same).
+    Quirk(ResponseQuirk),
 }
 
 /// What the server did with a request.
@@ -567,12 +594,13 @@ async fn token_endpoint(State(shared): State<Arc<Shared>>, req: Request) -> Resp
         .and_then(|t| st.refresh.get(t))
         .map(|r| r.serial);
     let (response, outcome) = match fault {
-        Some(Fault::RevokeGrant) => grant(&shared, &mut st, &incoming, now, true),
+        Some(Fault::RevokeGrant) => grant(&shared, &mut st, &incoming, now, true, None),
+        Some(Fault::Quirk(quirk)) => grant(&shared, &mut st, &incoming, now, false, Some(&quirk)),
         Some(f) => (
             fault_response(&f, incoming.refresh_token()),
             Outcome::Fault(f),
         ),
-        None => grant(&shared, &mut st, &incoming, now, false),
+        None => grant(&shared, &mut st, &incoming, now, false, None),
     };
     match &outcome {
         Outcome::Issued => st.stats.refreshes += 1,
@@ -630,13 +658,14 @@ fn pick_faults(st: &mut State_, incoming: &Incoming) -> (Duration, Option<Fault>
     (latency, answer)
 }
 
-/// The refresh-token grant, strictly.
+/// The refresh-token grant, strictly; a success is answered with `quirk`, if any.
 fn grant(
     shared: &Shared,
     st: &mut State_,
     inc: &Incoming,
     now: DateTime<Utc>,
     revoke_first: bool,
+    quirk: Option<&ResponseQuirk>,
 ) -> (Response, Outcome) {
     let bad = |code| {
         (
@@ -724,7 +753,38 @@ fn grant(
     if let Some(scope) = &shared.config.scope {
         body["scope"] = Value::from(scope.as_str());
     }
-    (json_response(StatusCode::OK, &body), Outcome::Issued)
+    let response = match quirk {
+        None => json_response(StatusCode::OK, &body),
+        Some(quirk) => quirky_response(body, quirk),
+    };
+    (response, Outcome::Issued)
+}
+
+/// A successful token response with `quirk` applied.
+fn quirky_response(mut body: Value, quirk: &ResponseQuirk) -> Response {
+    let raw =
+        |text: &str| serde_json::from_str::<Value>(text).unwrap_or_else(|_| Value::from(text));
+    let mut content_type = "application/json";
+    match quirk {
+        ResponseQuirk::ScopeArray => body["scope"] = json!(["read", "write"]),
+        ResponseQuirk::TokenType(t) => body["token_type"] = Value::from(t.as_str()),
+        ResponseQuirk::ExpiresIn(text) => body["expires_in"] = raw(text),
+        ResponseQuirk::RefreshTokenExpiresIn(text) => {
+            body["refresh_token_expires_in"] = raw(text);
+        }
+        ResponseQuirk::HtmlContentType => content_type = "text/html; charset=utf-8",
+        ResponseQuirk::LargeIdToken(len) => {
+            let head = "eyJhbGciOiJub25lIn0.";
+            let claims = "a".repeat(len.saturating_sub(head.len() + 1));
+            body["id_token"] = Value::from(format!("{head}{claims}."));
+        }
+    }
+    (
+        StatusCode::OK,
+        [(CONTENT_TYPE, content_type)],
+        body.to_string(),
+    )
+        .into_response()
 }
 
 fn json_response(status: StatusCode, body: &Value) -> Response {
@@ -778,7 +838,7 @@ fn fault_response(fault: &Fault, refresh_token: Option<&str>) -> Response {
             Response::new(Body::from_stream(failing))
         }
         // Handled before answering; never reaches here.
-        Fault::Latency(_) | Fault::RevokeGrant => StatusCode::OK.into_response(),
+        Fault::Latency(_) | Fault::RevokeGrant | Fault::Quirk(_) => StatusCode::OK.into_response(),
     }
 }
 
@@ -1049,6 +1109,54 @@ mod tests {
         let (s, _) = post_form(&server.url(), &form).await;
         assert_eq!(s, 200, "the fault was used up");
         assert_eq!(server.stats().faults_injected, 1);
+    }
+
+    #[tokio::test]
+    async fn a_quirk_answers_oddly_but_honours_the_grant() {
+        let server = TokenServer::start().await.expect("server starts");
+        let g = server.issue_grant("cli");
+        server.inject_times(
+            FaultTarget::Any,
+            Fault::Quirk(ResponseQuirk::ExpiresIn(r#""3600s""#.into())),
+            1,
+        );
+        server.inject_times(
+            FaultTarget::Any,
+            Fault::Quirk(ResponseQuirk::HtmlContentType),
+            1,
+        );
+        let form = |rt: &str| {
+            [
+                ("grant_type", "refresh_token".to_owned()),
+                ("refresh_token", rt.to_owned()),
+                ("client_id", "cli".to_owned()),
+            ]
+        };
+        let resp = reqwest::Client::new()
+            .post(server.url())
+            .form(&form(&g.refresh_token))
+            .send()
+            .await
+            .expect("sent");
+        let body: Value = resp.json().await.expect("JSON body");
+        assert_eq!(body["expires_in"], "3600s");
+        assert!(!server.is_refresh_token_valid(&g.refresh_token), "consumed");
+        let rt = body["refresh_token"].as_str().expect("rotated").to_owned();
+        assert!(server.is_refresh_token_valid(&rt));
+        let resp = reqwest::Client::new()
+            .post(server.url())
+            .form(&form(&rt))
+            .send()
+            .await
+            .expect("sent");
+        let ct = resp.headers().get(CONTENT_TYPE).cloned();
+        assert_eq!(
+            ct.as_ref().and_then(|v| v.to_str().ok()),
+            Some("text/html; charset=utf-8")
+        );
+        let body: Value = serde_json::from_slice(&resp.bytes().await.expect("body")).expect("JSON");
+        assert!(body["access_token"].is_string());
+        assert_eq!(server.stats().refreshes, 2);
     }
 
     #[test]

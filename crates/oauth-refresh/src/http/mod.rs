@@ -8,15 +8,17 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use oauth_core::{
-    Clock, Credential, ExposeSecret, SecretString, SystemClock, TokenSet, parse_retry_after,
+    Clock, Credential, ExposeSecret, SecretString, SystemClock, TokenQuirk, TokenSet,
+    parse_retry_after,
 };
 use reqwest::header::{ACCEPT, CONTENT_TYPE, HeaderMap, HeaderName, HeaderValue, RETRY_AFTER};
 use thiserror::Error;
 
 pub use self::response::{
-    MissingExpiry, TokenResponse, parse_error_response, parse_token_response,
+    MAX_ACCESS_TOKEN_LIFETIME, MissingExpiry, TokenResponse, parse_error_response,
+    parse_token_response,
 };
-use crate::error::{MalformedReason, RefreshError};
+use crate::error::RefreshError;
 use crate::refresher::Refresher;
 
 /// How the client authenticates to the token endpoint (RFC 6749 section 2.3.1).
@@ -196,8 +198,12 @@ pub enum HttpBuildError {
 pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 /// The default timeout of the whole request, body included.
 pub const DEFAULT_REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
-/// The default cap on the response body (token responses are a few hundred bytes).
-pub const DEFAULT_MAX_RESPONSE_BYTES: usize = 64 * 1024;
+/// The default cap on a successful response body (1 MiB). Token responses are usually a few
+/// hundred bytes, but an id token with many claims can reach tens of kilobytes, and a success
+/// cut off at the cap loses the rotated refresh token, so the cap is generous.
+pub const DEFAULT_MAX_RESPONSE_BYTES: usize = 1024 * 1024;
+/// The default cap on an error response body (16 KiB): only its `error` code is read.
+pub const DEFAULT_MAX_ERROR_BODY_BYTES: usize = 16 * 1024;
 
 /// Configures an [`HttpRefresher`].
 #[derive(Debug)]
@@ -206,6 +212,7 @@ pub struct HttpRefresherBuilder {
     connect_timeout: Duration,
     request_timeout: Duration,
     max_response_bytes: usize,
+    max_error_body_bytes: usize,
     clock: Arc<dyn Clock>,
     client: Option<reqwest::Client>,
 }
@@ -225,10 +232,20 @@ impl HttpRefresherBuilder {
         self
     }
 
-    /// Cap on the response body (default 64 KiB); reading stops there.
+    /// Cap on a successful (2xx) response body (default 1 MiB,
+    /// [`DEFAULT_MAX_RESPONSE_BYTES`]); reading stops there.
     #[must_use]
     pub const fn max_response_bytes(mut self, n: usize) -> Self {
         self.max_response_bytes = n;
+        self
+    }
+
+    /// Cap on an error (non-2xx) response body (default 16 KiB,
+    /// [`DEFAULT_MAX_ERROR_BODY_BYTES`]); a larger one is read no further and reported by its
+    /// status alone.
+    #[must_use]
+    pub const fn max_error_body_bytes(mut self, n: usize) -> Self {
+        self.max_error_body_bytes = n;
         self
     }
 
@@ -295,6 +312,7 @@ impl HttpRefresherBuilder {
             headers,
             request_timeout: self.request_timeout,
             max_response_bytes: self.max_response_bytes,
+            max_error_body_bytes: self.max_error_body_bytes,
             clock: self.clock,
             client,
         })
@@ -320,6 +338,7 @@ pub struct HttpRefresher {
     headers: HeaderMap,
     request_timeout: Duration,
     max_response_bytes: usize,
+    max_error_body_bytes: usize,
     clock: Arc<dyn Clock>,
     client: reqwest::Client,
 }
@@ -330,6 +349,7 @@ impl fmt::Debug for HttpRefresher {
             .field("endpoint", &self.endpoint)
             .field("request_timeout", &self.request_timeout)
             .field("max_response_bytes", &self.max_response_bytes)
+            .field("max_error_body_bytes", &self.max_error_body_bytes)
             .finish_non_exhaustive()
     }
 }
@@ -342,6 +362,7 @@ impl HttpRefresher {
             connect_timeout: DEFAULT_CONNECT_TIMEOUT,
             request_timeout: DEFAULT_REQUEST_TIMEOUT,
             max_response_bytes: DEFAULT_MAX_RESPONSE_BYTES,
+            max_error_body_bytes: DEFAULT_MAX_ERROR_BODY_BYTES,
             clock: Arc::new(SystemClock),
             client: None,
         }
@@ -422,12 +443,11 @@ impl HttpRefresher {
         })
     }
 
-    /// Reads at most `max_response_bytes`; `Ok(None)` when the body is larger (reading stopped).
+    /// Reads at most `cap` bytes; `Ok(None)` when the body is larger (reading stopped).
     async fn read_capped(
-        &self,
         mut resp: reqwest::Response,
+        cap: usize,
     ) -> Result<Option<Vec<u8>>, RefreshError> {
-        let cap = self.max_response_bytes;
         if resp
             .content_length()
             .is_some_and(|n| usize::try_from(n).map_or(true, |n| n > cap))
@@ -457,11 +477,11 @@ impl Refresher for HttpRefresher {
             .get(RETRY_AFTER)
             .and_then(|v| v.to_str().ok())
             .and_then(|v| parse_retry_after(v, now).ok());
-        let html = resp
+        let json_content_type = resp
             .headers()
             .get(CONTENT_TYPE)
             .and_then(|v| v.to_str().ok())
-            .is_some_and(|ct| ct.to_ascii_lowercase().contains("html"));
+            .is_some_and(|ct| ct.to_ascii_lowercase().contains("json"));
 
         match status {
             429 => {
@@ -479,45 +499,51 @@ impl Refresher for HttpRefresher {
             500..=599 => return Err(RefreshError::Server { status }),
             _ => {}
         }
-        let body = self.read_capped(resp).await?;
         let success = (200..300).contains(&status);
-        let Some(body) = body else {
+        let cap = if success {
+            self.max_response_bytes
+        } else {
+            self.max_error_body_bytes
+        };
+        let Some(body) = Self::read_capped(resp, cap).await? else {
             return Err(if success {
-                RefreshError::ResponseTooLarge {
-                    limit: self.max_response_bytes,
-                }
+                RefreshError::ResponseTooLarge { limit: cap }
             } else {
                 RefreshError::UnexpectedStatus { status }
             });
         };
-        if success && !html {
-            // A usable token wins over any stray `error` member (`"error": null` and the like):
-            // the refresh token has been exchanged, and dropping the new one would lose the grant.
-            if let Ok(parsed) = parse_token_response(&body) {
-                return Ok(parsed.into_token_set(now, self.endpoint.missing_expiry));
-            }
+        if success {
+            // A usable access token in a success response is never discarded: the presented
+            // refresh token is spent, and the response may carry its replacement. Whatever else
+            // is odd (the Content-Type, a stray `error` member, a field the parser dislikes)
+            // becomes a quirk.
+            return match parse_token_response(&body) {
+                Ok(parsed) => {
+                    let mut tokens = parsed.into_token_set(now, self.endpoint.missing_expiry);
+                    if !json_content_type {
+                        tokens.quirks.push(TokenQuirk::NotJsonContentType);
+                    }
+                    Ok(tokens)
+                }
+                // No token: a 5.2 error body on a 2xx, as some providers send, or garbage.
+                Err(reason) => Err(match parse_error_response(&body) {
+                    Some(code) => RefreshError::OAuth {
+                        status,
+                        code,
+                        retry_after,
+                    },
+                    None => RefreshError::Malformed { reason },
+                }),
+            };
         }
-        if let Some(code) = parse_error_response(&body) {
-            // A 5.2 error body, on a 4xx as specified or on a 2xx as some providers do.
-            if success || (400..500).contains(&status) {
-                return Err(RefreshError::OAuth {
-                    status,
-                    code,
-                    retry_after,
-                });
-            }
+        match parse_error_response(&body) {
+            Some(code) if (400..500).contains(&status) => Err(RefreshError::OAuth {
+                status,
+                code,
+                retry_after,
+            }),
+            _ => Err(RefreshError::UnexpectedStatus { status }),
         }
-        if !success {
-            return Err(RefreshError::UnexpectedStatus { status });
-        }
-        if html {
-            return Err(RefreshError::Malformed {
-                reason: MalformedReason::Html,
-            });
-        }
-        let parsed =
-            parse_token_response(&body).map_err(|reason| RefreshError::Malformed { reason })?;
-        Ok(parsed.into_token_set(now, self.endpoint.missing_expiry))
     }
 }
 

@@ -4,6 +4,7 @@ mod coordinator;
 mod http;
 mod parser;
 mod presets;
+mod quirks;
 mod stampede;
 mod strategy;
 mod support;
