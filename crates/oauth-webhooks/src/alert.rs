@@ -9,10 +9,121 @@ use serde_json::{Map, json};
 
 use crate::config::{MonitoringConfig, WebhookEventType};
 use crate::event::{
-    WebhookEvent, details, expiry_details, failure_rate_details, json_time, reauth_message,
+    WebhookEvent, details, expiry_details, failure_rate_details, go_duration_minutes, json_time,
+    reauth_message,
 };
 
 /// What the rules look at for one credential.
+///
+/// Built with [`AlertFacts::new`] and the `with_*` setters (the struct is `#[non_exhaustive]`, so
+/// new facts can be added without breaking callers):
+///
+/// ```
+/// # use chrono::{TimeZone, Utc};
+/// # use oauth_core::{CredentialHealth, CredentialId, HealthPolicy, UsageSnapshot};
+/// # use oauth_webhooks::AlertFacts;
+/// # let now = Utc.with_ymd_and_hms(2026, 1, 1, 0, 0, 0).unwrap();
+/// # let id = CredentialId::new("team").unwrap();
+/// # let health = CredentialHealth::default().snapshot(&HealthPolicy::default(), now);
+/// # let usage = UsageSnapshot::default();
+/// let facts = AlertFacts::new(&id, &health, &usage)
+///     .with_access_token_expiry(Some(now + chrono::TimeDelta::hours(1)))
+///     .with_refresh_token_expiry(None)
+///     .with_refreshable(true);
+/// assert!(facts.access_token_renewed());
+/// ```
+#[derive(Debug, Clone, Copy)]
+#[non_exhaustive]
+pub struct AlertFacts<'a> {
+    /// The credential.
+    pub id: &'a CredentialId,
+    /// Its health at `now`.
+    pub health: &'a HealthSnapshot,
+    /// Its usage counters.
+    pub usage: &'a UsageSnapshot,
+    /// Its access token's expiry, if known.
+    pub access_token_expires_at: Option<DateTime<Utc>>,
+    /// Its refresh token's (the grant's) expiry, if the provider said.
+    pub refresh_token_expires_at: Option<DateTime<Utc>>,
+    /// The pool renews the access token before it expires: a refresher is configured
+    /// (`Refresher::is_configured`) and the credential holds a refresh token. `false` (the value
+    /// [`new`](Self::new) starts with) makes the access token's expiry worth a warning, as in Go.
+    pub refreshable: bool,
+}
+
+impl<'a> AlertFacts<'a> {
+    /// Facts with no expiry known and no refresher (set them with the `with_*` methods).
+    pub const fn new(
+        id: &'a CredentialId,
+        health: &'a HealthSnapshot,
+        usage: &'a UsageSnapshot,
+    ) -> Self {
+        Self {
+            id,
+            health,
+            usage,
+            access_token_expires_at: None,
+            refresh_token_expires_at: None,
+            refreshable: false,
+        }
+    }
+
+    /// Sets the access token's expiry.
+    #[must_use]
+    pub const fn with_access_token_expiry(mut self, at: Option<DateTime<Utc>>) -> Self {
+        self.access_token_expires_at = at;
+        self
+    }
+
+    /// Sets the refresh token's (grant's) expiry.
+    #[must_use]
+    pub const fn with_refresh_token_expiry(mut self, at: Option<DateTime<Utc>>) -> Self {
+        self.refresh_token_expires_at = at;
+        self
+    }
+
+    /// Says whether the pool renews the access token (see [`refreshable`](Self::refreshable)).
+    #[must_use]
+    pub const fn with_refreshable(mut self, refreshable: bool) -> Self {
+        self.refreshable = refreshable;
+        self
+    }
+
+    /// Will the pool renew the access token before it expires? Only when it is
+    /// [`refreshable`](Self::refreshable) and its refreshes are not failing for good (a dead grant
+    /// or a misconfigured client). A transient refresh failure does not count: it has its own
+    /// `failure` alert, and the token is reported `expired` if it lapses meanwhile.
+    pub fn access_token_renewed(&self) -> bool {
+        self.refreshable
+            && !self.health.needs_reauthorization
+            && !self
+                .health
+                .last_refresh_failure
+                .is_some_and(|k| k.is_permanent())
+    }
+
+    /// Why the access token will not be renewed (a `details.reason` word), or `None` if it will.
+    fn not_renewed_because(&self) -> Option<&'static str> {
+        if self.health.needs_reauthorization {
+            Some("needs_reauthorization")
+        } else if self
+            .health
+            .last_refresh_failure
+            .is_some_and(|k| k.is_permanent())
+        {
+            Some("refresh_failing")
+        } else if !self.refreshable {
+            Some("not_refreshable")
+        } else {
+            None
+        }
+    }
+}
+
+/// The alert input of earlier releases (the Go `CheckAlerts` view): it does not say whether the
+/// pool renews the access token, so [`check_alerts`] treats the token as one that is **not**
+/// renewed and warns of its expiry as Go did (every hour for 1-hour tokens). Prefer
+/// [`AlertFacts`], which knows better; this converts into it with `refreshable: false`.
 #[derive(Debug, Clone, Copy)]
 pub struct AlertInput<'a> {
     /// The credential.
@@ -25,6 +136,12 @@ pub struct AlertInput<'a> {
     pub expires_at: Option<DateTime<Utc>>,
 }
 
+impl<'a> From<AlertInput<'a>> for AlertFacts<'a> {
+    fn from(input: AlertInput<'a>) -> Self {
+        AlertFacts::new(input.id, input.health, input.usage)
+            .with_access_token_expiry(input.expires_at)
+    }
+}
 /// When each alert key was last raised, for the per-key cooldown.
 ///
 /// Entries older than the cooldown are pruned on every check, so the map holds at most the keys
@@ -96,6 +213,8 @@ impl AlertState {
 /// cooldown, in a deterministic order: by rule (high failure rate, refresh failure, needs
 /// re-authorization, expiry warning / expired, pool exhausted), then by credential id.
 ///
+/// `inputs` are [`AlertFacts`] (or the older [`AlertInput`], read as facts with no refresher).
+///
 /// Rules, each enabled by its `alert_on_*` flag:
 /// - **failure** (`failure:<id>`): the failure rate over the usage snapshot's recent window is
 ///   strictly above `failure_rate_threshold`, with at least `min_requests_for_failure_rate`
@@ -105,22 +224,37 @@ impl AlertState {
 ///   the credential needs re-authorization, which has its own alert.
 /// - **needs_reauthorization** (`needs_reauthorization:<id>`), with the time its access token stops
 ///   working.
-/// - **expiry_warning** (`expiry_warning:<id>`): the token expires within the warning time (zero means
-///   24 h); **expired** (`expired:<id>`): it has already expired (Go said nothing).
+/// - **expiry_warning** / **expired** (`alert_on_expiry_soon`), only for something that will really
+///   expire, never for an access token the pool is about to refresh:
+///   - the refresh token, i.e. the grant (`refresh_token_expiry_warning:<id>`,
+///     `refresh_token_expired:<id>`; `details.token = "refresh_token"`): within the warning time
+///     (zero means 24 h), or past;
+///   - the access token (`expiry_warning:<id>`, `expired:<id>`; `details.token = "access_token"`)
+///     when it is not renewed ([`AlertFacts::access_token_renewed`]: no refresher or refresh
+///     token, a dead grant, which warns of its remaining validity, or a misconfigured client);
+///     `details.reason` says which;
+///   - a renewed access token only once it has **expired while its refreshes fail** (`expired`,
+///     reason `refresh_failing`): an idle credential whose token lapsed is refreshed on its next
+///     use and raises nothing.
 /// - **pool_exhausted** (`pool_exhausted`): no credential is available; details say when the first
 ///   one will be again.
 ///
-/// The returned events are not filtered by `webhook_events`: the notifier does that, so the caller
-/// can still see every alert.
-pub fn check_alerts(
+/// The returned events are not filtered by `webhook_events`: [`Monitor::check_alerts`] delivers the
+/// ones the filter wants, and the caller still sees every alert.
+///
+/// [`Monitor::check_alerts`]: crate::Monitor::check_alerts
+pub fn check_alerts<'a, I>(
     config: &MonitoringConfig,
-    inputs: &[AlertInput<'_>],
+    inputs: &[I],
     state: &mut AlertState,
     now: DateTime<Utc>,
-) -> Vec<WebhookEvent> {
+) -> Vec<WebhookEvent>
+where
+    I: Copy + Into<AlertFacts<'a>>,
+{
     let cooldown = config.alert_cooldown;
     state.prune(cooldown, now);
-    let mut sorted: Vec<&AlertInput<'_>> = inputs.iter().collect();
+    let mut sorted: Vec<AlertFacts<'a>> = inputs.iter().map(|i| (*i).into()).collect();
     sorted.sort_by(|a, b| a.id.cmp(b.id));
 
     let mut out = Vec::new();
@@ -178,36 +312,8 @@ pub fn check_alerts(
     if config.alert_on_expiry_soon {
         let warning = delta(config.effective_expiry_warning());
         for input in &sorted {
-            let Some(expires_at) = input.expires_at else {
-                continue;
-            };
-            if expires_at <= now {
-                let event = WebhookEvent::new(
-                    WebhookEventType::Expired,
-                    Some(input.id.clone()),
-                    now,
-                    format!(
-                        "Credential access token expired {} ago",
-                        crate::event::go_duration_minutes(
-                            (now - expires_at).to_std().unwrap_or_default()
-                        )
-                    ),
-                    details([("expires_at", json_time(Some(expires_at)))]),
-                );
-                raise(format!("expired:{}", input.id), event, state);
-            } else if expires_at - now <= warning {
-                let left = (expires_at - now).to_std().unwrap_or_default();
-                let event = WebhookEvent::new(
-                    WebhookEventType::ExpiryWarning,
-                    Some(input.id.clone()),
-                    now,
-                    format!(
-                        "Credential expires in {}",
-                        crate::event::go_duration_minutes(left)
-                    ),
-                    expiry_details(expires_at, left),
-                );
-                raise(format!("expiry_warning:{}", input.id), event, state);
+            for alert in expiry_alerts(input, warning, now) {
+                raise(alert.key, alert.event, state);
             }
         }
     }
@@ -233,9 +339,134 @@ pub fn check_alerts(
     out
 }
 
+/// An alert with its cooldown key.
+struct Keyed {
+    key: String,
+    event: WebhookEvent,
+}
+
+/// Which token an expiry alert is about.
+#[derive(Clone, Copy)]
+enum Token {
+    Access,
+    Refresh,
+}
+
+impl Token {
+    const fn detail(self) -> &'static str {
+        match self {
+            Self::Access => "access_token",
+            Self::Refresh => "refresh_token",
+        }
+    }
+
+    const fn key_prefix(self) -> &'static str {
+        match self {
+            Self::Access => "",
+            Self::Refresh => "refresh_token_",
+        }
+    }
+}
+
+/// The expiry rules for one credential (see [`check_alerts`]): refresh token first, then access
+/// token.
+fn expiry_alerts(
+    facts: &AlertFacts<'_>,
+    warning: chrono::TimeDelta,
+    now: DateTime<Utc>,
+) -> Vec<Keyed> {
+    let mut out = Vec::new();
+    if let Some(at) = facts.refresh_token_expires_at {
+        out.extend(expiry_alert(facts, Token::Refresh, at, None, warning, now));
+    }
+    // A dead grant's access token works until `access_valid_until` (when the health knows it).
+    let access = if facts.health.needs_reauthorization {
+        facts
+            .health
+            .access_valid_until
+            .or(facts.access_token_expires_at)
+    } else {
+        facts.access_token_expires_at
+    };
+    if let Some(at) = access {
+        match facts.not_renewed_because() {
+            Some(reason) => out.extend(expiry_alert(
+                facts,
+                Token::Access,
+                at,
+                Some(reason),
+                warning,
+                now,
+            )),
+            // Renewed: only an expiry the refreshes failed to prevent is news.
+            None if at <= now && facts.health.refresh_fail_count > 0 => out.extend(expiry_alert(
+                facts,
+                Token::Access,
+                at,
+                Some("refresh_failing"),
+                warning,
+                now,
+            )),
+            None => {}
+        }
+    }
+    out
+}
+
+fn expiry_alert(
+    facts: &AlertFacts<'_>,
+    token: Token,
+    expires_at: DateTime<Utc>,
+    reason: Option<&'static str>,
+    warning: chrono::TimeDelta,
+    now: DateTime<Utc>,
+) -> Option<Keyed> {
+    let id = facts.id;
+    let (event_type, key, message, mut d) = if expires_at <= now {
+        let ago = go_duration_minutes((now - expires_at).to_std().unwrap_or_default());
+        let message = match token {
+            Token::Access => format!("Credential access token expired {ago} ago"),
+            Token::Refresh => {
+                format!("Credential refresh token expired {ago} ago; sign in again")
+            }
+        };
+        (
+            WebhookEventType::Expired,
+            format!("{}expired:{id}", token.key_prefix()),
+            message,
+            details([("expires_at", json_time(Some(expires_at)))]),
+        )
+    } else if expires_at - now <= warning {
+        let left = (expires_at - now).to_std().unwrap_or_default();
+        let message = match token {
+            Token::Access => format!("Credential expires in {}", go_duration_minutes(left)),
+            Token::Refresh => format!(
+                "Credential refresh token expires in {}; sign in again before then",
+                go_duration_minutes(left)
+            ),
+        };
+        (
+            WebhookEventType::ExpiryWarning,
+            format!("{}expiry_warning:{id}", token.key_prefix()),
+            message,
+            expiry_details(expires_at, left),
+        )
+    } else {
+        return None;
+    };
+    d.insert("token".into(), json!(token.detail()));
+    if let Some(reason) = reason {
+        d.insert("reason".into(), json!(reason));
+    }
+    Some(Keyed {
+        key,
+        event: WebhookEvent::new(event_type, Some(id.clone()), now, message, d),
+    })
+}
+
 fn high_failure_rate(
     config: &MonitoringConfig,
-    input: &AlertInput<'_>,
+    input: &AlertFacts<'_>,
     now: DateTime<Utc>,
 ) -> Option<WebhookEvent> {
     let u = input.usage;

@@ -19,15 +19,17 @@ use thiserror::Error;
 #[serde(rename_all = "snake_case")]
 #[non_exhaustive]
 pub enum WebhookEventType {
-    /// A token refresh succeeded.
+    /// A token refresh succeeded (routine: not in the default filter, see
+    /// [`MonitoringConfig::go_default`]).
     Refresh,
     /// A refresh failed, or the failure rate crossed the threshold.
     Failure,
     /// A rotation started or is due.
     Rotation,
-    /// The access token expires within the warning time.
+    /// Something that will really expire expires within the warning time: the refresh token
+    /// (grant), or an access token the pool will not renew.
     ExpiryWarning,
-    /// The access token has expired and was not refreshed.
+    /// A refresh token, or an access token the pool did not renew, has expired.
     Expired,
     /// The grant is dead: a human must re-authorize the credential.
     NeedsReauthorization,
@@ -68,6 +70,22 @@ impl WebhookEventType {
         Self::Failure,
         Self::Rotation,
         Self::ExpiryWarning,
+    ];
+
+    /// The default filter of [`MonitoringConfig::default`]: everything an operator must act on or
+    /// should know about, and no routine traffic. Not included: `refresh` (one per successful
+    /// refresh: opt in by adding it, or start from [`MonitoringConfig::go_default`]), `unhealthy`
+    /// and `recovered` (health flapping).
+    pub const DEFAULTS: [Self; 9] = [
+        Self::Failure,
+        Self::Rotation,
+        Self::ExpiryWarning,
+        Self::Expired,
+        Self::NeedsReauthorization,
+        Self::PoolExhausted,
+        Self::PersistenceFailed,
+        Self::Decommissioned,
+        Self::DecommissionFailed,
     ];
 
     /// The serialized name (`"expiry_warning"`).
@@ -237,9 +255,14 @@ impl RetrySchedule {
 /// embed a token in the path).
 #[derive(Clone)]
 pub struct MonitoringConfig {
-    /// Where to POST events; `None` sends nothing.
+    /// Where to POST events (signed Standard Webhooks deliveries from [`Monitor`](crate::Monitor)'s
+    /// default notifier). `None` (the default) delivers nothing: the alert rules still run and
+    /// `check_alerts` still returns their alerts, and [`Monitor::status`](crate::Monitor::status)
+    /// reports [`DeliveryStatus::NoWebhookUrl`](crate::DeliveryStatus::NoWebhookUrl). A custom
+    /// [`Notifier`](crate::Notifier) receives events whatever this says.
     pub webhook_url: Option<String>,
-    /// Which event types are sent (Go `WebhookEvents`).
+    /// Which event types are sent (Go `WebhookEvents`). Default:
+    /// [`WebhookEventType::DEFAULTS`] (no routine `refresh` events).
     pub webhook_events: BTreeSet<WebhookEventType>,
     /// Alert when the recent failure rate exceeds `failure_rate_threshold`.
     pub alert_on_high_failure_rate: bool,
@@ -249,7 +272,9 @@ pub struct MonitoringConfig {
     pub min_requests_for_failure_rate: u64,
     /// Alert when a credential's refresh has failed.
     pub alert_on_refresh_failure: bool,
-    /// Alert when a token expires within `expiry_warning_time`, or has expired.
+    /// Alert when something that will really expire expires within `expiry_warning_time`, or has
+    /// expired: the refresh token (grant), or an access token the pool will not renew (no
+    /// refresher, a dead grant). Never for an access token the pool is about to refresh.
     pub alert_on_expiry_soon: bool,
     /// How early to warn of an expiry; zero means 24 h, as in Go.
     pub expiry_warning_time: Duration,
@@ -274,25 +299,16 @@ pub struct MonitoringConfig {
 
 impl Default for MonitoringConfig {
     /// The Go `DefaultMonitoringConfig()` (no URL, threshold 0.25 over at least 10 requests,
-    /// refresh-failure and 24 h expiry alerts) plus: the new alert types enabled in the filter
-    /// (`expired`, `needs_reauthorization`, `pool_exhausted`, `persistence_failed`,
-    /// `decommissioned`, `decommission_failed`), a 15 s timeout, [`RetrySchedule::default`], a queue
-    /// of 1024 events, 4 concurrent deliveries and a 1 h cooldown.
+    /// refresh-failure and 24 h expiry alerts) with the filter [`WebhookEventType::DEFAULTS`]: the
+    /// new alert types (`expired`, `needs_reauthorization`, `pool_exhausted`,
+    /// `persistence_failed`, `decommissioned`, `decommission_failed`) on, routine `refresh` events
+    /// off (Go sent one per refresh; [`go_default`](Self::go_default) keeps them). Plus: a 15 s
+    /// timeout, [`RetrySchedule::default`], a queue of 1024 events, 4 concurrent deliveries and a
+    /// 1 h cooldown.
     fn default() -> Self {
-        let webhook_events = WebhookEventType::GO_DEFAULTS
-            .into_iter()
-            .chain([
-                WebhookEventType::Expired,
-                WebhookEventType::NeedsReauthorization,
-                WebhookEventType::PoolExhausted,
-                WebhookEventType::PersistenceFailed,
-                WebhookEventType::Decommissioned,
-                WebhookEventType::DecommissionFailed,
-            ])
-            .collect();
         Self {
             webhook_url: None,
-            webhook_events,
+            webhook_events: WebhookEventType::DEFAULTS.into_iter().collect(),
             alert_on_high_failure_rate: true,
             failure_rate_threshold: 0.25,
             min_requests_for_failure_rate: 10,
@@ -312,6 +328,15 @@ impl Default for MonitoringConfig {
 }
 
 impl MonitoringConfig {
+    /// The Go `DefaultMonitoringConfig()` as Go users know it: [`default`](Self::default) with
+    /// routine `refresh` events in the filter (Go's `WebhookEvents` listed `refresh`, so every
+    /// successful refresh posts a webhook). Set `webhook_url` to deliver them.
+    pub fn go_default() -> Self {
+        let mut config = Self::default();
+        config.webhook_events.extend(WebhookEventType::GO_DEFAULTS);
+        config
+    }
+
     /// Is `event_type` in the filter?
     pub fn wants(&self, event_type: WebhookEventType) -> bool {
         self.webhook_events.contains(&event_type)
@@ -484,9 +509,21 @@ mod tests {
         let c = MonitoringConfig::default();
         assert!(c.webhook_url.is_none());
         for t in WebhookEventType::GO_DEFAULTS {
-            assert!(c.wants(t), "{t}");
+            // Routine refreshes are opt-in; Go's other defaults are on.
+            assert_eq!(c.wants(t), t != WebhookEventType::Refresh, "{t}");
         }
         assert!(!c.wants(WebhookEventType::Recovered));
+        let go = MonitoringConfig::go_default();
+        for t in WebhookEventType::GO_DEFAULTS
+            .into_iter()
+            .chain(WebhookEventType::DEFAULTS)
+        {
+            assert!(go.wants(t), "{t}");
+        }
+        assert_eq!(
+            go.webhook_events.len(),
+            WebhookEventType::DEFAULTS.len() + 1
+        );
         assert!(c.alert_on_high_failure_rate && c.alert_on_refresh_failure);
         assert!(c.alert_on_expiry_soon);
         assert!((c.failure_rate_threshold - 0.25).abs() < f64::EPSILON);

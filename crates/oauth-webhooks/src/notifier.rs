@@ -8,6 +8,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 use tokio::sync::mpsc;
 
+use crate::config::{ConfigError, MonitoringConfig};
 use crate::event::WebhookEvent;
 
 /// Where the pool sends [`WebhookEvent`]s (alerts and state changes).
@@ -28,6 +29,82 @@ pub trait Notifier: Send + Sync + Debug {
         let _ = deadline;
         ShutdownReport::default()
     }
+
+    /// Takes a new monitoring configuration for the next deliveries (called by
+    /// [`Monitor`](crate::Monitor) when it starts and on every reconfiguration). Must be cheap and
+    /// must not wait for deliveries in progress: those finish as they started.
+    ///
+    /// The default ignores it (events reach this notifier already filtered by the configuration).
+    ///
+    /// # Errors
+    /// [`ConfigError`] when this notifier cannot use `config`; it then keeps its previous one.
+    fn reconfigure(&self, config: &MonitoringConfig) -> Result<(), ConfigError> {
+        let _ = config;
+        Ok(())
+    }
+
+    /// Where deliveries go now, for the pool to report. The default is
+    /// [`DeliveryStatus::Custom`].
+    fn status(&self) -> DeliveryStatus {
+        DeliveryStatus::Custom
+    }
+}
+
+/// Where a [`Notifier`]'s (or a [`Monitor`](crate::Monitor)'s) events go now.
+///
+/// The endpoint is shown without path, query or user info (webhook URLs of chat services embed a
+/// token in the path).
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum DeliveryStatus {
+    /// Signed POSTs go to this endpoint (`scheme://host[:port]/…`).
+    Webhook {
+        /// The endpoint, redacted.
+        endpoint: String,
+    },
+    /// Monitoring is on but its configuration has no `webhook_url`: alert rules run and
+    /// `check_alerts` returns alerts, but **nothing is delivered**.
+    NoWebhookUrl,
+    /// The endpoint answered 410 Gone: nothing is sent until `webhook_url` is reconfigured.
+    EndpointGone {
+        /// The endpoint, redacted.
+        endpoint: String,
+    },
+    /// Monitoring is off (no configuration): events are not routed and nothing is delivered.
+    MonitoringOff,
+    /// Events are discarded ([`NoopNotifier`]).
+    Discarding,
+    /// Events go to an application's own notifier, which delivers them its own way.
+    Custom,
+    /// Shut down: nothing more is accepted.
+    ShutDown,
+}
+
+impl DeliveryStatus {
+    /// Can an event routed now reach anyone (a webhook endpoint or a custom notifier)?
+    pub const fn is_delivering(&self) -> bool {
+        matches!(self, Self::Webhook { .. } | Self::Custom)
+    }
+}
+
+impl std::fmt::Display for DeliveryStatus {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Webhook { endpoint } => write!(f, "delivering signed webhooks to {endpoint}"),
+            Self::NoWebhookUrl => f.write_str(
+                "not delivering: the monitoring configuration has no webhook_url (alerts are \
+                 evaluated, nothing is sent)",
+            ),
+            Self::EndpointGone { endpoint } => write!(
+                f,
+                "not delivering: {endpoint} answered 410 Gone; set a new webhook_url"
+            ),
+            Self::MonitoringOff => f.write_str("not delivering: monitoring is off"),
+            Self::Discarding => f.write_str("not delivering: the notifier discards events"),
+            Self::Custom => f.write_str("delivering to the application's notifier"),
+            Self::ShutDown => f.write_str("not delivering: shut down"),
+        }
+    }
 }
 
 #[async_trait]
@@ -39,6 +116,14 @@ impl<T: Notifier + ?Sized> Notifier for Arc<T> {
     async fn shutdown(&self, deadline: Duration) -> ShutdownReport {
         (**self).shutdown(deadline).await
     }
+
+    fn reconfigure(&self, config: &MonitoringConfig) -> Result<(), ConfigError> {
+        (**self).reconfigure(config)
+    }
+
+    fn status(&self) -> DeliveryStatus {
+        (**self).status()
+    }
 }
 
 #[async_trait]
@@ -49,6 +134,14 @@ impl<T: Notifier + ?Sized> Notifier for Box<T> {
 
     async fn shutdown(&self, deadline: Duration) -> ShutdownReport {
         (**self).shutdown(deadline).await
+    }
+
+    fn reconfigure(&self, config: &MonitoringConfig) -> Result<(), ConfigError> {
+        (**self).reconfigure(config)
+    }
+
+    fn status(&self) -> DeliveryStatus {
+        (**self).status()
     }
 }
 
@@ -68,6 +161,10 @@ pub struct NoopNotifier;
 #[async_trait]
 impl Notifier for NoopNotifier {
     async fn notify(&self, _event: WebhookEvent) {}
+
+    fn status(&self) -> DeliveryStatus {
+        DeliveryStatus::Discarding
+    }
 }
 
 /// Sends events into a bounded tokio channel, for applications that consume events themselves

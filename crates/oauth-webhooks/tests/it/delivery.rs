@@ -259,11 +259,25 @@ async fn construction_errors() {
     assert!(WebhookNotifier::new(&bad).is_err());
 }
 
+/// Constructing needs no runtime and spawns nothing; the first event queued inside a runtime
+/// starts the delivery task.
 #[test]
-fn new_outside_a_runtime_is_an_error_not_a_panic() {
+fn built_outside_a_runtime_it_spawns_nothing_until_the_first_delivery() {
     let cfg = config("http://127.0.0.1:9/webhook".into(), vec![]);
-    assert!(matches!(
-        WebhookNotifier::new(&cfg),
-        Err(oauth_webhooks::ConfigError::NoRuntime)
-    ));
+    let notifier = WebhookNotifier::new(&cfg).expect("no runtime needed to build");
+    assert_eq!(notifier.stats().in_flight, 0);
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("a runtime");
+    rt.block_on(async {
+        let rx = receiver(vec![secret(SPEC_SECRET)]).await;
+        let cfg = config(rx.url(), vec![secret(SPEC_SECRET)]);
+        notifier.reconfigure(&cfg).expect("valid config");
+        notifier.notify(event(1)).await;
+        assert!(rx.wait_for_accepted(1, WAIT).await);
+        let report = notifier.shutdown(WAIT).await;
+        assert!(!report.timed_out);
+        assert_eq!(notifier.stats().delivered, 1);
+    });
 }
