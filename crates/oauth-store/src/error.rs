@@ -92,6 +92,51 @@ pub enum StoreError {
         /// Its permission bits.
         mode: u32,
     },
+    /// The store directory (or its `locks` subdirectory) can be written by group or others. Anyone
+    /// who can write there can replace a credential file or a lock file, so the store refuses it
+    /// until its mode is fixed. A directory [`FileStore::open`](crate::FileStore::open) creates is
+    /// `0700`.
+    #[error(
+        "credential store directory {} is writable by group or others (mode {mode:04o}); \
+         anyone who can write there can replace the stored credentials: run `chmod 700 {}`",
+        .path.display(),
+        .path.display()
+    )]
+    InsecureDirectory {
+        /// The directory concerned.
+        path: PathBuf,
+        /// Its permission bits.
+        mode: u32,
+    },
+    /// A store file, lock file or directory belongs to another user than the process's effective
+    /// user: whoever owns it controls its content (or, for a directory, can replace it), so it is
+    /// refused. A directory may also belong to root.
+    #[error(
+        "credential store path {} is owned by uid {owner}, not by this process's user \
+         (uid {expected}): run `chown {expected} {}` or run as its owner",
+        .path.display(),
+        .path.display()
+    )]
+    WrongOwner {
+        /// The file or directory concerned.
+        path: PathBuf,
+        /// The uid that owns it.
+        owner: u32,
+        /// The process's effective uid.
+        expected: u32,
+    },
+    /// A store file or lock file (or the `locks` directory) is a symbolic link. The store never
+    /// follows links there: a link could make it read another file or create one outside its
+    /// directory.
+    #[error(
+        "credential store path {} is a symbolic link, which the store does not follow: \
+         replace it with the file it points to, or remove it",
+        .path.display()
+    )]
+    Symlink {
+        /// The link.
+        path: PathBuf,
+    },
     /// A lock could not be taken before the timeout.
     #[error(
         "timed out after {waited:?} waiting for the {what} lock of provider {provider:?}{}",
@@ -129,9 +174,53 @@ impl StoreError {
         matches!(self, Self::Conflict { .. })
     }
 
+    /// True for contention: another writer or refresher is active right now. That is a
+    /// [`Conflict`](StoreError::Conflict) (someone wrote first: re-read) or a
+    /// [`LockTimeout`](StoreError::LockTimeout) (someone holds the lock: wait, then re-read).
+    ///
+    /// Contention says the store works and is in use, so a caller must not go ahead on its own
+    /// (for a refresh: another process may be rotating the same refresh token). Never true together
+    /// with [`is_unavailable`](Self::is_unavailable).
+    pub fn is_contention(&self) -> bool {
+        matches!(self, Self::Conflict { .. } | Self::LockTimeout { .. })
+    }
+
+    /// True when the store itself cannot be used right now, which says nothing about other
+    /// writers: [`Io`](StoreError::Io) (unreadable, permission denied, read-only or full file
+    /// system, any other OS error), a file the store refuses to use ([`Corrupt`](StoreError::Corrupt),
+    /// [`UnsupportedSchema`](StoreError::UnsupportedSchema),
+    /// [`InsecurePermissions`](StoreError::InsecurePermissions),
+    /// [`InsecureDirectory`](StoreError::InsecureDirectory), [`WrongOwner`](StoreError::WrongOwner),
+    /// [`Symlink`](StoreError::Symlink)), or a [`Backend`](StoreError::Backend) failure.
+    ///
+    /// A caller holding a good token in memory may go on without the store (keep the token, report
+    /// the failure, save when the store recovers); contention ([`is_contention`](Self::is_contention))
+    /// is never classified here. Combine with [`is_retryable`](Self::is_retryable) to tell a
+    /// transient outage (an I/O error: retry later) from one that needs a human (a corrupt file,
+    /// wrong permissions or owner, a link).
+    ///
+    /// Caller mistakes ([`NotFound`](StoreError::NotFound),
+    /// [`InvalidProvider`](StoreError::InvalidProvider)) are neither unavailable nor contention.
+    pub fn is_unavailable(&self) -> bool {
+        match self {
+            Self::Io { .. }
+            | Self::Corrupt { .. }
+            | Self::UnsupportedSchema { .. }
+            | Self::InsecurePermissions { .. }
+            | Self::InsecureDirectory { .. }
+            | Self::WrongOwner { .. }
+            | Self::Symlink { .. }
+            | Self::Backend { .. } => true,
+            Self::Conflict { .. }
+            | Self::NotFound { .. }
+            | Self::InvalidProvider { .. }
+            | Self::LockTimeout { .. } => false,
+        }
+    }
+
     /// True when the same operation may succeed if retried later without other changes: I/O errors,
     /// lock timeouts, and backend errors that say so. A conflict is not retryable as is (re-read
-    /// first); corruption, bad permissions and unsupported schemas need a human.
+    /// first); corruption, bad permissions or owners, links and unsupported schemas need a human.
     pub fn is_retryable(&self) -> bool {
         match self {
             Self::Io { .. } | Self::LockTimeout { .. } => true,
@@ -141,7 +230,10 @@ impl StoreError {
             | Self::InvalidProvider { .. }
             | Self::Corrupt { .. }
             | Self::UnsupportedSchema { .. }
-            | Self::InsecurePermissions { .. } => false,
+            | Self::InsecurePermissions { .. }
+            | Self::InsecureDirectory { .. }
+            | Self::WrongOwner { .. }
+            | Self::Symlink { .. } => false,
         }
     }
 
@@ -209,5 +301,134 @@ mod tests {
             retryable: true,
         };
         assert!(backend.is_retryable());
+    }
+
+    /// Every variant, for the classification table below.
+    fn one_of_each() -> Vec<StoreError> {
+        vec![
+            StoreError::Conflict {
+                provider: "p".into(),
+                id: id(),
+                expected: None,
+                actual: Some(1),
+            },
+            StoreError::NotFound {
+                provider: "p".into(),
+                id: id(),
+            },
+            StoreError::InvalidProvider {
+                provider: String::new(),
+            },
+            StoreError::io(
+                "/s/p.json",
+                std::io::Error::from(std::io::ErrorKind::StorageFull),
+            ),
+            StoreError::Corrupt {
+                path: "/s/p.json".into(),
+                detail: "the file is empty".into(),
+            },
+            StoreError::UnsupportedSchema {
+                path: "/s/p.json".into(),
+                found: 9,
+                supported: 1,
+            },
+            StoreError::InsecurePermissions {
+                path: "/s/p.json".into(),
+                mode: 0o644,
+            },
+            StoreError::InsecureDirectory {
+                path: "/s".into(),
+                mode: 0o777,
+            },
+            StoreError::WrongOwner {
+                path: "/s/p.json".into(),
+                owner: 65534,
+                expected: 0,
+            },
+            StoreError::Symlink {
+                path: "/s/p.json.lock".into(),
+            },
+            StoreError::LockTimeout {
+                what: "store",
+                provider: "p".into(),
+                id: None,
+                waited: Duration::from_secs(10),
+            },
+            StoreError::Backend {
+                source: "db down".into(),
+                retryable: false,
+            },
+        ]
+    }
+
+    #[test]
+    fn unavailable_and_contention_never_overlap() {
+        let names = |pick: fn(&StoreError) -> bool| -> Vec<String> {
+            one_of_each()
+                .iter()
+                .filter(|e| pick(e))
+                .map(|e| {
+                    format!("{e:?}")
+                        .split([' ', '('])
+                        .next()
+                        .unwrap_or("")
+                        .to_owned()
+                })
+                .collect()
+        };
+        assert_eq!(
+            names(StoreError::is_contention),
+            ["Conflict", "LockTimeout"]
+        );
+        assert_eq!(
+            names(StoreError::is_unavailable),
+            [
+                "Io",
+                "Corrupt",
+                "UnsupportedSchema",
+                "InsecurePermissions",
+                "InsecureDirectory",
+                "WrongOwner",
+                "Symlink",
+                "Backend"
+            ]
+        );
+        for e in one_of_each() {
+            assert!(!(e.is_contention() && e.is_unavailable()), "{e:?}");
+        }
+        // Transient (retry later) versus needs a human, among the unavailable ones.
+        assert_eq!(names(|e| e.is_unavailable() && e.is_retryable()), ["Io"]);
+    }
+
+    #[test]
+    fn hardening_messages_name_the_path_and_the_fix() {
+        let dir = StoreError::InsecureDirectory {
+            path: "/var/lib/app/oauth".into(),
+            mode: 0o777,
+        };
+        assert_eq!(
+            dir.to_string(),
+            "credential store directory /var/lib/app/oauth is writable by group or others \
+             (mode 0777); anyone who can write there can replace the stored credentials: \
+             run `chmod 700 /var/lib/app/oauth`"
+        );
+        let owner = StoreError::WrongOwner {
+            path: "/s/p.json".into(),
+            owner: 65534,
+            expected: 1000,
+        };
+        assert_eq!(
+            owner.to_string(),
+            "credential store path /s/p.json is owned by uid 65534, not by this process's user \
+             (uid 1000): run `chown 1000 /s/p.json` or run as its owner"
+        );
+        let link = StoreError::Symlink {
+            path: "/s/p.json.lock".into(),
+        };
+        assert_eq!(
+            link.to_string(),
+            "credential store path /s/p.json.lock is a symbolic link, which the store does not \
+             follow: replace it with the file it points to, or remove it"
+        );
     }
 }

@@ -12,6 +12,7 @@ use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use oauth_core::{Credential, CredentialId, PersistedCredential};
+use rustix::fs::OFlags;
 use serde::{Deserialize, Serialize};
 
 use crate::table::Table;
@@ -32,15 +33,27 @@ const REFRESH_POLL_MAX: Duration = Duration::from_millis(50);
 
 /// Permission bits that must not be set on a file holding secrets.
 const GROUP_OTHER_BITS: u32 = 0o077;
+/// Permission bits that must not be set on the store directory: whoever may write there can
+/// replace a file.
+const GROUP_OTHER_WRITE_BITS: u32 = 0o022;
+
+/// Extra `open(2)` flags for every data and lock file: never follow a symbolic link in the last
+/// component (the open fails with `ELOOP` instead), never block on a FIFO planted in its place.
+/// Both flag values are small constants, so the cast cannot wrap.
+#[allow(clippy::cast_possible_wrap)]
+const OPEN_FLAGS: i32 = (OFlags::NOFOLLOW.bits() | OFlags::NONBLOCK.bits()) as i32;
 
 /// The embedded default store: one JSON file per provider in a directory, safe against crashes and
 /// shared safely by several processes **on one host**.
 ///
 /// # Layout
 /// - `<dir>/<provider>.json`: the provider's credentials, `{"schema": 1, "provider": …,
-///   "credentials": {<id>: {"version": n, "credential": {…}}}, "retired": {…}}`, mode `0600`.
-///   Secrets are stored in clear text (protected by the file mode), through
-///   [`Credential::persisted`].
+///   "credentials": {<id>: {"version": n, "credential": {…}}}, "retired_high_water": n}`, mode
+///   `0600`. Secrets are stored in clear text (protected by the file mode), through
+///   [`Credential::persisted`]. `retired_high_water` is the highest version any deleted
+///   credential reached: a credential created afterwards (a deleted one re-created, or a new id)
+///   starts above it, so a writer holding a version of a deleted credential can never match its
+///   successor, and deletions leave nothing else behind (the file does not grow with churn).
 /// - `<dir>/<provider>.json.lock`: the advisory lock taken around every read-modify-write.
 /// - `<dir>/locks/<provider>.<id>.lock`: the per-credential [`RefreshLock`] files.
 ///
@@ -56,6 +69,14 @@ const GROUP_OTHER_BITS: u32 = 0o077;
 ///   Reads take no lock (a rename is atomic).
 /// - **Secrets stay private**: files are created with mode `0600` in a directory created `0700`; a
 ///   file that group or others can access is refused with [`StoreError::InsecurePermissions`].
+/// - **Nobody else controls the files** (checked on every operation, as ssh checks a private
+///   key): a store directory (or `locks` directory) that group or others can write is
+///   [`StoreError::InsecureDirectory`]; a data or lock file owned by another user than the
+///   process's effective user, or a directory owned by neither that user nor root, is
+///   [`StoreError::WrongOwner`]; a data file, lock file or `locks` directory that is a symbolic
+///   link is [`StoreError::Symlink`] (files are opened with `O_NOFOLLOW`, so a planted link can
+///   neither be read through nor make the store create a file elsewhere). The store directory
+///   itself may be a link; it is the path the operator chose.
 /// - **Corruption is loud**: a file that does not parse is [`StoreError::Corrupt`] (naming the
 ///   file, never quoting it), for reads and writes alike; it is never replaced by an empty store.
 ///   A missing file is an empty store.
@@ -85,8 +106,13 @@ impl FileStore {
     /// Opens (creating it with mode `0700` if needed) the store directory `dir`. Files are read
     /// lazily, per provider.
     ///
+    /// Point it at a directory of its own (a subdirectory it creates is fine): a shared or
+    /// world-writable one (`/tmp`, a Kubernetes `emptyDir` mounted `0777`) is refused.
+    ///
     /// # Errors
-    /// [`StoreError::Io`] when the directory cannot be created or is not a directory.
+    /// [`StoreError::Io`] when the directory cannot be created or is not a directory;
+    /// [`StoreError::InsecureDirectory`] when group or others can write it;
+    /// [`StoreError::WrongOwner`] when it belongs to neither this process's user nor root.
     pub fn open(dir: impl AsRef<Path>) -> Result<Self, StoreError> {
         let dir = dir.as_ref().to_path_buf();
         DirBuilder::new()
@@ -94,15 +120,7 @@ impl FileStore {
             .mode(0o700)
             .create(&dir)
             .map_err(|e| StoreError::io(&dir, e))?;
-        if !fs::metadata(&dir)
-            .map_err(|e| StoreError::io(&dir, e))?
-            .is_dir()
-        {
-            return Err(StoreError::io(
-                &dir,
-                io::Error::new(io::ErrorKind::NotADirectory, "not a directory"),
-            ));
-        }
+        check_store_dir(&dir)?;
         Ok(Self {
             refresh_lock: Arc::new(FileRefreshLock::new(&dir)),
             inner: Arc::new(Inner {
@@ -145,15 +163,20 @@ impl FileStore {
         f: impl FnOnce(Table) -> R + Send + 'static,
     ) -> Result<R, StoreError> {
         crate::check_provider(provider)?;
+        let dir = self.inner.dir.clone();
         let path = self.file_path(provider);
         let provider = provider.to_owned();
-        blocking(move || read_table(&path, &provider).map(f)).await
+        blocking(move || {
+            check_store_dir(&dir)?;
+            read_table(&path, &provider).map(|s| f(s.table))
+        })
+        .await
     }
 
     async fn modify<R: Send + 'static>(
         &self,
         provider: &str,
-        f: impl FnOnce(&mut Table) -> Result<R, StoreError> + Send + 'static,
+        f: impl FnOnce(&mut Stored) -> Result<R, StoreError> + Send + 'static,
     ) -> Result<R, StoreError> {
         crate::check_provider(provider)?;
         let _queued = self.inner.writers.lock().await;
@@ -161,12 +184,12 @@ impl FileStore {
         let path = self.file_path(provider);
         let provider = provider.to_owned();
         blocking(move || {
+            check_store_dir(&inner.dir)?;
             let lock_path = path.with_extension("json.lock");
-            let lock = lock_file(&lock_path, inner.lock_timeout)
-                .map_err(|e| e.for_store(&lock_path, &provider))?;
-            let mut table = read_table(&path, &provider)?;
-            let result = f(&mut table)?;
-            write_table(&inner.dir, &path, &provider, &table)?;
+            let lock = lock_file(&lock_path, inner.lock_timeout, &provider)?;
+            let mut stored = read_table(&path, &provider)?;
+            let result = f(&mut stored)?;
+            write_table(&inner.dir, &path, &provider, &stored)?;
             // Closing the file would release it too; unlocking explicitly says when.
             drop(lock.unlock());
             Ok(result)
@@ -207,7 +230,7 @@ impl CredentialStore for FileStore {
     ) -> Result<Version, StoreError> {
         let credential = credential.clone();
         let owned = provider.to_owned();
-        self.modify(provider, move |t| t.save(&owned, &credential, expected))
+        self.modify(provider, move |s| s.save(&owned, &credential, expected))
             .await
     }
 
@@ -219,7 +242,7 @@ impl CredentialStore for FileStore {
     ) -> Result<(), StoreError> {
         let id = id.clone();
         let owned = provider.to_owned();
-        self.modify(provider, move |t| t.delete(&owned, &id, expected))
+        self.modify(provider, move |s| s.delete(&owned, &id, expected))
             .await
     }
 
@@ -242,6 +265,10 @@ impl CredentialStore for FileStore {
 /// acquisition opens the file anew). A process that dies releases its locks. Lock files are never
 /// deleted (deleting a lock file while another process waits on it would split the lock in two).
 /// Not reliable on NFS.
+///
+/// The same checks as [`FileStore`]'s apply: the store directory and `locks` must not be writable
+/// by group or others, `locks` and the lock files must not be symbolic links, and the lock files
+/// must belong to the process's effective user.
 pub struct FileRefreshLock {
     dir: PathBuf,
 }
@@ -287,12 +314,8 @@ impl RefreshLock for FileRefreshLock {
         let file = {
             let path = path.clone();
             blocking(move || {
-                DirBuilder::new()
-                    .recursive(true)
-                    .mode(0o700)
-                    .create(&dir)
-                    .map_err(|e| StoreError::io(&dir, e))?;
-                open_lock_file(&path).map_err(|e| StoreError::io(&path, e))
+                ensure_locks_dir(&dir)?;
+                open_lock_file(&path)
             })
             .await?
         };
@@ -366,53 +389,143 @@ fn fnv1a(bytes: &[u8]) -> u64 {
 
 // ---- locking ----
 
-enum LockError {
-    Io(io::Error),
-    Timeout(Duration),
-}
-
-impl LockError {
-    fn for_store(self, path: &Path, provider: &str) -> StoreError {
-        match self {
-            Self::Io(e) => StoreError::io(path, e),
-            Self::Timeout(waited) => StoreError::LockTimeout {
-                what: "store",
-                provider: provider.to_owned(),
-                id: None,
-                waited,
-            },
-        }
-    }
-}
-
-fn open_lock_file(path: &Path) -> io::Result<File> {
-    OpenOptions::new()
+/// Opens (creating it `0600` if needed) a lock file, without following a link, and checks it is a
+/// regular file of ours.
+fn open_lock_file(path: &Path) -> Result<File, StoreError> {
+    let file = OpenOptions::new()
         .read(true)
         .write(true)
         .create(true)
         .truncate(false)
         .mode(0o600)
+        .custom_flags(OPEN_FLAGS)
         .open(path)
+        .map_err(|e| open_error(path, e))?;
+    let meta = file.metadata().map_err(|e| StoreError::io(path, e))?;
+    check_owner(path, &meta, false)?;
+    if !meta.is_file() {
+        return Err(StoreError::io(
+            path,
+            io::Error::new(io::ErrorKind::InvalidInput, "not a regular file"),
+        ));
+    }
+    Ok(file)
 }
 
-/// Opens and locks `path` exclusively, polling until `timeout` (blocking the calling thread).
-fn lock_file(path: &Path, timeout: Duration) -> Result<File, LockError> {
-    let file = open_lock_file(path).map_err(LockError::Io)?;
+/// Opens and locks the store lock file `path` exclusively, polling until `timeout` (blocking the
+/// calling thread).
+fn lock_file(path: &Path, timeout: Duration, provider: &str) -> Result<File, StoreError> {
+    let file = open_lock_file(path)?;
     let started = Instant::now();
     let mut pause = POLL_MIN;
     loop {
         match file.try_lock() {
             Ok(()) => return Ok(file),
             Err(TryLockError::WouldBlock) => {}
-            Err(TryLockError::Error(e)) => return Err(LockError::Io(e)),
+            Err(TryLockError::Error(e)) => return Err(StoreError::io(path, e)),
         }
         let waited = started.elapsed();
         if waited >= timeout {
-            return Err(LockError::Timeout(waited));
+            return Err(StoreError::LockTimeout {
+                what: "store",
+                provider: provider.to_owned(),
+                id: None,
+                waited,
+            });
         }
         std::thread::sleep(pause.min(timeout - waited));
         pause = (pause * 2).min(POLL_MAX);
     }
+}
+
+// ---- ownership, modes and links ----
+
+/// The process's effective uid: files it creates belong to it, and files it uses must.
+fn euid() -> u32 {
+    rustix::process::geteuid().as_raw()
+}
+
+/// Maps a failed `open(2)` with [`OPEN_FLAGS`]: `ELOOP` on a link in the last component becomes
+/// [`StoreError::Symlink`].
+fn open_error(path: &Path, e: io::Error) -> StoreError {
+    if e.raw_os_error() == Some(rustix::io::Errno::LOOP.raw_os_error())
+        && fs::symlink_metadata(path).is_ok_and(|m| m.file_type().is_symlink())
+    {
+        return StoreError::Symlink {
+            path: path.to_path_buf(),
+        };
+    }
+    StoreError::io(path, e)
+}
+
+/// A file must belong to the effective user; a directory may also belong to root (only root can
+/// change a root-owned directory that is not group- or other-writable, and root can do anything
+/// anyway).
+fn check_owner(path: &Path, meta: &fs::Metadata, root_allowed: bool) -> Result<(), StoreError> {
+    use std::os::unix::fs::MetadataExt;
+    let (owner, expected) = (meta.uid(), euid());
+    if owner == expected || (root_allowed && owner == 0) {
+        return Ok(());
+    }
+    Err(StoreError::WrongOwner {
+        path: path.to_path_buf(),
+        owner,
+        expected,
+    })
+}
+
+/// Owner and mode of a directory the store writes in.
+fn check_dir_meta(path: &Path, meta: &fs::Metadata) -> Result<(), StoreError> {
+    if !meta.is_dir() {
+        return Err(StoreError::io(
+            path,
+            io::Error::new(io::ErrorKind::NotADirectory, "not a directory"),
+        ));
+    }
+    check_owner(path, meta, true)?;
+    let mode = meta.permissions().mode() & 0o7777;
+    if mode & GROUP_OTHER_WRITE_BITS != 0 {
+        return Err(StoreError::InsecureDirectory {
+            path: path.to_path_buf(),
+            mode,
+        });
+    }
+    Ok(())
+}
+
+/// The store directory (following a link: the operator chose that path).
+fn check_store_dir(dir: &Path) -> Result<(), StoreError> {
+    let meta = fs::metadata(dir).map_err(|e| StoreError::io(dir, e))?;
+    check_dir_meta(dir, &meta)
+}
+
+/// Creates (`0700`) or checks the refresh locks' directory, which must not be a link, and the
+/// store directory above it.
+fn ensure_locks_dir(dir: &Path) -> Result<(), StoreError> {
+    if let Some(store_dir) = dir.parent().filter(|p| !p.as_os_str().is_empty()) {
+        match fs::metadata(store_dir) {
+            Ok(meta) => check_dir_meta(store_dir, &meta)?,
+            // Created below, with mode 0700.
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+            Err(e) => return Err(StoreError::io(store_dir, e)),
+        }
+    }
+    match fs::symlink_metadata(dir) {
+        Ok(_) => {}
+        Err(e) if e.kind() == io::ErrorKind::NotFound => DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(dir)
+            .map_err(|e| StoreError::io(dir, e))?,
+        Err(e) => return Err(StoreError::io(dir, e)),
+    }
+    let meta = fs::symlink_metadata(dir).map_err(|e| StoreError::io(dir, e))?;
+    if meta.file_type().is_symlink() {
+        return Err(StoreError::Symlink {
+            path: dir.to_path_buf(),
+        });
+    }
+    check_dir_meta(dir, &meta)
 }
 
 // ---- the on-disk format ----
@@ -422,7 +535,7 @@ struct DiskFileOut<'a> {
     schema: u64,
     provider: &'a str,
     credentials: BTreeMap<&'a CredentialId, DiskEntryOut<'a>>,
-    retired: &'a BTreeMap<CredentialId, Version>,
+    retired_high_water: Version,
 }
 
 #[derive(Serialize)]
@@ -440,8 +553,59 @@ struct SchemaProbe {
 struct DiskFileIn {
     provider: String,
     credentials: BTreeMap<CredentialId, DiskEntryIn>,
+    /// One marker per deleted credential, as earlier versions of this crate wrote them (read, folded
+    /// into the high-water mark, never written again).
     #[serde(default)]
     retired: BTreeMap<CredentialId, Version>,
+    #[serde(default)]
+    retired_high_water: Version,
+}
+
+/// One provider's file in memory: the credentials, and the highest version a deleted one reached.
+struct Stored {
+    table: Table,
+    retired_high_water: Version,
+}
+
+impl Stored {
+    /// Compare-and-set write. A credential created while none of its id is stored starts above
+    /// every deleted credential's last version (continuing from its own deleted predecessor, if it
+    /// had one, or from a later one's).
+    fn save(
+        &mut self,
+        provider: &str,
+        credential: &Credential,
+        expected: Option<Version>,
+    ) -> Result<Version, StoreError> {
+        let id = &credential.id;
+        if expected.is_none() && self.retired_high_water > 0 && self.table.get(id).is_none() {
+            self.table
+                .retired
+                .insert(id.clone(), self.retired_high_water);
+        }
+        let saved = self.table.save(provider, credential, expected);
+        self.table.retired.clear();
+        saved
+    }
+
+    /// Compare-and-delete; the deleted credential's version raises the high-water mark.
+    fn delete(
+        &mut self,
+        provider: &str,
+        id: &CredentialId,
+        expected: Option<Version>,
+    ) -> Result<(), StoreError> {
+        self.table.delete(provider, id, expected)?;
+        self.fold_retired();
+        Ok(())
+    }
+
+    /// Replaces the table's per-id deletion markers by the one high-water mark.
+    fn fold_retired(&mut self) {
+        let highest = self.table.retired.values().copied().max().unwrap_or(0);
+        self.retired_high_water = self.retired_high_water.max(highest);
+        self.table.retired.clear();
+    }
 }
 
 #[derive(Deserialize)]
@@ -463,14 +627,25 @@ fn describe(e: &serde_json::Error) -> String {
     format!("{what} at line {} column {}", e.line(), e.column())
 }
 
-/// Reads a provider's file; a missing file is an empty table.
-fn read_table(path: &Path, provider: &str) -> Result<Table, StoreError> {
-    let mut file = match File::open(path) {
+/// Reads a provider's file (never through a link; it must belong to the effective user); a missing
+/// file is an empty table.
+fn read_table(path: &Path, provider: &str) -> Result<Stored, StoreError> {
+    let opened = OpenOptions::new()
+        .read(true)
+        .custom_flags(OPEN_FLAGS)
+        .open(path);
+    let mut file = match opened {
         Ok(f) => f,
-        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Table::default()),
-        Err(e) => return Err(StoreError::io(path, e)),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => {
+            return Ok(Stored {
+                table: Table::default(),
+                retired_high_water: 0,
+            });
+        }
+        Err(e) => return Err(open_error(path, e)),
     };
     let meta = file.metadata().map_err(|e| StoreError::io(path, e))?;
+    check_owner(path, &meta, false)?;
     let mode = meta.permissions().mode() & 0o7777;
     if mode & GROUP_OTHER_BITS != 0 {
         return Err(StoreError::InsecurePermissions {
@@ -506,10 +681,15 @@ fn read_table(path: &Path, provider: &str) -> Result<Table, StoreError> {
             disk.provider
         )));
     }
-    let mut table = Table {
-        retired: disk.retired,
-        ..Table::default()
+    let mut stored = Stored {
+        table: Table {
+            retired: disk.retired,
+            ..Table::default()
+        },
+        retired_high_water: disk.retired_high_water,
     };
+    stored.fold_retired();
+    let table = &mut stored.table;
     for (id, entry) in disk.credentials {
         if entry.credential.id != id {
             return Err(corrupt(format!(
@@ -524,14 +704,15 @@ fn read_table(path: &Path, provider: &str) -> Result<Table, StoreError> {
             .credentials
             .insert(id, Versioned::new(entry.credential, entry.version));
     }
-    Ok(table)
+    Ok(stored)
 }
 
 /// Per-process counter making temporary file names unique.
 static TMP_COUNTER: AtomicU64 = AtomicU64::new(0);
 
 /// Replaces a provider's file atomically. The caller holds the provider's lock file.
-fn write_table(dir: &Path, path: &Path, provider: &str, table: &Table) -> Result<(), StoreError> {
+fn write_table(dir: &Path, path: &Path, provider: &str, stored: &Stored) -> Result<(), StoreError> {
+    let table = &stored.table;
     let out = DiskFileOut {
         schema: SCHEMA_VERSION,
         provider,
@@ -548,7 +729,7 @@ fn write_table(dir: &Path, path: &Path, provider: &str, table: &Table) -> Result
                 )
             })
             .collect(),
-        retired: &table.retired,
+        retired_high_water: stored.retired_high_water,
     };
     let mut bytes = serde_json::to_vec_pretty(&out).map_err(|e| StoreError::Corrupt {
         path: path.to_path_buf(),
@@ -589,6 +770,7 @@ fn write_synced(path: &Path, bytes: &[u8]) -> io::Result<()> {
         .write(true)
         .create_new(true)
         .mode(0o600)
+        .custom_flags(OPEN_FLAGS)
         .open(path)?;
     file.write_all(bytes)?;
     file.sync_all()

@@ -5,6 +5,7 @@
 mod conformance;
 mod crash;
 mod file_errors;
+mod hardening;
 mod multiprocess;
 mod refresh_lock;
 mod support;
