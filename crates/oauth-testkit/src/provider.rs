@@ -8,6 +8,12 @@
 //! - faults are scriptable per account (token family): 429 with `Retry-After` or a reset hint in
 //!   the body, 401, any 5xx, latency, or a request-scoped 400 ([`ProviderFault`]);
 //! - [`FakeProvider::stats`] counts what it answered, per account too.
+//! - it speaks each provider's dialect ([`Dialect`], set with [`FakeProvider::set_dialect`]):
+//!   success bodies and their usage shapes, streamed (SSE) answers when the request asks for a
+//!   stream (`"stream": true`, a `streamGenerateContent` path or `alt=sse`), and the providers'
+//!   documented error answers ([`dialect`]'s constructors, scripted with
+//!   [`ProviderFault::Answer`]); [`ProviderFault::StreamCut`] breaks a stream after its first
+//!   event. Every POST path is served the same way, so clients can use the provider's own paths.
 //!
 //! [`ChatClient`] is the matching client: its [`ChatError`] implements
 //! [`ClassifyFailure`], so it plugs straight into a pool's failover.
@@ -44,18 +50,21 @@ use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
 use axum::Router;
-use axum::body::Bytes;
+use axum::body::{Body, Bytes};
 use axum::extract::State;
 use axum::http::header::{AUTHORIZATION, CONTENT_TYPE, RETRY_AFTER};
-use axum::http::{HeaderMap, HeaderValue, StatusCode};
+use axum::http::{HeaderMap, HeaderName, HeaderValue, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
 use axum::routing::post;
 use oauth_core::{ClassifyFailure, FailureKind, Usage};
-use serde::Deserialize;
 use serde_json::{Value, json};
 
 use crate::serving::Serving;
 use crate::token_server::{FamilyId, RAW_BODY_MARKER, TokenServer};
+
+pub mod dialect;
+
+pub use dialect::{Dialect, ScriptedAnswer};
 
 /// The path the provider serves.
 pub const CHAT_PATH: &str = "/v1/chat/completions";
@@ -97,6 +106,11 @@ pub enum ProviderFault {
     Slow(Duration),
     /// Answer a request-scoped `400` (the request is bad, not the credential).
     BadRequest,
+    /// Answer exactly this (a provider's documented error answer: see [`dialect`]).
+    Answer(ScriptedAnswer),
+    /// Answer `200` with a stream (whatever the request asked) that breaks the connection after
+    /// its first event.
+    StreamCut,
 }
 
 /// What the provider has answered.
@@ -121,6 +135,12 @@ pub struct ProviderStats {
     pub slow: u64,
     /// Total tokens reported in `200` answers.
     pub tokens: u64,
+    /// Streamed `200` answers (complete or cut).
+    pub streams: u64,
+    /// Streams broken after their first event ([`ProviderFault::StreamCut`]).
+    pub cut_streams: u64,
+    /// Values of the `chatgpt-account-id` header of served requests (Codex's account header).
+    pub account_ids: Vec<String>,
     /// `200` answers per account.
     pub ok_by_account: HashMap<FamilyId, u64>,
 }
@@ -142,6 +162,7 @@ struct FaultRule {
 struct ProviderState {
     faults: Vec<FaultRule>,
     stats: ProviderStats,
+    dialect: Dialect,
 }
 
 struct Shared {
@@ -185,6 +206,7 @@ impl FakeProvider {
         });
         let app = Router::new()
             .route(CHAT_PATH, post(chat_endpoint))
+            .fallback(chat_endpoint)
             .with_state(Arc::clone(&shared));
         let server = Serving::loopback(app).await?;
         Ok(Self { shared, server })
@@ -198,6 +220,16 @@ impl FakeProvider {
     /// The socket address.
     pub const fn addr(&self) -> SocketAddr {
         self.server.addr()
+    }
+
+    /// `http://127.0.0.1:PORT`: every path below it is served.
+    pub fn base_url(&self) -> String {
+        format!("http://{}", self.server.addr())
+    }
+
+    /// Answers (successes and streams) in `dialect` from now on (default [`Dialect::OpenAi`]).
+    pub fn set_dialect(&self, dialect: Dialect) {
+        self.shared.state().dialect = dialect;
     }
 
     /// Scripts `fault` for every request of `account` until cleared.
@@ -234,17 +266,40 @@ impl FakeProvider {
     }
 }
 
-/// The request body the provider reads (unknown fields are ignored).
-#[derive(Deserialize)]
-struct ChatRequest {
-    #[serde(default)]
-    messages: Vec<Message>,
+/// The prompt of a request in any dialect: `messages[].content` (a string or text parts),
+/// Gemini's `contents[].parts[].text` (also under Code Assist's `request`), or the Responses
+/// API's `input` (a string or messages).
+fn prompt_of(request: &Value) -> String {
+    fn texts(v: &Value, out: &mut Vec<String>) {
+        match v {
+            Value::String(s) => out.push(s.clone()),
+            Value::Array(items) => items.iter().for_each(|i| texts(i, out)),
+            Value::Object(o) => {
+                for key in ["content", "text", "parts"] {
+                    if let Some(inner) = o.get(key) {
+                        texts(inner, out);
+                    }
+                }
+            }
+            _ => {}
+        }
+    }
+    let mut out = Vec::new();
+    for place in ["/messages", "/contents", "/request/contents", "/input"] {
+        if let Some(v) = request.pointer(place) {
+            texts(v, &mut out);
+        }
+    }
+    out.join("\n")
 }
 
-#[derive(Deserialize)]
-struct Message {
-    #[serde(default)]
-    content: String,
+/// Does the request ask for a streamed answer?
+fn wants_stream(uri: &Uri, request: &Value) -> bool {
+    request.get("stream").and_then(Value::as_bool) == Some(true)
+        || uri.path().contains("streamGenerateContent")
+        || uri
+            .query()
+            .is_some_and(|q| q.split('&').any(|kv| kv == "alt=sse"))
 }
 
 fn bearer(headers: &HeaderMap) -> Option<&str> {
@@ -258,6 +313,7 @@ fn bearer(headers: &HeaderMap) -> Option<&str> {
 
 async fn chat_endpoint(
     State(shared): State<Arc<Shared>>,
+    uri: Uri,
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
@@ -273,50 +329,70 @@ async fn chat_endpoint(
     if !latency.is_zero() {
         tokio::time::sleep(latency).await;
     }
-    if let Some(fault) = fault {
+    let cut = fault == Some(ProviderFault::StreamCut);
+    if let Some(fault) = fault.filter(|_| !cut) {
         return fault_response(&shared, &fault);
     }
 
-    let Ok(request) = serde_json::from_slice::<ChatRequest>(&body) else {
+    let Ok(request) = serde_json::from_slice::<Value>(&body) else {
         shared.state().stats.bad_requests += 1;
         return error_body(StatusCode::BAD_REQUEST, "invalid_request_error", None);
     };
-    let prompt: String = request
-        .messages
-        .iter()
-        .map(|m| m.content.as_str())
-        .collect::<Vec<_>>()
-        .join("\n");
+    let prompt = prompt_of(&request);
+    let stream = cut || wants_stream(&uri, &request);
     let usage = usage_for(&prompt);
-    {
+    let dialect = {
         let mut st = shared.state();
         st.stats.ok += 1;
         st.stats.tokens += usage.total_tokens;
         *st.stats.ok_by_account.entry(account).or_insert(0) += 1;
-    }
+        if let Some(v) = headers
+            .get("chatgpt-account-id")
+            .and_then(|v| v.to_str().ok())
+        {
+            st.stats.account_ids.push(v.to_owned());
+        }
+        if stream {
+            st.stats.streams += 1;
+        }
+        if cut {
+            st.stats.cut_streams += 1;
+        }
+        st.dialect
+    };
     let id = shared.next_id.fetch_add(1, Ordering::Relaxed);
-    let body = json!({
-        "id": format!("chatcmpl-{id}"),
-        "object": "chat.completion",
-        "model": "fake-model",
-        "choices": [{
-            "index": 0,
-            "message": {
-                "role": "assistant",
-                "content": format!("Fake answer {id} to a {}-byte prompt.", prompt.len()),
-            },
-            "finish_reason": "stop",
-        }],
-        "usage": {
-            "prompt_tokens": usage.prompt_tokens,
-            "completion_tokens": usage.completion_tokens,
-            "total_tokens": usage.total_tokens,
-        },
-    });
+    let text = format!("Fake answer {id} to a {}-byte prompt.", prompt.len());
+    if stream {
+        return stream_response(dialect::stream_events(dialect, id, &text, usage), cut);
+    }
+    let body = dialect::success_body(dialect, id, &text, usage);
     (
         StatusCode::OK,
         [(CONTENT_TYPE, "application/json")],
         body.to_string(),
+    )
+        .into_response()
+}
+
+/// A `text/event-stream` answer of `events`; with `cut`, the first event and then a broken
+/// connection (after a short pause, so the first event reaches the client first).
+fn stream_response(events: Vec<String>, cut: bool) -> Response {
+    use futures_util::StreamExt;
+    let take = if cut { 1 } else { events.len() };
+    let chunks = futures_util::stream::iter(
+        events
+            .into_iter()
+            .take(take)
+            .map(|e| Ok::<_, std::io::Error>(Bytes::from(e))),
+    );
+    let tail = futures_util::stream::iter(cut.then_some(())).then(|()| async {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        Err(std::io::Error::other("stream cut by the fake provider"))
+    });
+    (
+        StatusCode::OK,
+        [(CONTENT_TYPE, "text/event-stream")],
+        Body::from_stream(chunks.chain(tail)),
     )
         .into_response()
 }
@@ -380,8 +456,34 @@ fn fault_response(shared: &Shared, fault: &ProviderFault) -> Response {
             st.stats.bad_requests += 1;
             error_body(StatusCode::BAD_REQUEST, "invalid_request_error", None)
         }
-        // Delays are applied before answering; never reaches here.
-        ProviderFault::Slow(_) => StatusCode::OK.into_response(),
+        ProviderFault::Answer(answer) => {
+            let status =
+                StatusCode::from_u16(answer.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+            match status.as_u16() {
+                429 => st.stats.rate_limited += 1,
+                401 => st.stats.unauthorized += 1,
+                400 => st.stats.bad_requests += 1,
+                s if s >= 500 => st.stats.server_errors += 1,
+                _ => {}
+            }
+            let mut r = (
+                status,
+                [(CONTENT_TYPE, "application/json")],
+                answer.body.clone(),
+            )
+                .into_response();
+            for (name, value) in &answer.headers {
+                if let (Ok(n), Ok(v)) = (
+                    HeaderName::from_bytes(name.as_bytes()),
+                    HeaderValue::from_str(value),
+                ) {
+                    r.headers_mut().append(n, v);
+                }
+            }
+            r
+        }
+        // Delays are applied before answering, cuts after reading the request; never reached.
+        ProviderFault::Slow(_) | ProviderFault::StreamCut => StatusCode::OK.into_response(),
     }
 }
 
@@ -693,6 +795,98 @@ mod tests {
         }
         provider.clear_faults();
         client.chat(at, "a").await.expect("cleared");
+    }
+
+    #[tokio::test]
+    async fn speaks_each_dialect_and_streams() {
+        let (tokens, provider, _client, _clock) = setup().await;
+        let a = tokens.issue_grant("a");
+        let http = reqwest::Client::new();
+        let post = |path: &str, body: Value| {
+            http.post(format!("{}{path}", provider.base_url()))
+                .bearer_auth(&a.access_token)
+                .header("chatgpt-account-id", "acct-7")
+                .json(&body)
+                .send()
+        };
+        // Success bodies carry the dialect's usage shape.
+        provider.set_dialect(Dialect::Gemini);
+        let v: Value = post(
+            "/v1beta/models/m:generateContent",
+            json!({"contents": [{"parts": [{"text": "12345678"}]}]}),
+        )
+        .await
+        .expect("sent")
+        .json()
+        .await
+        .expect("json");
+        assert_eq!(
+            v.pointer("/usageMetadata/promptTokenCount"),
+            Some(&json!(2))
+        );
+
+        // A scripted error answer comes back verbatim.
+        provider.set_dialect(Dialect::Anthropic);
+        provider.inject_times(
+            a.family,
+            ProviderFault::Answer(dialect::anthropic_overloaded()),
+            1,
+        );
+        let r = post("/v1/messages", json!({"messages": []}))
+            .await
+            .expect("sent");
+        assert_eq!(r.status().as_u16(), 529);
+        let body = r.text().await.expect("body");
+        assert!(body.contains("overloaded_error"), "{body}");
+        let at = chrono::Utc::now();
+        provider.inject_times(
+            a.family,
+            ProviderFault::Answer(dialect::anthropic_rate_limit(at)),
+            1,
+        );
+        let r = post("/v1/messages", json!({})).await.expect("sent");
+        assert_eq!(r.status().as_u16(), 429);
+        assert!(r.headers().contains_key("anthropic-ratelimit-tokens-reset"));
+
+        // A stream in the dialect, complete.
+        let r = post(
+            "/v1/messages",
+            json!({"stream": true, "messages": [{"role": "user", "content": "hi"}]}),
+        )
+        .await
+        .expect("sent");
+        assert_eq!(
+            r.headers().get(CONTENT_TYPE).and_then(|v| v.to_str().ok()),
+            Some("text/event-stream")
+        );
+        let text = r.text().await.expect("whole stream");
+        assert!(text.starts_with("event: message_start") && text.contains("message_stop"));
+
+        // A stream cut after its first event: the first event arrives, then the body fails.
+        provider.inject_times(a.family, ProviderFault::StreamCut, 1);
+        let mut r = post("/v1/messages", json!({}))
+            .await
+            .expect("headers arrive");
+        assert_eq!(r.status().as_u16(), 200);
+        let first = r.chunk().await.expect("first chunk").expect("some bytes");
+        assert!(String::from_utf8_lossy(&first).contains("message_start"));
+        let mut failed = false;
+        loop {
+            match r.chunk().await {
+                Ok(Some(_)) => continue,
+                Ok(None) => break,
+                Err(_) => {
+                    failed = true;
+                    break;
+                }
+            }
+        }
+        assert!(failed, "a cut stream fails");
+        let stats = provider.stats();
+        assert_eq!((stats.streams, stats.cut_streams), (2, 1));
+        assert_eq!((stats.rate_limited, stats.server_errors), (1, 1));
+        assert!(stats.account_ids.iter().all(|id| id == "acct-7"));
+        assert_eq!(stats.account_ids.len(), 3);
     }
 
     #[tokio::test]
