@@ -81,20 +81,31 @@
 //! ```
 
 mod export;
+mod histogram;
 mod memory;
+#[cfg(feature = "prometheus")]
+mod negotiate;
 #[cfg(feature = "prometheus")]
 mod prometheus;
 mod recorder;
+mod shard;
 
 pub use export::{HealthSummary, PrometheusMetrics, export_json};
+pub use histogram::{Buckets, BucketsError, DURATION_BUCKETS, MAX_BUCKETS};
 pub use memory::{CredentialMetrics, DEFAULT_MAX_CREDENTIALS, DEFAULT_WINDOW, InMemoryRecorder};
 #[cfg(feature = "prometheus")]
+pub use negotiate::{
+    EncodeError, Format, PROMETHEUS_TEXT_CONTENT_TYPE, Scrape, accepts_gzip, encode_scrape,
+    negotiate_format,
+};
+#[cfg(feature = "prometheus")]
 pub use prometheus::{
-    DURATION_BUCKETS, OPENMETRICS_CONTENT_TYPE, PrometheusRecorder, encode_openmetrics,
+    Granularity, OPENMETRICS_CONTENT_TYPE, PrometheusConfig, PrometheusRecorder, encode_openmetrics,
 };
 /// The `prometheus-client` crate this recorder is built on, for its `Registry`.
 #[cfg(feature = "prometheus")]
 pub use prometheus_client;
 pub use recorder::{
-    CredentialRecorder, Fanout, MetricsRecorder, NoopRecorder, RefreshResult, RequestOutcome,
+    CredentialRecorder, Fanout, GaugeRow, GaugeSource, MetricsRecorder, NoopRecorder,
+    RefreshResult, RequestOutcome,
 };

@@ -5,7 +5,7 @@ use std::sync::{Arc, Mutex, MutexGuard, PoisonError, RwLock};
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
-use oauth_core::{CredentialId, CredentialState, FailureKind, UsageSnapshot};
+use oauth_core::{CredentialId, FailureKind, UsageSnapshot};
 
 use crate::recorder::{CredentialRecorder, MetricsRecorder, RefreshResult, RequestOutcome};
 
@@ -38,7 +38,7 @@ const WINDOW_BUCKETS: usize = 30;
 /// [`overflow`](Self::overflow); its `request_count` counts the folded requests. Registered
 /// credentials (the pool's own) are never refused and do not count toward the bound.
 ///
-/// `record_state` is ignored: the health reports read state from the manager's health tracking.
+/// Gauges are not kept here: the health reports read state from the manager's health tracking.
 #[derive(Debug)]
 pub struct InMemoryRecorder {
     window: Duration,
@@ -347,24 +347,20 @@ impl CredentialRecorder for CredentialMetrics {
             c.refresh_failures += 1;
         }
     }
-
-    fn record_state(&self, _: CredentialState, _: Option<Duration>, _: Option<Duration>) {}
 }
 
-/// Requests and failures over the recent window, in a ring of fixed-width time buckets. A bucket
-/// is reused (zeroed) when time moves a full ring past it, so memory is constant.
+/// Requests and failures over the recent window, in a ring of 30 fixed-width time buckets of
+/// `u32` counts (saturating). Which time slot a bucket holds follows from its position and the
+/// latest slot recorded (`last`): the ring always covers the 30 slots ending at `last`, and
+/// buckets are zeroed as `last` moves past them, so no bucket needs a timestamp of its own.
+/// 256 bytes (it was 720 with a timestamp and two `u64` counts per bucket).
 #[derive(Debug)]
 struct RecentWindow {
     width_ms: i64,
-    buckets: [Bucket; WINDOW_BUCKETS],
-}
-
-#[derive(Debug, Clone, Copy)]
-struct Bucket {
-    /// `timestamp_ms / width_ms` of the requests counted here; `i64::MIN` when unused.
-    slot: i64,
-    requests: u64,
-    failures: u64,
+    /// The latest slot (`timestamp_ms / width_ms`) recorded; `i64::MIN` before the first record.
+    last: i64,
+    /// Requests and failures per slot, at index `slot mod 30`.
+    counts: [[u32; 2]; WINDOW_BUCKETS],
 }
 
 impl RecentWindow {
@@ -376,11 +372,8 @@ impl RecentWindow {
             .clamp(1, i64::MAX / Self::BUCKETS);
         Self {
             width_ms,
-            buckets: [Bucket {
-                slot: i64::MIN,
-                requests: 0,
-                failures: 0,
-            }; WINDOW_BUCKETS],
+            last: i64::MIN,
+            counts: [[0; 2]; WINDOW_BUCKETS],
         }
     }
 
@@ -393,31 +386,42 @@ impl RecentWindow {
         usize::try_from(slot.rem_euclid(Self::BUCKETS)).unwrap_or(0)
     }
 
+    fn slot(&self, at: DateTime<Utc>) -> i64 {
+        at.timestamp_millis().div_euclid(self.width_ms)
+    }
+
     fn record(&mut self, at: DateTime<Utc>, failed: bool) {
-        let slot = at.timestamp_millis().div_euclid(self.width_ms);
-        let bucket = &mut self.buckets[Self::index(slot)];
-        if bucket.slot != slot {
-            if bucket.slot > slot {
-                return; // older than the window already: nothing to count
+        let slot = self.slot(at);
+        if self.last == i64::MIN || slot.saturating_sub(self.last) >= Self::BUCKETS {
+            self.counts = [[0; 2]; WINDOW_BUCKETS];
+            self.last = slot;
+        } else if slot > self.last {
+            for s in self.last + 1..=slot {
+                self.counts[Self::index(s)] = [0; 2];
             }
-            *bucket = Bucket {
-                slot,
-                requests: 0,
-                failures: 0,
-            };
+            self.last = slot;
+        } else if slot <= self.last - Self::BUCKETS {
+            return; // older than the window already: nothing to count
         }
-        bucket.requests += 1;
-        bucket.failures += u64::from(failed);
+        let c = &mut self.counts[Self::index(slot)];
+        c[0] = c[0].saturating_add(1);
+        c[1] = c[1].saturating_add(u32::from(failed));
     }
 
     /// Requests and failures in the buckets that end no earlier than `now - window` (the current
-    /// bucket and the 29 before it).
+    /// bucket and the 29 before it) among those the ring still holds.
     fn totals(&self, now: DateTime<Utc>) -> (u64, u64) {
-        let current = now.timestamp_millis().div_euclid(self.width_ms);
-        self.buckets
-            .iter()
-            .filter(|b| b.slot <= current && b.slot > current - Self::BUCKETS)
-            .fold((0, 0), |(r, f), b| (r + b.requests, f + b.failures))
+        if self.last == i64::MIN {
+            return (0, 0);
+        }
+        let current = self.slot(now);
+        let lo = self.last.max(current) - (Self::BUCKETS - 1);
+        let hi = self.last.min(current);
+        (lo..=hi.max(lo - 1))
+            .map(|s| self.counts[Self::index(s)])
+            .fold((0, 0), |(r, f), [cr, cf]| {
+                (r + u64::from(cr), f + u64::from(cf))
+            })
     }
 }
 

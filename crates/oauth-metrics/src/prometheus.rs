@@ -1,33 +1,33 @@
-//! The Prometheus recorder, on `prometheus-client`, and OpenMetrics text encoding.
+//! The Prometheus recorder on `prometheus-client`: counters and histograms kept in this crate's
+//! own sharded atomics, gauges read from the pool at scrape time, all encoded by one collector.
 
-use std::sync::atomic::AtomicU64;
-use std::sync::{Arc, OnceLock};
+use std::collections::BTreeMap;
+use std::fmt;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, PoisonError, RwLock, Weak};
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use oauth_core::{CredentialId, CredentialState, FailureKind};
-use prometheus_client::encoding::EncodeLabelSet;
-use prometheus_client::metrics::counter::Counter;
-use prometheus_client::metrics::family::Family;
-use prometheus_client::metrics::gauge::Gauge;
-use prometheus_client::metrics::histogram::Histogram;
+use prometheus_client::collector::Collector;
+use prometheus_client::encoding::{DescriptorEncoder, EncodeLabelSet, MetricEncoder, NoLabelSet};
+use prometheus_client::metrics::MetricType;
 use prometheus_client::registry::{Registry, Unit};
 
-use crate::recorder::{CredentialRecorder, MetricsRecorder, RefreshResult, RequestOutcome};
+use crate::histogram::{Buckets, DurationHistogram};
+use crate::recorder::{
+    CredentialRecorder, GaugeRow, GaugeSource, MetricsRecorder, RefreshResult, RequestOutcome,
+};
+use crate::shard::{Sharded, default_shards, shard_count};
 
 /// The `Content-Type` to serve [`encode_openmetrics`]' output with. Prometheus 3 fails scrapes
 /// without a valid one.
 pub const OPENMETRICS_CONTENT_TYPE: &str =
     "application/openmetrics-text; version=1.0.0; charset=utf-8";
 
-/// Histogram bucket upper bounds, in seconds, for request and refresh durations: from 50 ms (a
-/// cached or tiny completion) to 10 minutes (a long generation).
-pub const DURATION_BUCKETS: [f64; 14] = [
-    0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 20.0, 30.0, 60.0, 120.0, 300.0, 600.0,
-];
-
 /// Encodes `registry` as OpenMetrics 1.0 text (with `# EOF`); serve it with
-/// [`OPENMETRICS_CONTENT_TYPE`].
+/// [`OPENMETRICS_CONTENT_TYPE`]. [`encode_scrape`](crate::encode_scrape) picks the format from
+/// the request's headers and compresses.
 ///
 /// # Errors
 /// Only when a metric's own encoding fails (`prometheus-client` reports [`std::fmt::Error`]).
@@ -37,8 +37,7 @@ pub fn encode_openmetrics(registry: &Registry) -> Result<String, std::fmt::Error
     Ok(out)
 }
 
-/// The failure kinds known when this crate was built, in a fixed order; a handle keeps one lazily
-/// created counter per kind.
+/// The failure kinds known when this crate was built, in label order.
 const FAILURE_KINDS: [FailureKind; 6] = [
     FailureKind::RateLimited { retry_after: None },
     FailureKind::Unauthorized,
@@ -48,95 +47,390 @@ const FAILURE_KINDS: [FailureKind; 6] = [
     FailureKind::RequestScoped,
 ];
 
+/// Label values of `outcome` / `result`: `success`, then the failure kinds.
+const OUTCOMES: [&str; 7] = [
+    "success",
+    "rate_limited",
+    "unauthorized",
+    "permanent_auth",
+    "misconfigured",
+    "transient",
+    "request_scoped",
+];
+
+/// Where tokens are counted in the hot counters (after the 7 outcomes).
+const TOKENS: usize = 7;
+/// Where persistence failures are counted in the cold counters (after the 7 refresh results).
+const PERSISTENCE: usize = 7;
+
 fn failure_index(kind: FailureKind) -> Option<usize> {
-    FAILURE_KINDS
-        .iter()
-        .position(|k| k.as_str() == kind.as_str())
+    match kind {
+        FailureKind::RateLimited { .. } => Some(0),
+        FailureKind::Unauthorized => Some(1),
+        FailureKind::PermanentAuth => Some(2),
+        FailureKind::Misconfigured => Some(3),
+        FailureKind::Transient => Some(4),
+        FailureKind::RequestScoped => Some(5),
+        // A kind added to oauth-core after this crate: counted in a slower side table.
+        _ => None,
+    }
 }
 
-#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-struct CredentialLabels {
-    provider: String,
-    credential: String,
+/// Which series are per credential, and which per provider.
+///
+/// Series counts below use the default [`Buckets`] (16 bounds: a histogram is 19 series) and are
+/// exact for the failure kinds of this release; [`PrometheusConfig::series_per_credential`] and
+/// [`PrometheusConfig::series_per_provider`] compute them for any configuration.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[non_exhaustive]
+pub enum Granularity {
+    /// Counters and gauges per credential, histograms and failovers per provider (the default).
+    /// **24 series per credential**: `requests_total` × 7 outcomes, `refreshes_total` × 7 results,
+    /// `tokens_total`, `persistence_failures_total`, `credential_state` × 6 states,
+    /// `token_expiry_seconds` (absent while the expiry is unknown) and
+    /// `cooldown_remaining_seconds`. Per provider: `failovers_total` × 6 reasons, two histograms
+    /// (38 series) and `credentials` × 6 states: 50 series. A pool of 400 credentials stays under
+    /// Prometheus's guideline of about 10,000 series per target (it was 222 before).
+    #[default]
+    Credential,
+    /// Everything per credential, the two histograms and the failovers too: 24 + 6 + 38 = **68
+    /// series per credential**, plus `credentials` × 6 per provider. For small pools, or to find
+    /// the one slow account.
+    CredentialHistograms,
+    /// For large pools: no `credential` label at all. Per provider: `requests_total` × 7,
+    /// `refreshes_total` × 7, `tokens_total`, `persistence_failures_total`, `failovers_total` ×
+    /// 6, two histograms (38) and `credentials` × 6 (the number of credentials in each state):
+    /// **66 series per provider**, whatever the pool's size.
+    Provider,
 }
 
-#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-struct OutcomeLabels {
-    provider: String,
-    credential: String,
-    outcome: &'static str,
+/// How a [`PrometheusRecorder`] exports: its [`Granularity`], the histogram buckets and the
+/// shard count of its counters.
+///
+/// ```
+/// use oauth_metrics::{Buckets, Granularity, PrometheusConfig};
+///
+/// let config = PrometheusConfig::new()
+///     .with_granularity(Granularity::Provider)
+///     .with_request_buckets(Buckets::exponential(0.01, 2.0, 16)?);
+/// assert_eq!(config.series_per_credential(), 0);
+/// assert_eq!(PrometheusConfig::new().series_per_credential(), 24);
+/// # Ok::<(), oauth_metrics::BucketsError>(())
+/// ```
+#[derive(Debug, Clone, PartialEq)]
+pub struct PrometheusConfig {
+    granularity: Granularity,
+    request_buckets: Buckets,
+    refresh_buckets: Buckets,
+    shards: usize,
 }
 
-#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-struct ResultLabels {
-    provider: String,
-    credential: String,
-    result: &'static str,
+impl Default for PrometheusConfig {
+    fn default() -> Self {
+        Self::new()
+    }
 }
 
-#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-struct ReasonLabels {
-    provider: String,
-    credential: String,
-    reason: &'static str,
+impl PrometheusConfig {
+    /// Per-credential counters and gauges, per-provider histograms with [`DURATION_BUCKETS`]
+    /// (10 ms to 10 min), and as many counter shards as the machine has cores (at most 16).
+    ///
+    /// [`DURATION_BUCKETS`]: crate::DURATION_BUCKETS
+    pub fn new() -> Self {
+        Self {
+            granularity: Granularity::default(),
+            request_buckets: Buckets::default(),
+            refresh_buckets: Buckets::default(),
+            shards: default_shards(),
+        }
+    }
+
+    /// Sets which series are per credential.
+    #[must_use]
+    pub fn with_granularity(mut self, granularity: Granularity) -> Self {
+        self.granularity = granularity;
+        self
+    }
+
+    /// Sets the buckets of `request_duration_seconds`.
+    #[must_use]
+    pub fn with_request_buckets(mut self, buckets: Buckets) -> Self {
+        self.request_buckets = buckets;
+        self
+    }
+
+    /// Sets the buckets of `refresh_duration_seconds`.
+    #[must_use]
+    pub fn with_refresh_buckets(mut self, buckets: Buckets) -> Self {
+        self.refresh_buckets = buckets;
+        self
+    }
+
+    /// Sets how many shards the counters written on every request have (rounded up to a power
+    /// of two, 1 to 16). Each shard of a credential's counters is one 64-byte line; 1 saves
+    /// memory when a single thread records.
+    #[must_use]
+    pub fn with_shards(mut self, shards: usize) -> Self {
+        self.shards = shard_count(shards);
+        self
+    }
+
+    /// Which series are per credential.
+    pub fn granularity(&self) -> Granularity {
+        self.granularity
+    }
+
+    /// The buckets of `request_duration_seconds`.
+    pub fn request_buckets(&self) -> &Buckets {
+        &self.request_buckets
+    }
+
+    /// The buckets of `refresh_duration_seconds`.
+    pub fn refresh_buckets(&self) -> &Buckets {
+        &self.refresh_buckets
+    }
+
+    /// The shard count.
+    pub fn shards(&self) -> usize {
+        self.shards
+    }
+
+    fn histogram_series(&self) -> usize {
+        self.request_buckets.bounds().len() + 3 + self.refresh_buckets.bounds().len() + 3
+    }
+
+    /// The series one credential with a known token expiry adds to a scrape.
+    pub fn series_per_credential(&self) -> usize {
+        let base = 2 * OUTCOMES.len() + 2 + CredentialState::ALL.len() + 2;
+        match self.granularity {
+            Granularity::Credential => base,
+            Granularity::CredentialHistograms => {
+                base + FAILURE_KINDS.len() + self.histogram_series()
+            }
+            Granularity::Provider => 0,
+        }
+    }
+
+    /// The series one provider adds to a scrape besides its credentials' (with a
+    /// [`GaugeSource`] attached).
+    pub fn series_per_provider(&self) -> usize {
+        let states = CredentialState::ALL.len();
+        match self.granularity {
+            Granularity::Credential => FAILURE_KINDS.len() + self.histogram_series() + states,
+            Granularity::CredentialHistograms => states,
+            Granularity::Provider => {
+                2 * OUTCOMES.len() + 2 + FAILURE_KINDS.len() + self.histogram_series() + states
+            }
+        }
+    }
+
+    fn per_credential(&self) -> bool {
+        self.granularity != Granularity::Provider
+    }
+
+    fn credential_histograms(&self) -> bool {
+        self.granularity == Granularity::CredentialHistograms
+    }
 }
 
-#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-struct StateLabels {
-    provider: String,
-    credential: String,
-    state: &'static str,
+/// Counters of one credential (or, in [`Granularity::Provider`], of one provider).
+#[derive(Debug)]
+struct Counters {
+    /// Written on every request, so sharded: requests by outcome, then tokens.
+    hot: Sharded<8>,
+    /// Refreshes by result, then persistence failures.
+    cold: [AtomicU64; 8],
 }
 
-type SecondsGauge = Gauge<f64, AtomicU64>;
-type HistogramFamily = Family<CredentialLabels, Histogram, fn() -> Histogram>;
+impl Counters {
+    fn new(shards: usize) -> Self {
+        Self {
+            hot: Sharded::new(shards),
+            cold: std::array::from_fn(|_| AtomicU64::new(0)),
+        }
+    }
 
-fn duration_histogram() -> Histogram {
-    Histogram::new(DURATION_BUCKETS)
+    fn cold(&self, i: usize) -> u64 {
+        self.cold.get(i).map_or(0, |c| c.load(Ordering::Relaxed))
+    }
+
+    fn add_cold(&self, i: usize) {
+        if let Some(c) = self.cold.get(i) {
+            c.fetch_add(1, Ordering::Relaxed);
+        }
+    }
 }
 
-/// The metric families, shared (they are reference-counted) by every recorder made with
-/// [`PrometheusRecorder::for_provider`].
-#[derive(Debug, Clone)]
-struct Families {
-    requests: Family<OutcomeLabels, Counter>,
-    tokens: Family<CredentialLabels, Counter>,
-    refreshes: Family<ResultLabels, Counter>,
-    failovers: Family<ReasonLabels, Counter>,
-    persistence_failures: Family<CredentialLabels, Counter>,
-    request_duration: HistogramFamily,
-    refresh_duration: HistogramFamily,
-    state: Family<StateLabels, Gauge>,
-    token_expiry: Family<CredentialLabels, SecondsGauge>,
-    cooldown_remaining: Family<CredentialLabels, SecondsGauge>,
+/// One credential's series.
+#[derive(Debug)]
+struct CredentialSeries {
+    id: CredentialId,
+    counters: Counters,
+    /// [`Granularity::CredentialHistograms`] only.
+    detail: Option<Box<Detail>>,
+}
+
+#[derive(Debug)]
+struct Detail {
+    request_duration: DurationHistogram,
+    refresh_duration: DurationHistogram,
+    failovers: [AtomicU64; 6],
+}
+
+/// A side-table entry: family, credential (when per credential) and failure-kind label.
+type OtherKey = (Family, Option<CredentialId>, &'static str);
+
+/// Which counter family a side-table entry belongs to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+enum Family {
+    Requests,
+    Refreshes,
+    Failovers,
+}
+
+/// One provider's series and credentials.
+struct ProviderSeries {
+    name: String,
+    config: PrometheusConfig,
+    credentials: RwLock<BTreeMap<CredentialId, Arc<CredentialSeries>>>,
+    /// [`Granularity::Provider`]: the provider's counters.
+    totals: Counters,
+    /// Failovers by reason, when they are per provider.
+    failovers: [AtomicU64; 6],
+    /// When histograms are per provider.
+    request_duration: Option<DurationHistogram>,
+    refresh_duration: Option<DurationHistogram>,
+    /// Counts for failure kinds this crate does not know (none today).
+    other: Mutex<BTreeMap<OtherKey, u64>>,
+    gauges: RwLock<Option<Weak<dyn GaugeSource>>>,
+}
+
+impl fmt::Debug for ProviderSeries {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ProviderSeries")
+            .field("name", &self.name)
+            .field("granularity", &self.config.granularity)
+            .field("credentials", &read(&self.credentials).len())
+            .finish_non_exhaustive()
+    }
+}
+
+fn read<T: ?Sized>(l: &RwLock<T>) -> std::sync::RwLockReadGuard<'_, T> {
+    l.read().unwrap_or_else(PoisonError::into_inner)
+}
+
+fn write<T: ?Sized>(l: &RwLock<T>) -> std::sync::RwLockWriteGuard<'_, T> {
+    l.write().unwrap_or_else(PoisonError::into_inner)
+}
+
+impl ProviderSeries {
+    fn new(name: &str, config: PrometheusConfig) -> Self {
+        let per_provider_histograms = !config.credential_histograms();
+        let hist =
+            |b: &Buckets| per_provider_histograms.then(|| DurationHistogram::new(b, config.shards));
+        Self {
+            name: name.to_owned(),
+            credentials: RwLock::default(),
+            totals: Counters::new(if config.per_credential() {
+                1
+            } else {
+                config.shards
+            }),
+            failovers: std::array::from_fn(|_| AtomicU64::new(0)),
+            request_duration: hist(&config.request_buckets),
+            refresh_duration: hist(&config.refresh_buckets),
+            other: Mutex::default(),
+            gauges: RwLock::new(None),
+            config,
+        }
+    }
+
+    fn count_other(&self, family: Family, credential: Option<&CredentialId>, kind: FailureKind) {
+        let mut other = self.other.lock().unwrap_or_else(PoisonError::into_inner);
+        *other
+            .entry((family, credential.cloned(), kind.as_str()))
+            .or_insert(0) += 1;
+    }
+
+    fn series(&self, id: &CredentialId) -> Arc<CredentialSeries> {
+        if let Some(s) = read(&self.credentials).get(id) {
+            return Arc::clone(s);
+        }
+        let mut map = write(&self.credentials);
+        let config = &self.config;
+        Arc::clone(map.entry(id.clone()).or_insert_with(|| {
+            Arc::new(CredentialSeries {
+                id: id.clone(),
+                counters: Counters::new(config.shards),
+                detail: config.credential_histograms().then(|| {
+                    Box::new(Detail {
+                        request_duration: DurationHistogram::new(&config.request_buckets, 1),
+                        refresh_duration: DurationHistogram::new(&config.refresh_buckets, 1),
+                        failovers: std::array::from_fn(|_| AtomicU64::new(0)),
+                    })
+                }),
+            })
+        }))
+    }
+}
+
+/// What the collector and every recorder sharing its families hold.
+#[derive(Debug)]
+struct Shared {
+    config: PrometheusConfig,
+    providers: RwLock<Vec<Arc<ProviderSeries>>>,
+}
+
+impl Shared {
+    fn provider(&self, name: &str) -> Arc<ProviderSeries> {
+        if let Some(p) = read(&self.providers).iter().find(|p| p.name == name) {
+            return Arc::clone(p);
+        }
+        let mut providers = write(&self.providers);
+        if let Some(p) = providers.iter().find(|p| p.name == name) {
+            return Arc::clone(p);
+        }
+        let p = Arc::new(ProviderSeries::new(name, self.config.clone()));
+        providers.push(Arc::clone(&p));
+        p
+    }
 }
 
 /// Records into a `prometheus-client` [`Registry`], following the Prometheus naming conventions.
 ///
 /// Metric names below are relative to the registry's prefix: the application chooses it with
 /// [`Registry::with_prefix`] (`Registry::with_prefix("oauth_pool")` gives
-/// `oauth_pool_requests_total`) or registers into
-/// [`Registry::sub_registry_with_prefix`]. Every series has the labels `provider` and
-/// `credential` (the configured [`CredentialId`]; never a token or an e-mail address).
+/// `oauth_pool_requests_total`) or registers into [`Registry::sub_registry_with_prefix`]. Every
+/// series has the label `provider`; per-credential series also have `credential` (the configured
+/// [`CredentialId`]; never a token or an e-mail address). Which series are per credential is the
+/// [`Granularity`] of the [`PrometheusConfig`] (default: counters and gauges per credential,
+/// histograms and failovers per provider, 24 series per credential).
 ///
-/// | name | type | extra labels |
+/// | name | type | labels besides `provider` (and `credential`) |
 /// |---|---|---|
 /// | `requests_total` | counter | `outcome`: `success` or the [`FailureKind::as_str`] name |
 /// | `tokens_total` | counter | |
 /// | `refreshes_total` | counter | `result`: `success` or the failure kind |
 /// | `failovers_total` | counter | `reason`: the failure kind that caused the failover |
 /// | `persistence_failures_total` | counter | refreshed credentials the store or provider refused (each is retried) |
-/// | `request_duration_seconds` | histogram ([`DURATION_BUCKETS`]) | |
-/// | `refresh_duration_seconds` | histogram ([`DURATION_BUCKETS`]) | |
+/// | `request_duration_seconds` | histogram ([`Buckets`]) | |
+/// | `refresh_duration_seconds` | histogram ([`Buckets`]) | |
 /// | `credential_state` | gauge | `state`: one series per [`CredentialState`], 1 for the current state and 0 for the others |
-/// | `token_expiry_seconds` | gauge | seconds until the access token expires; `NaN` while unknown |
+/// | `token_expiry_seconds` | gauge | seconds until the access token expires (0 once expired; absent while unknown) |
 /// | `cooldown_remaining_seconds` | gauge | rate-limit cooldown left, 0 when none |
+/// | `credentials` | gauge | `state`: how many of the provider's credentials are in it (no `credential` label) |
 ///
-/// Series for a credential are created when its [`handle`](MetricsRecorder::handle) is made (the
-/// `success` counters, tokens, histograms and gauges, so they start at zero) and on first use
-/// (one series per failure kind seen), and are deleted by [`remove`](MetricsRecorder::remove).
-/// The handle caches its metrics (cheap clones of shared atomics), so recording does no label
-/// lookup. Register one recorder per registry; for several providers use
+/// **Counters** of a credential all exist at 0 from its first [`handle`](MetricsRecorder::handle)
+/// (every outcome, result and reason), so `rate()` and `increase()` see the first failure; all of
+/// them go with [`remove`](MetricsRecorder::remove). A handle holds its credential's counters
+/// directly: recording is a few relaxed atomic additions on the calling thread's shard, with no
+/// lock and no label lookup.
+///
+/// **Gauges** are not recorded: they are read when scraped, from the [`GaugeSource`] the pool
+/// attached with [`attach_gauges`](MetricsRecorder::attach_gauges), so `/metrics` agrees with
+/// the pool's health at every scrape. Without a source there are no gauge series.
+///
+/// Register one recorder per registry; for several providers use
 /// [`for_provider`](Self::for_provider), which shares the metric families.
 ///
 /// ```
@@ -148,6 +442,8 @@ struct Families {
 /// let mut registry = Registry::with_prefix("oauth_pool");
 /// let recorder = PrometheusRecorder::new(&mut registry, "anthropic");
 /// let handle = recorder.handle(&CredentialId::new("team")?);
+/// let text = encode_openmetrics(&registry)?;
+/// assert!(text.contains(r#"oauth_pool_requests_total{provider="anthropic",credential="team",outcome="transient"} 0"#));
 /// handle.record_request(120, Duration::from_millis(800), RequestOutcome::Success, chrono::Utc::now());
 /// let text = encode_openmetrics(&registry)?;
 /// assert!(text.contains(r#"oauth_pool_requests_total{provider="anthropic",credential="team",outcome="success"} 1"#));
@@ -155,296 +451,574 @@ struct Families {
 /// ```
 #[derive(Debug, Clone)]
 pub struct PrometheusRecorder {
-    provider: String,
-    families: Families,
+    provider: Arc<ProviderSeries>,
+    shared: Arc<Shared>,
 }
 
 impl PrometheusRecorder {
-    /// Registers the metric families into `registry` and records with `provider` as the
-    /// `provider` label.
+    /// Registers the metric families into `registry` with the default [`PrometheusConfig`] and
+    /// records with `provider` as the `provider` label.
     pub fn new(registry: &mut Registry, provider: &str) -> Self {
-        let families = Families {
-            requests: Family::default(),
-            tokens: Family::default(),
-            refreshes: Family::default(),
-            failovers: Family::default(),
-            persistence_failures: Family::default(),
-            request_duration: Family::new_with_constructor(duration_histogram),
-            refresh_duration: Family::new_with_constructor(duration_histogram),
-            state: Family::default(),
-            token_expiry: Family::default(),
-            cooldown_remaining: Family::default(),
-        };
-        registry.register(
-            "requests",
-            "Requests made with a credential, by outcome",
-            families.requests.clone(),
-        );
-        registry.register(
-            "tokens",
-            "Tokens consumed by requests made with a credential",
-            families.tokens.clone(),
-        );
-        registry.register(
-            "refreshes",
-            "Token refresh attempts, by result",
-            families.refreshes.clone(),
-        );
-        registry.register(
-            "failovers",
-            "Failovers away from a credential, by the failure that caused them",
-            families.failovers.clone(),
-        );
-        registry.register(
-            "persistence_failures",
-            "Refreshed credentials that could not be persisted (each is retried)",
-            families.persistence_failures.clone(),
-        );
-        registry.register_with_unit(
-            "request_duration",
-            "Duration of requests made with a credential",
-            Unit::Seconds,
-            families.request_duration.clone(),
-        );
-        registry.register_with_unit(
-            "refresh_duration",
-            "Duration of token refresh attempts",
-            Unit::Seconds,
-            families.refresh_duration.clone(),
-        );
-        registry.register(
-            "credential_state",
-            "Current state of a credential: 1 for the current state, 0 for the others",
-            families.state.clone(),
-        );
-        registry.register_with_unit(
-            "token_expiry",
-            "Time until the access token expires (NaN when unknown)",
-            Unit::Seconds,
-            families.token_expiry.clone(),
-        );
-        registry.register_with_unit(
-            "cooldown_remaining",
-            "Rate-limit cooldown remaining (0 when not cooling down)",
-            Unit::Seconds,
-            families.cooldown_remaining.clone(),
-        );
+        Self::with_config(registry, provider, PrometheusConfig::new())
+    }
+
+    /// Registers the metric families into `registry`, exporting as `config` says.
+    pub fn with_config(registry: &mut Registry, provider: &str, config: PrometheusConfig) -> Self {
+        let shared = Arc::new(Shared {
+            config,
+            providers: RwLock::default(),
+        });
+        registry.register_collector(Box::new(PoolCollector(Arc::clone(&shared))));
         Self {
-            provider: provider.to_owned(),
-            families,
+            provider: shared.provider(provider),
+            shared,
         }
     }
 
     /// A recorder writing the same metric families with another `provider` label (for an
-    /// application with a pool per provider and one registry).
+    /// application with a pool per provider and one registry). Asking twice for one provider
+    /// gives recorders sharing its series.
     pub fn for_provider(&self, provider: &str) -> Self {
         Self {
-            provider: provider.to_owned(),
-            families: self.families.clone(),
+            provider: self.shared.provider(provider),
+            shared: Arc::clone(&self.shared),
         }
     }
 
     /// The `provider` label value.
     pub fn provider(&self) -> &str {
-        &self.provider
+        &self.provider.name
     }
 
-    fn labels(&self, credential: &CredentialId) -> CredentialLabels {
-        CredentialLabels {
-            provider: self.provider.clone(),
-            credential: credential.as_str().to_owned(),
-        }
+    /// How this recorder exports.
+    pub fn config(&self) -> &PrometheusConfig {
+        &self.shared.config
     }
 }
 
 impl MetricsRecorder for PrometheusRecorder {
     fn handle(&self, credential: &CredentialId) -> Arc<dyn CredentialRecorder> {
-        let f = &self.families;
-        let labels = self.labels(credential);
-        let states = CredentialState::ALL.map(|s| {
-            f.state.get_or_create_owned(&StateLabels {
-                provider: labels.provider.clone(),
-                credential: labels.credential.clone(),
-                state: s.as_str(),
-            })
-        });
-        let known = f.token_expiry.get(&labels).is_some(); // guard dropped here
-        let token_expiry = f.token_expiry.get_or_create_owned(&labels);
-        if !known {
-            token_expiry.set(f64::NAN); // unknown until the first `record_state`
+        let provider = Arc::clone(&self.provider);
+        if !provider.config.per_credential() {
+            return Arc::new(ProviderHandle {
+                provider,
+                credential: credential.clone(),
+            });
         }
-        Arc::new(PrometheusCredential {
-            requests_success: f
-                .requests
-                .get_or_create_owned(&outcome_labels(&labels, "success")),
-            requests_failed: Default::default(),
-            tokens: f.tokens.get_or_create_owned(&labels),
-            persistence_failures: f.persistence_failures.get_or_create_owned(&labels),
-            request_duration: f.request_duration.get_or_create_owned(&labels),
-            refreshes_success: f
-                .refreshes
-                .get_or_create_owned(&result_labels(&labels, "success")),
-            refreshes_failed: Default::default(),
-            refresh_duration: f.refresh_duration.get_or_create_owned(&labels),
-            states,
-            token_expiry,
-            cooldown_remaining: f.cooldown_remaining.get_or_create_owned(&labels),
-            requests: f.requests.clone(),
-            refreshes: f.refreshes.clone(),
-            labels,
+        Arc::new(CredentialHandle {
+            series: provider.series(credential),
+            provider,
         })
     }
 
     fn record_failover(&self, from: &CredentialId, reason: FailureKind) {
-        let labels = self.labels(from);
-        self.families
-            .failovers
-            .get_or_create_owned(&ReasonLabels {
-                provider: labels.provider,
-                credential: labels.credential,
-                reason: reason.as_str(),
-            })
-            .inc();
+        let p = &self.provider;
+        let Some(i) = failure_index(reason) else {
+            let who = p.config.credential_histograms().then_some(from);
+            p.count_other(Family::Failovers, who, reason);
+            return;
+        };
+        if p.config.credential_histograms() {
+            let series = read(&p.credentials).get(from).map(Arc::clone);
+            match series.as_ref().and_then(|s| s.detail.as_ref()) {
+                Some(d) => {
+                    d.failovers[i].fetch_add(1, Ordering::Relaxed);
+                }
+                // Not registered: counted in the side table, a series from its first failover.
+                None => p.count_other(Family::Failovers, Some(from), reason),
+            }
+        } else {
+            p.failovers[i].fetch_add(1, Ordering::Relaxed);
+        }
     }
 
     fn remove(&self, credential: &CredentialId) {
-        let f = &self.families;
-        let labels = self.labels(credential);
-        let names = std::iter::once("success").chain(FAILURE_KINDS.iter().map(FailureKind::as_str));
-        for name in names {
-            f.requests.remove(&outcome_labels(&labels, name));
-            f.refreshes.remove(&result_labels(&labels, name));
-            f.failovers.remove(&ReasonLabels {
-                provider: labels.provider.clone(),
-                credential: labels.credential.clone(),
-                reason: name,
-            });
-        }
-        for s in CredentialState::ALL {
-            f.state.remove(&StateLabels {
-                provider: labels.provider.clone(),
-                credential: labels.credential.clone(),
-                state: s.as_str(),
-            });
-        }
-        f.tokens.remove(&labels);
-        f.persistence_failures.remove(&labels);
-        f.request_duration.remove(&labels);
-        f.refresh_duration.remove(&labels);
-        f.token_expiry.remove(&labels);
-        f.cooldown_remaining.remove(&labels);
+        let p = &self.provider;
+        write(&p.credentials).remove(credential);
+        p.other
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .retain(|(_, c, _), _| c.as_ref() != Some(credential));
+    }
+
+    fn attach_gauges(&self, source: Weak<dyn GaugeSource>) {
+        *write(&self.provider.gauges) = Some(source);
     }
 }
 
-fn outcome_labels(labels: &CredentialLabels, outcome: &'static str) -> OutcomeLabels {
-    OutcomeLabels {
-        provider: labels.provider.clone(),
-        credential: labels.credential.clone(),
-        outcome,
-    }
-}
-
-fn result_labels(labels: &CredentialLabels, result: &'static str) -> ResultLabels {
-    ResultLabels {
-        provider: labels.provider.clone(),
-        credential: labels.credential.clone(),
-        result,
-    }
-}
-
-/// One credential's cached Prometheus metrics.
+/// A credential's handle when its counters are per credential.
 #[derive(Debug)]
-struct PrometheusCredential {
-    requests_success: Counter,
-    requests_failed: [OnceLock<Counter>; FAILURE_KINDS.len()],
-    tokens: Counter,
-    persistence_failures: Counter,
-    request_duration: Histogram,
-    refreshes_success: Counter,
-    refreshes_failed: [OnceLock<Counter>; FAILURE_KINDS.len()],
-    refresh_duration: Histogram,
-    states: [Gauge; CredentialState::ALL.len()],
-    token_expiry: SecondsGauge,
-    cooldown_remaining: SecondsGauge,
-    /// For creating the failure series on first use.
-    requests: Family<OutcomeLabels, Counter>,
-    refreshes: Family<ResultLabels, Counter>,
-    labels: CredentialLabels,
+struct CredentialHandle {
+    series: Arc<CredentialSeries>,
+    provider: Arc<ProviderSeries>,
 }
 
-impl PrometheusCredential {
-    fn request_failure(&self, kind: FailureKind) {
-        let create = || {
-            self.requests
-                .get_or_create_owned(&outcome_labels(&self.labels, kind.as_str()))
-        };
-        match failure_index(kind) {
-            Some(i) => self.requests_failed[i].get_or_init(create).inc(),
-            // A kind added to oauth-core after this crate: slower, still correct.
-            None => create().inc(),
-        };
-    }
-
-    fn refresh_failure(&self, kind: FailureKind) {
-        let create = || {
-            self.refreshes
-                .get_or_create_owned(&result_labels(&self.labels, kind.as_str()))
-        };
-        match failure_index(kind) {
-            Some(i) => self.refreshes_failed[i].get_or_init(create).inc(),
-            None => create().inc(),
-        };
-    }
-}
-
-impl CredentialRecorder for PrometheusCredential {
+impl CredentialRecorder for CredentialHandle {
+    #[inline]
     fn record_request(
         &self,
         tokens: u64,
         latency: Duration,
         outcome: RequestOutcome,
-        _now: DateTime<Utc>,
+        _: DateTime<Utc>,
     ) {
-        match outcome {
-            RequestOutcome::Success => {
-                self.requests_success.inc();
+        let i = match outcome {
+            RequestOutcome::Success => Some(0),
+            RequestOutcome::Failure(kind) => failure_index(kind).map(|i| i + 1),
+        };
+        let line = self.series.counters.hot.mine();
+        match i {
+            Some(i) => {
+                line[i].fetch_add(1, Ordering::Relaxed);
             }
-            RequestOutcome::Failure(kind) => self.request_failure(kind),
+            None => {
+                if let RequestOutcome::Failure(kind) = outcome {
+                    self.provider
+                        .count_other(Family::Requests, Some(&self.series.id), kind);
+                }
+            }
         }
         if tokens > 0 {
-            self.tokens.inc_by(tokens);
+            line[TOKENS].fetch_add(tokens, Ordering::Relaxed);
         }
-        self.request_duration.observe(latency.as_secs_f64());
+        match &self.series.detail {
+            Some(d) => d.request_duration.observe(latency),
+            None => {
+                if let Some(h) = &self.provider.request_duration {
+                    h.observe(latency);
+                }
+            }
+        }
+    }
+
+    fn record_refresh(&self, result: RefreshResult, duration: Duration, _: DateTime<Utc>) {
+        match result {
+            RefreshResult::Success => self.series.counters.add_cold(0),
+            RefreshResult::Failure(kind) => match failure_index(kind) {
+                Some(i) => self.series.counters.add_cold(i + 1),
+                None => self
+                    .provider
+                    .count_other(Family::Refreshes, Some(&self.series.id), kind),
+            },
+        }
+        match &self.series.detail {
+            Some(d) => d.refresh_duration.observe(duration),
+            None => {
+                if let Some(h) = &self.provider.refresh_duration {
+                    h.observe(duration);
+                }
+            }
+        }
     }
 
     fn record_persistence_failure(&self) {
-        self.persistence_failures.inc();
+        self.series.counters.add_cold(PERSISTENCE);
     }
+}
 
-    fn record_refresh(&self, result: RefreshResult, duration: Duration, _now: DateTime<Utc>) {
-        match result {
-            RefreshResult::Success => {
-                self.refreshes_success.inc();
-            }
-            RefreshResult::Failure(kind) => self.refresh_failure(kind),
-        }
-        self.refresh_duration.observe(duration.as_secs_f64());
-    }
+/// A credential's handle when counters are per provider ([`Granularity::Provider`]).
+#[derive(Debug)]
+struct ProviderHandle {
+    provider: Arc<ProviderSeries>,
+    #[allow(dead_code)]
+    credential: CredentialId,
+}
 
-    fn record_state(
+impl CredentialRecorder for ProviderHandle {
+    #[inline]
+    fn record_request(
         &self,
-        state: CredentialState,
-        expires_in: Option<Duration>,
-        cooldown_remaining: Option<Duration>,
+        tokens: u64,
+        latency: Duration,
+        outcome: RequestOutcome,
+        _: DateTime<Utc>,
     ) {
-        for (s, gauge) in CredentialState::ALL.iter().zip(&self.states) {
-            gauge.set(i64::from(*s == state));
+        let p = &self.provider;
+        let i = match outcome {
+            RequestOutcome::Success => Some(0),
+            RequestOutcome::Failure(kind) => failure_index(kind).map(|i| i + 1),
+        };
+        let line = p.totals.hot.mine();
+        match i {
+            Some(i) => {
+                line[i].fetch_add(1, Ordering::Relaxed);
+            }
+            None => {
+                if let RequestOutcome::Failure(kind) = outcome {
+                    p.count_other(Family::Requests, None, kind);
+                }
+            }
         }
-        self.token_expiry
-            .set(expires_in.map_or(f64::NAN, |d| d.as_secs_f64()));
-        self.cooldown_remaining
-            .set(cooldown_remaining.map_or(0.0, |d| d.as_secs_f64()));
+        if tokens > 0 {
+            line[TOKENS].fetch_add(tokens, Ordering::Relaxed);
+        }
+        if let Some(h) = &p.request_duration {
+            h.observe(latency);
+        }
     }
+
+    fn record_refresh(&self, result: RefreshResult, duration: Duration, _: DateTime<Utc>) {
+        let p = &self.provider;
+        match result {
+            RefreshResult::Success => p.totals.add_cold(0),
+            RefreshResult::Failure(kind) => match failure_index(kind) {
+                Some(i) => p.totals.add_cold(i + 1),
+                None => p.count_other(Family::Refreshes, None, kind),
+            },
+        }
+        if let Some(h) = &p.refresh_duration {
+            h.observe(duration);
+        }
+    }
+
+    fn record_persistence_failure(&self) {
+        self.provider.totals.add_cold(PERSISTENCE);
+    }
+}
+
+/// The collector registered into the application's registry: encodes every family on each
+/// scrape.
+#[derive(Debug)]
+struct PoolCollector(Arc<Shared>);
+
+/// A scrape's view of one provider: its credentials (taken from the map, so the map's lock is
+/// not held while encoding) and the gauges read from its source.
+struct View {
+    provider: Arc<ProviderSeries>,
+    credentials: Vec<Arc<CredentialSeries>>,
+    gauges: Option<Vec<Gauges>>,
+    other: Vec<(OtherKey, u64)>,
+}
+
+struct Gauges {
+    credential: CredentialId,
+    state: CredentialState,
+    expires_in: Option<Duration>,
+    cooldown_remaining: Option<Duration>,
+}
+
+impl View {
+    fn of(provider: &Arc<ProviderSeries>) -> Self {
+        let credentials = read(&provider.credentials).values().cloned().collect();
+        let source = read(&provider.gauges).as_ref().and_then(Weak::upgrade);
+        let gauges = source.map(|s| {
+            let mut rows = Vec::new();
+            s.visit(&mut |row: GaugeRow<'_>| {
+                rows.push(Gauges {
+                    credential: row.credential.clone(),
+                    state: row.state,
+                    expires_in: row.expires_in,
+                    cooldown_remaining: row.cooldown_remaining,
+                });
+            });
+            rows
+        });
+        let other = provider
+            .other
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .iter()
+            .map(|(k, v)| (k.clone(), *v))
+            .collect();
+        Self {
+            provider: Arc::clone(provider),
+            credentials,
+            gauges,
+            other,
+        }
+    }
+
+    fn name(&self) -> &str {
+        &self.provider.name
+    }
+
+    fn others(&self, family: Family) -> impl Iterator<Item = (Option<&str>, &'static str, u64)> {
+        self.other
+            .iter()
+            .filter(move |((f, _, _), _)| *f == family)
+            .map(|((_, c, k), v)| (c.as_ref().map(CredentialId::as_str), *k, *v))
+    }
+}
+
+fn counter(m: &mut MetricEncoder<'_>, labels: &impl EncodeLabelSet, v: u64) -> fmt::Result {
+    m.encode_family(labels)?
+        .encode_counter::<NoLabelSet, u64, u64>(&v, None)
+}
+
+fn gauge_i(m: &mut MetricEncoder<'_>, labels: &impl EncodeLabelSet, v: i64) -> fmt::Result {
+    m.encode_family(labels)?.encode_gauge(&v)
+}
+
+fn gauge_f(m: &mut MetricEncoder<'_>, labels: &impl EncodeLabelSet, v: f64) -> fmt::Result {
+    m.encode_family(labels)?.encode_gauge(&v)
+}
+
+fn histogram(
+    m: &mut MetricEncoder<'_>,
+    labels: &impl EncodeLabelSet,
+    h: &DurationHistogram,
+) -> fmt::Result {
+    let s = h.snapshot();
+    m.encode_family(labels)?
+        .encode_histogram::<NoLabelSet>(s.sum, s.count, &s.buckets, None)
+}
+
+/// Encodes a counter family labelled by outcome (requests, refreshes) or reason (failovers).
+fn kinds_family(
+    enc: &mut DescriptorEncoder<'_>,
+    views: &[View],
+    name: &str,
+    help: &str,
+    label: &str,
+    family: Family,
+) -> fmt::Result {
+    let mut m = enc.encode_descriptor(name, help, None, MetricType::Counter)?;
+    let first = usize::from(family == Family::Failovers); // failovers have no `success`
+    for v in views {
+        let p = v.name();
+        let per_credential = match family {
+            Family::Failovers => v.provider.config.credential_histograms(),
+            _ => v.provider.config.per_credential(),
+        };
+        if per_credential {
+            for c in &v.credentials {
+                let values: [u64; 7] = match family {
+                    Family::Requests => {
+                        let t = c.counters.hot.totals();
+                        std::array::from_fn(|i| t[i])
+                    }
+                    Family::Refreshes => std::array::from_fn(|i| c.counters.cold(i)),
+                    Family::Failovers => std::array::from_fn(|i| {
+                        i.checked_sub(1)
+                            .and_then(|i| c.detail.as_ref().map(|d| &d.failovers[i]))
+                            .map_or(0, |a| a.load(Ordering::Relaxed))
+                    }),
+                };
+                for (o, value) in OUTCOMES.iter().zip(values).skip(first) {
+                    let l = [("provider", p), ("credential", c.id.as_str()), (label, o)];
+                    counter(&mut m, &l, value)?;
+                }
+            }
+        } else {
+            let values: [u64; 7] = match family {
+                Family::Requests => {
+                    let t = v.provider.totals.hot.totals();
+                    std::array::from_fn(|i| t[i])
+                }
+                Family::Refreshes => std::array::from_fn(|i| v.provider.totals.cold(i)),
+                Family::Failovers => std::array::from_fn(|i| {
+                    i.checked_sub(1)
+                        .map_or(0, |i| v.provider.failovers[i].load(Ordering::Relaxed))
+                }),
+            };
+            for (o, value) in OUTCOMES.iter().zip(values).skip(first) {
+                counter(&mut m, &[("provider", p), (label, o)], value)?;
+            }
+        }
+        for (c, kind, value) in v.others(family) {
+            match c {
+                Some(c) => counter(
+                    &mut m,
+                    &[("provider", p), ("credential", c), (label, kind)],
+                    value,
+                )?,
+                None => counter(&mut m, &[("provider", p), (label, kind)], value)?,
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Encodes a counter family with one value per credential (or per provider).
+fn single_family(
+    enc: &mut DescriptorEncoder<'_>,
+    views: &[View],
+    name: &str,
+    help: &str,
+    value: fn(&Counters) -> u64,
+) -> fmt::Result {
+    let mut m = enc.encode_descriptor(name, help, None, MetricType::Counter)?;
+    for v in views {
+        let p = v.name();
+        if v.provider.config.per_credential() {
+            for c in &v.credentials {
+                let l = [("provider", p), ("credential", c.id.as_str())];
+                counter(&mut m, &l, value(&c.counters))?;
+            }
+        } else {
+            counter(&mut m, &[("provider", p)], value(&v.provider.totals))?;
+        }
+    }
+    Ok(())
+}
+
+fn histogram_family(
+    enc: &mut DescriptorEncoder<'_>,
+    views: &[View],
+    name: &str,
+    help: &str,
+    pick: fn(&ProviderSeries) -> Option<&DurationHistogram>,
+    pick_detail: fn(&Detail) -> &DurationHistogram,
+) -> fmt::Result {
+    let mut m = enc.encode_descriptor(name, help, Some(&Unit::Seconds), MetricType::Histogram)?;
+    for v in views {
+        let p = v.name();
+        if let Some(h) = pick(&v.provider) {
+            histogram(&mut m, &[("provider", p)], h)?;
+        }
+        for c in &v.credentials {
+            if let Some(d) = &c.detail {
+                histogram(
+                    &mut m,
+                    &[("provider", p), ("credential", c.id.as_str())],
+                    pick_detail(d),
+                )?;
+            }
+        }
+    }
+    Ok(())
+}
+
+impl Collector for PoolCollector {
+    fn encode(&self, mut enc: DescriptorEncoder<'_>) -> Result<(), fmt::Error> {
+        let providers: Vec<Arc<ProviderSeries>> = read(&self.0.providers).clone();
+        let views: Vec<View> = providers.iter().map(View::of).collect();
+        kinds_family(
+            &mut enc,
+            &views,
+            "requests",
+            "Requests made with a credential, by outcome.",
+            "outcome",
+            Family::Requests,
+        )?;
+        single_family(
+            &mut enc,
+            &views,
+            "tokens",
+            "Tokens consumed by requests made with a credential.",
+            |c| c.hot.get(TOKENS),
+        )?;
+        kinds_family(
+            &mut enc,
+            &views,
+            "refreshes",
+            "Token refresh attempts, by result.",
+            "result",
+            Family::Refreshes,
+        )?;
+        kinds_family(
+            &mut enc,
+            &views,
+            "failovers",
+            "Failovers away from a credential, by the failure that caused them.",
+            "reason",
+            Family::Failovers,
+        )?;
+        single_family(
+            &mut enc,
+            &views,
+            "persistence_failures",
+            "Refreshed credentials that could not be persisted (each is retried).",
+            |c| c.cold(PERSISTENCE),
+        )?;
+        histogram_family(
+            &mut enc,
+            &views,
+            "request_duration",
+            "Duration of requests made with a credential.",
+            |p| p.request_duration.as_ref(),
+            |d| &d.request_duration,
+        )?;
+        histogram_family(
+            &mut enc,
+            &views,
+            "refresh_duration",
+            "Duration of token refresh attempts.",
+            |p| p.refresh_duration.as_ref(),
+            |d| &d.refresh_duration,
+        )?;
+        encode_gauges(&mut enc, &views)
+    }
+}
+
+fn encode_gauges(enc: &mut DescriptorEncoder<'_>, views: &[View]) -> fmt::Result {
+    let per_credential = |v: &View| v.provider.config.per_credential();
+    if views
+        .iter()
+        .any(|v| per_credential(v) && v.gauges.is_some())
+    {
+        let mut m = enc.encode_descriptor(
+            "credential_state",
+            "Current state of a credential: 1 for the current state, 0 for the others.",
+            None,
+            MetricType::Gauge,
+        )?;
+        for v in views.iter().filter(|v| per_credential(v)) {
+            for g in v.gauges.iter().flatten() {
+                for s in CredentialState::ALL {
+                    let l = [
+                        ("provider", v.name()),
+                        ("credential", g.credential.as_str()),
+                        ("state", s.as_str()),
+                    ];
+                    gauge_i(&mut m, &l, i64::from(s == g.state))?;
+                }
+            }
+        }
+        let mut m = enc.encode_descriptor(
+            "token_expiry",
+            "Time until the access token expires (0 once expired; absent while unknown).",
+            Some(&Unit::Seconds),
+            MetricType::Gauge,
+        )?;
+        for v in views.iter().filter(|v| per_credential(v)) {
+            for g in v.gauges.iter().flatten() {
+                if let Some(d) = g.expires_in {
+                    let l = [
+                        ("provider", v.name()),
+                        ("credential", g.credential.as_str()),
+                    ];
+                    gauge_f(&mut m, &l, d.as_secs_f64())?;
+                }
+            }
+        }
+        let mut m = enc.encode_descriptor(
+            "cooldown_remaining",
+            "Rate-limit cooldown remaining (0 when not cooling down).",
+            Some(&Unit::Seconds),
+            MetricType::Gauge,
+        )?;
+        for v in views.iter().filter(|v| per_credential(v)) {
+            for g in v.gauges.iter().flatten() {
+                let l = [
+                    ("provider", v.name()),
+                    ("credential", g.credential.as_str()),
+                ];
+                gauge_f(
+                    &mut m,
+                    &l,
+                    g.cooldown_remaining.map_or(0.0, |d| d.as_secs_f64()),
+                )?;
+            }
+        }
+    }
+    if views.iter().any(|v| v.gauges.is_some()) {
+        let mut m = enc.encode_descriptor(
+            "credentials",
+            "Credentials of a provider in each state.",
+            None,
+            MetricType::Gauge,
+        )?;
+        for v in views {
+            let Some(gauges) = &v.gauges else { continue };
+            for s in CredentialState::ALL {
+                let n = gauges.iter().filter(|g| g.state == s).count();
+                let l = [("provider", v.name()), ("state", s.as_str())];
+                gauge_i(&mut m, &l, i64::try_from(n).unwrap_or(i64::MAX))?;
+            }
+        }
+    }
+    Ok(())
 }
 
 #[cfg(test)]
@@ -453,20 +1027,28 @@ mod tests {
 
     #[test]
     fn failure_kinds_cover_every_label_once() {
-        let names: std::collections::BTreeSet<_> =
-            FAILURE_KINDS.iter().map(FailureKind::as_str).collect();
-        assert_eq!(names.len(), FAILURE_KINDS.len());
+        for (i, kind) in FAILURE_KINDS.iter().enumerate() {
+            assert_eq!(failure_index(*kind), Some(i));
+            assert_eq!(OUTCOMES[i + 1], kind.as_str());
+        }
         assert_eq!(
             failure_index(FailureKind::rate_limited(Some(Duration::from_secs(9)))),
             Some(0)
         );
-        assert_eq!(failure_index(FailureKind::RequestScoped), Some(5));
     }
 
     #[test]
-    fn buckets_are_increasing_from_50ms_to_10min() {
-        assert!(DURATION_BUCKETS.windows(2).all(|w| w[0] < w[1]));
-        assert_eq!(DURATION_BUCKETS.first(), Some(&0.05));
-        assert_eq!(DURATION_BUCKETS.last(), Some(&600.0));
+    fn series_counts_are_the_documented_ones() {
+        let c = PrometheusConfig::new();
+        assert_eq!(c.series_per_credential(), 24);
+        assert_eq!(c.series_per_provider(), 50);
+        let d = c
+            .clone()
+            .with_granularity(Granularity::CredentialHistograms);
+        assert_eq!(d.series_per_credential(), 68);
+        assert_eq!(d.series_per_provider(), 6);
+        let p = c.with_granularity(Granularity::Provider);
+        assert_eq!(p.series_per_credential(), 0);
+        assert_eq!(p.series_per_provider(), 66);
     }
 }

@@ -2,11 +2,11 @@
 //! classified outcomes they record, a no-op recorder and a fan-out.
 
 use std::fmt;
-use std::sync::Arc;
+use std::sync::{Arc, Weak};
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
-use oauth_core::{CredentialId, CredentialState, FailureKind};
+use oauth_core::{CredentialId, CredentialState, FailureKind, HealthSnapshot};
 
 /// Receives the pool's metrics. Sync, infallible and cheap: recording never blocks on I/O and never
 /// fails.
@@ -27,6 +27,109 @@ pub trait MetricsRecorder: Send + Sync + fmt::Debug {
     /// Handles already given out may still be called and must not panic.
     fn remove(&self, credential: &CredentialId) {
         let _ = credential;
+    }
+
+    /// The pool offers its scrape-time gauges (state, token expiry, cooldown) through `source`.
+    /// A recorder that exports gauges keeps it and reads it when it is scraped, so the gauges are
+    /// never stale; the others ignore it (the default). The pool calls this once, when it is
+    /// built; a later call replaces the source. The reference is weak so that a recorder kept by
+    /// the pool does not keep the pool alive: once the pool is gone its gauges are no longer
+    /// exported.
+    fn attach_gauges(&self, source: Weak<dyn GaugeSource>) {
+        let _ = source;
+    }
+}
+
+/// The pool as read at scrape time: one [`GaugeRow`] per credential. Implemented by the
+/// manager; a recorder that exports gauges (the Prometheus recorder) gets one through
+/// [`MetricsRecorder::attach_gauges`] and calls [`visit`](Self::visit) on every scrape, so what
+/// `/metrics` shows is what the pool's health report would say at that moment.
+///
+/// `visit` reads the source's own clock (the manager's), computes every row at that one instant,
+/// and must be cheap and non-blocking: it runs on the scraping thread, once per scrape.
+///
+/// ```
+/// use std::time::Duration;
+/// use oauth_core::{CredentialId, CredentialState};
+/// use oauth_metrics::{GaugeRow, GaugeSource};
+///
+/// #[derive(Debug)]
+/// struct Fixed(Vec<(CredentialId, CredentialState)>);
+///
+/// impl GaugeSource for Fixed {
+///     fn visit(&self, f: &mut dyn FnMut(GaugeRow<'_>)) {
+///         for (id, state) in &self.0 {
+///             f(GaugeRow::new(id, *state).expires_in(Some(Duration::from_secs(60))));
+///         }
+///     }
+/// }
+///
+/// let source = Fixed(vec![(CredentialId::new("a")?, CredentialState::Active)]);
+/// let mut states = Vec::new();
+/// source.visit(&mut |row| states.push(row.state));
+/// assert_eq!(states, [CredentialState::Active]);
+/// # Ok::<(), oauth_core::CredentialError>(())
+/// ```
+pub trait GaugeSource: Send + Sync + fmt::Debug {
+    /// Calls `f` once for each credential in the pool, with its gauges now.
+    fn visit(&self, f: &mut dyn FnMut(GaugeRow<'_>));
+}
+
+/// One credential's gauges at scrape time (see [`GaugeSource`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct GaugeRow<'a> {
+    /// The credential.
+    pub credential: &'a CredentialId,
+    /// What it is doing now.
+    pub state: CredentialState,
+    /// Time until its access token expires: `None` when no expiry is known, `Some(ZERO)` once
+    /// expired.
+    pub expires_in: Option<Duration>,
+    /// Rate-limit cooldown left: `None` when not cooling down.
+    pub cooldown_remaining: Option<Duration>,
+}
+
+impl<'a> GaugeRow<'a> {
+    /// A row with no known expiry and no cooldown.
+    pub const fn new(credential: &'a CredentialId, state: CredentialState) -> Self {
+        Self {
+            credential,
+            state,
+            expires_in: None,
+            cooldown_remaining: None,
+        }
+    }
+
+    /// The row of a credential with health `health` and access-token expiry `expires_at`, at
+    /// `now` (the instant the health snapshot was taken).
+    pub fn from_health(
+        credential: &'a CredentialId,
+        health: &HealthSnapshot,
+        expires_at: Option<DateTime<Utc>>,
+        now: DateTime<Utc>,
+    ) -> Self {
+        let until = |t: DateTime<Utc>| (t - now).to_std().unwrap_or(Duration::ZERO);
+        Self {
+            credential,
+            state: health.state,
+            expires_in: expires_at.map(until),
+            cooldown_remaining: health.cooldown_until.map(until).filter(|d| !d.is_zero()),
+        }
+    }
+
+    /// Sets the time until the access token expires.
+    #[must_use]
+    pub const fn expires_in(mut self, expires_in: Option<Duration>) -> Self {
+        self.expires_in = expires_in;
+        self
+    }
+
+    /// Sets the rate-limit cooldown left.
+    #[must_use]
+    pub const fn cooldown_remaining(mut self, remaining: Option<Duration>) -> Self {
+        self.cooldown_remaining = remaining;
+        self
     }
 }
 
@@ -49,15 +152,17 @@ pub trait CredentialRecorder: Send + Sync + fmt::Debug {
     /// memory and retried. Nothing by default.
     fn record_persistence_failure(&self) {}
 
-    /// Gauges: the current state, the time until the access token expires (`None`: no known
-    /// expiry; an expired token is `Some(ZERO)`), and the rate-limit cooldown remaining (`None`: not
-    /// cooling down).
+    /// **Superseded by [`GaugeSource`]**: gauges are read at scrape time, never pushed. Kept so
+    /// existing callers compile; the recorders of this crate ignore it, and the default does
+    /// nothing. (It will be deprecated once the manager no longer calls it.)
     fn record_state(
         &self,
         state: CredentialState,
         expires_in: Option<Duration>,
         cooldown_remaining: Option<Duration>,
-    );
+    ) {
+        let _ = (state, expires_in, cooldown_remaining);
+    }
 }
 
 /// How a request ended. Every failure counts as an error in the counters, whatever its kind; the
@@ -125,8 +230,6 @@ impl CredentialRecorder for NoopRecorder {
     fn record_request(&self, _: u64, _: Duration, _: RequestOutcome, _: DateTime<Utc>) {}
 
     fn record_refresh(&self, _: RefreshResult, _: Duration, _: DateTime<Utc>) {}
-
-    fn record_state(&self, _: CredentialState, _: Option<Duration>, _: Option<Duration>) {}
 }
 
 /// Sends everything to several recorders, in order. The manager uses it to keep its own
@@ -192,6 +295,12 @@ impl MetricsRecorder for Fanout {
     fn remove(&self, credential: &CredentialId) {
         for r in &self.recorders {
             r.remove(credential);
+        }
+    }
+
+    fn attach_gauges(&self, source: Weak<dyn GaugeSource>) {
+        for r in &self.recorders {
+            r.attach_gauges(source.clone());
         }
     }
 }

@@ -205,7 +205,12 @@ fn all_views_agree() {
         assert_eq!(e.value("p_refreshes_total", &l("result", "success")), 2.0);
         assert_eq!(e.value("p_requests_total", &l("outcome", "success")), 2.0);
         assert_eq!(e.value("p_requests_total", &l("outcome", "transient")), 1.0);
-        assert_eq!(e.value("p_failovers_total", &l("reason", "transient")), 1.0);
+        // Failovers are per provider by default.
+        let failovers = e.value(
+            "p_failovers_total",
+            &[("provider", "prov"), ("reason", "transient")],
+        );
+        assert_eq!(failovers, 1.0);
         let tokens = e.value(
             "p_tokens_total",
             &[("provider", "prov"), ("credential", "a")],

@@ -1,12 +1,18 @@
 //! Integration tests of oauth-metrics: the in-memory recorder against the Go vectors, the
-//! Prometheus exposition parsed back, the export shapes, and agreement between the views.
+//! Prometheus exposition parsed back (counters at zero, gauges read at scrape time, the
+//! granularities), content negotiation, `promtool`, the export shapes, and agreement between the
+//! views.
 
 mod export;
 mod memory;
 #[cfg(feature = "prometheus")]
 mod openmetrics;
 #[cfg(feature = "prometheus")]
+mod pool;
+#[cfg(feature = "prometheus")]
 mod prometheus;
+#[cfg(feature = "prometheus")]
+mod scrape;
 
 use chrono::{DateTime, TimeZone, Utc};
 use oauth_core::CredentialId;

@@ -4,7 +4,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use chrono::TimeDelta;
-use oauth_core::{CredentialState, FailureKind, UsageSnapshot};
+use oauth_core::{FailureKind, UsageSnapshot};
 use oauth_metrics::{
     DEFAULT_WINDOW, InMemoryRecorder, MetricsRecorder, RefreshResult, RequestOutcome,
 };
@@ -228,7 +228,7 @@ fn remove_forgets_and_old_handles_do_not_panic() {
     assert!(rec.is_empty());
     assert_eq!(rec.snapshot(&id("a"), t0()), None);
     h.record_request(1, ms(1), RequestOutcome::Success, t0());
-    h.record_state(CredentialState::Active, None, None);
+
     assert!(rec.snapshots(t0()).is_empty());
 }
 

@@ -107,7 +107,7 @@ impl Exposition {
     }
 }
 
-fn parse_sample(line: &str) -> Sample {
+pub(crate) fn parse_sample(line: &str) -> Sample {
     let (name, rest) = match line.find('{') {
         Some(i) => (&line[..i], &line[i..]),
         None => line.split_at(line.find(' ').expect("sample value")),
