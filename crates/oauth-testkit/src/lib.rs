@@ -6,6 +6,9 @@
 //! - [`provider`]: a fake chat-completion AI provider that serves only the token server's valid
 //!   access tokens, with scriptable per-account faults, and [`provider::ChatClient`] for it.
 //! - [`webhook_receiver`]: a webhook endpoint that verifies signatures with a function it is given.
+//! - [`authorization_server`]: strict authorization, token (code and device grants) and device
+//!   authorization endpoints for sign-in flows: PKCE, exact redirect URIs, single-use short-lived
+//!   codes, `slow_down` for polls that come too soon; its tokens can be grants of the token server.
 //!
 //! ```
 //! use std::sync::Arc;
@@ -28,6 +31,7 @@
 //! The fakes depend on `oauth-core` only: the webhook receiver takes the signature check as a
 //! function (pass `oauth_webhooks::verify` in), which keeps the crate graph acyclic.
 
+pub mod authorization_server;
 pub mod provider;
 mod serving;
 pub mod token_server;
