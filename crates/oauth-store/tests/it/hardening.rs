@@ -412,6 +412,7 @@ async fn deletion_markers_stay_bounded_over_a_thousand_add_remove_cycles() {
         deleted_at.push(v);
     }
     let end = fs::metadata(&path).expect("metadata").len();
+    eprintln!("store file: {start} B before, {end} B after {CYCLES} add/remove cycles");
     assert!(
         end < 1024,
         "file grew from {start} B to {end} B over {CYCLES} add/remove cycles"
