@@ -137,11 +137,15 @@ impl Credential {
     }
 
     /// True when the access token expires within `buffer` of `now` (strict, as in Go). `false`
-    /// without an expiry.
+    /// without an expiry. Saturating: when `expires_at − buffer` is before the earliest
+    /// representable time, the token is within the buffer (no panic near `DateTime::MIN_UTC` or
+    /// for `Duration::MAX`).
     pub fn expires_within(&self, buffer: Duration, now: DateTime<Utc>) -> bool {
         match self.expires_at {
             None => false,
-            Some(at) => now > at - delta(buffer),
+            Some(at) => at
+                .checked_sub_signed(delta(buffer))
+                .is_none_or(|start| now > start),
         }
     }
 

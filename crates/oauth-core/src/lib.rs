@@ -45,6 +45,7 @@ mod id;
 pub mod secret;
 mod tokens;
 mod usage;
+mod window;
 
 #[cfg(any(test, feature = "test-util"))]
 pub use clock::ManualClock;
@@ -61,3 +62,4 @@ pub use id::CredentialId;
 pub use secret::{ExposeSecret, SecretString};
 pub use tokens::{CredentialMetadata, TokenQuirk, TokenSet, TokensApplied};
 pub use usage::{CredentialHealthInfo, RotationFacts, UsageSnapshot};
+pub use window::{RefreshWindow, RefreshWindowError};

@@ -108,3 +108,23 @@ fn usage_counts_total_when_only_total_is_filled() {
     };
     assert_eq!(both.tokens(), 55);
 }
+
+#[test]
+fn expiry_checks_saturate_near_the_ends_of_time() {
+    // `expires_at - buffer` before the earliest representable time used to panic
+    // ("DateTime - TimeDelta overflowed").
+    let early = Credential::new("c1", "at", t0())
+        .expect("valid credential")
+        .with_expires_at(DateTime::<Utc>::MIN_UTC + TimeDelta::minutes(2));
+    assert!(early.needs_refresh(t0()));
+    assert!(early.is_expired(t0()));
+    assert!(early.expires_within(std::time::Duration::MAX, DateTime::<Utc>::MIN_UTC));
+    let late = expiring_in(Some(TimeDelta::hours(1)));
+    assert!(late.expires_within(std::time::Duration::MAX, t0()));
+    assert!(!late.expires_within(std::time::Duration::ZERO, t0()));
+    let never = Credential::new("c1", "at", t0())
+        .expect("valid credential")
+        .with_expires_at(DateTime::<Utc>::MAX_UTC);
+    assert!(!never.needs_refresh(DateTime::<Utc>::MAX_UTC - TimeDelta::minutes(6)));
+    assert!(never.needs_refresh(DateTime::<Utc>::MAX_UTC));
+}

@@ -3,3 +3,4 @@
 mod credential;
 mod health;
 mod secrets;
+mod window;
