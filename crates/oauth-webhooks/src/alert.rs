@@ -10,7 +10,7 @@ use serde_json::{Map, json};
 use crate::config::{MonitoringConfig, WebhookEventType};
 use crate::event::{
     WebhookEvent, details, expiry_details, failure_rate_details, go_duration_minutes, json_time,
-    reauth_message,
+    misconfigured_message, reauth_message,
 };
 
 /// What the rules look at for one credential.
@@ -96,6 +96,7 @@ impl<'a> AlertFacts<'a> {
     pub fn access_token_renewed(&self) -> bool {
         self.refreshable
             && !self.health.needs_reauthorization
+            && !self.health.misconfigured
             && !self
                 .health
                 .last_refresh_failure
@@ -106,6 +107,8 @@ impl<'a> AlertFacts<'a> {
     fn not_renewed_because(&self) -> Option<&'static str> {
         if self.health.needs_reauthorization {
             Some("needs_reauthorization")
+        } else if self.health.misconfigured {
+            Some("misconfigured")
         } else if self
             .health
             .last_refresh_failure
@@ -173,7 +176,7 @@ impl AlertState {
     }
 
     /// Records that an event already told the operator what an alert rule would repeat (a refresh
-    /// failure, a credential needing re-authorization, the pool exhausted), so [`check_alerts`] does
+    /// failure, a credential needing re-authorization or misconfigured, the pool exhausted), so [`check_alerts`] does
     /// not send it again within the cooldown. Other events are ignored.
     pub fn note_event(&mut self, event: &Event) {
         let key = match &event.kind {
@@ -181,6 +184,7 @@ impl AlertState {
             EventKind::NeedsReauthorization { credential, .. } => {
                 format!("needs_reauthorization:{credential}")
             }
+            EventKind::Misconfigured { credential, .. } => format!("misconfigured:{credential}"),
             EventKind::PoolExhausted { .. } => "pool_exhausted".to_owned(),
             _ => return,
         };
@@ -211,7 +215,8 @@ impl AlertState {
 
 /// Evaluates every enabled alert rule at `now` and returns the alerts not suppressed by the
 /// cooldown, in a deterministic order: by rule (high failure rate, refresh failure, needs
-/// re-authorization, expiry warning / expired, pool exhausted), then by credential id.
+/// re-authorization, misconfigured, expiry warning / expired, pool exhausted), then by credential
+/// id.
 ///
 /// `inputs` are [`AlertFacts`] (or the older [`AlertInput`], read as facts with no refresher).
 ///
@@ -224,6 +229,8 @@ impl AlertState {
 ///   the credential needs re-authorization, which has its own alert.
 /// - **needs_reauthorization** (`needs_reauthorization:<id>`), with the time its access token stops
 ///   working.
+/// - **misconfigured** (`misconfigured:<id>`, `alert_on_misconfigured`): the OAuth client
+///   configuration is wrong; a configuration fix clears it, no sign-in is needed.
 /// - **expiry_warning** / **expired** (`alert_on_expiry_soon`), only for something that will really
 ///   expire, never for an access token the pool is about to refresh:
 ///   - the refresh token, i.e. the grant (`refresh_token_expiry_warning:<id>`,
@@ -274,7 +281,7 @@ where
     if config.alert_on_refresh_failure {
         for input in &sorted {
             let h = input.health;
-            if h.refresh_fail_count > 0 && !h.needs_reauthorization {
+            if h.refresh_fail_count > 0 && !h.needs_reauthorization && !h.misconfigured {
                 let reason = h.last_refresh_failure.map_or("unknown", |k| k.as_str());
                 let event = WebhookEvent::new(
                     WebhookEventType::Failure,
@@ -306,6 +313,22 @@ where
                     ]),
                 );
                 raise(format!("needs_reauthorization:{}", input.id), event, state);
+            }
+        }
+    }
+    if config.alert_on_misconfigured {
+        for input in &sorted {
+            let h = input.health;
+            if h.misconfigured {
+                let valid = h.access_valid_until.or(input.access_token_expires_at);
+                let event = WebhookEvent::new(
+                    WebhookEventType::Misconfigured,
+                    Some(input.id.clone()),
+                    now,
+                    misconfigured_message(valid, now),
+                    details([("access_valid_until", json_time(valid))]),
+                );
+                raise(format!("misconfigured:{}", input.id), event, state);
             }
         }
     }
@@ -380,7 +403,7 @@ fn expiry_alerts(
         out.extend(expiry_alert(facts, Token::Refresh, at, None, warning, now));
     }
     // A dead grant's access token works until `access_valid_until` (when the health knows it).
-    let access = if facts.health.needs_reauthorization {
+    let access = if facts.health.needs_reauthorization || facts.health.misconfigured {
         facts
             .health
             .access_valid_until

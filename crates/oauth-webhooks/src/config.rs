@@ -33,6 +33,9 @@ pub enum WebhookEventType {
     Expired,
     /// The grant is dead: a human must re-authorize the credential.
     NeedsReauthorization,
+    /// The OAuth client configuration is wrong (`invalid_client`, a missing client id): fix the
+    /// configuration; no sign-in is needed.
+    Misconfigured,
     /// No credential can serve requests.
     PoolExhausted,
     /// A refreshed credential could not be persisted.
@@ -49,13 +52,14 @@ pub enum WebhookEventType {
 
 impl WebhookEventType {
     /// Every type, in declaration order.
-    pub const ALL: [Self; 12] = [
+    pub const ALL: [Self; 13] = [
         Self::Refresh,
         Self::Failure,
         Self::Rotation,
         Self::ExpiryWarning,
         Self::Expired,
         Self::NeedsReauthorization,
+        Self::Misconfigured,
         Self::PoolExhausted,
         Self::PersistenceFailed,
         Self::Decommissioned,
@@ -76,12 +80,13 @@ impl WebhookEventType {
     /// should know about, and no routine traffic. Not included: `refresh` (one per successful
     /// refresh: opt in by adding it, or start from [`MonitoringConfig::go_default`]), `unhealthy`
     /// and `recovered` (health flapping).
-    pub const DEFAULTS: [Self; 9] = [
+    pub const DEFAULTS: [Self; 10] = [
         Self::Failure,
         Self::Rotation,
         Self::ExpiryWarning,
         Self::Expired,
         Self::NeedsReauthorization,
+        Self::Misconfigured,
         Self::PoolExhausted,
         Self::PersistenceFailed,
         Self::Decommissioned,
@@ -97,6 +102,7 @@ impl WebhookEventType {
             Self::ExpiryWarning => "expiry_warning",
             Self::Expired => "expired",
             Self::NeedsReauthorization => "needs_reauthorization",
+            Self::Misconfigured => "misconfigured",
             Self::PoolExhausted => "pool_exhausted",
             Self::PersistenceFailed => "persistence_failed",
             Self::Decommissioned => "decommissioned",
@@ -280,6 +286,8 @@ pub struct MonitoringConfig {
     pub expiry_warning_time: Duration,
     /// Alert when a credential needs re-authorization (not in Go).
     pub alert_on_needs_reauthorization: bool,
+    /// Alert when a credential's OAuth client is misconfigured (not in Go).
+    pub alert_on_misconfigured: bool,
     /// Alert when no credential is available (not in Go).
     pub alert_on_pool_exhausted: bool,
     /// Signing secrets; each delivery carries one signature per secret (rotation). Empty sends
@@ -316,6 +324,7 @@ impl Default for MonitoringConfig {
             alert_on_expiry_soon: true,
             expiry_warning_time: Duration::from_secs(24 * 3600),
             alert_on_needs_reauthorization: true,
+            alert_on_misconfigured: true,
             alert_on_pool_exhausted: true,
             signing_secrets: Vec::new(),
             timeout: Duration::from_secs(15),
@@ -409,6 +418,7 @@ impl fmt::Debug for MonitoringConfig {
                 "alert_on_needs_reauthorization",
                 &self.alert_on_needs_reauthorization,
             )
+            .field("alert_on_misconfigured", &self.alert_on_misconfigured)
             .field("alert_on_pool_exhausted", &self.alert_on_pool_exhausted)
             .field("signing_secrets", &self.signing_secrets)
             .field("timeout", &self.timeout)

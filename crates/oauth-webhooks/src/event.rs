@@ -126,6 +126,21 @@ impl WebhookEvent {
                 reauth_message(*access_valid_until, event.at),
                 details([("access_valid_until", json_time(*access_valid_until))]),
             ),
+            EventKind::Misconfigured {
+                access_valid_until, ..
+            } => (
+                T::Misconfigured,
+                misconfigured_message(*access_valid_until, event.at),
+                details([("access_valid_until", json_time(*access_valid_until))]),
+            ),
+            EventKind::StoreUnavailable { reason, .. } => (
+                T::PersistenceFailed,
+                "Credential store unavailable; serving and refreshing in memory".to_owned(),
+                details([
+                    ("reason", json!(classification(reason))),
+                    ("phase", json!("store_unavailable")),
+                ]),
+            ),
             EventKind::RotationDue { age, .. } => (
                 T::Rotation,
                 "Credential due for rotation".to_owned(),
@@ -253,6 +268,21 @@ pub(crate) fn reauth_message(
             t.to_rfc3339_opts(SecondsFormat::Secs, true)
         ),
         _ => "Credential needs re-authorization; its access token no longer works".to_owned(),
+    }
+}
+
+pub(crate) fn misconfigured_message(
+    access_valid_until: Option<DateTime<Utc>>,
+    now: DateTime<Utc>,
+) -> String {
+    let fix =
+        "Credential's OAuth client is misconfigured; fix the configuration (no sign-in is needed)";
+    match access_valid_until {
+        Some(t) if t > now => format!(
+            "{fix}; its access token works until {}",
+            t.to_rfc3339_opts(SecondsFormat::Secs, true)
+        ),
+        _ => format!("{fix}; its access token no longer works"),
     }
 }
 

@@ -192,8 +192,8 @@ impl Monitor {
 
     /// What `event` becomes under the current configuration ([`route_event`]), or `None` (monitoring
     /// off, not worth a webhook, its `alert_on_*` switch off, or filtered out). Also remembers
-    /// events that an alert rule would repeat (refresh failures, re-authorization, pool
-    /// exhausted), so [`check_alerts`](Self::check_alerts) does not send them again within the
+    /// events that an alert rule would repeat (refresh failures, re-authorization,
+    /// misconfiguration, pool exhausted), so [`check_alerts`](Self::check_alerts) does not send them again within the
     /// cooldown. Delivers nothing.
     pub fn route(&self, event: &Event) -> Option<WebhookEvent> {
         let config = self.config.load();
@@ -202,6 +202,7 @@ impl Monitor {
             event.kind,
             EventKind::RefreshFailed { .. }
                 | EventKind::NeedsReauthorization { .. }
+                | EventKind::Misconfigured { .. }
                 | EventKind::PoolExhausted { .. }
         ) {
             self.alert_state().note_event(event);

@@ -13,6 +13,7 @@ use crate::event::WebhookEvent;
 /// |---|---|
 /// | `RefreshFailed` | `alert_on_refresh_failure` |
 /// | `NeedsReauthorization` | `alert_on_needs_reauthorization` |
+/// | `Misconfigured` | `alert_on_misconfigured` |
 /// | `PoolExhausted` | `alert_on_pool_exhausted` |
 /// | `HighFailureRate` | `alert_on_high_failure_rate` |
 /// | `ExpiryWarning`, `Expired` | `alert_on_expiry_soon` |
@@ -20,6 +21,7 @@ pub fn gating_switch(kind: &EventKind) -> Option<&'static str> {
     Some(match kind {
         EventKind::RefreshFailed { .. } => "alert_on_refresh_failure",
         EventKind::NeedsReauthorization { .. } => "alert_on_needs_reauthorization",
+        EventKind::Misconfigured { .. } => "alert_on_misconfigured",
         EventKind::PoolExhausted { .. } => "alert_on_pool_exhausted",
         EventKind::HighFailureRate { .. } => "alert_on_high_failure_rate",
         EventKind::ExpiryWarning { .. } | EventKind::Expired { .. } => "alert_on_expiry_soon",
@@ -32,6 +34,7 @@ fn switched_on(config: &MonitoringConfig, kind: &EventKind) -> bool {
     match kind {
         EventKind::RefreshFailed { .. } => config.alert_on_refresh_failure,
         EventKind::NeedsReauthorization { .. } => config.alert_on_needs_reauthorization,
+        EventKind::Misconfigured { .. } => config.alert_on_misconfigured,
         EventKind::PoolExhausted { .. } => config.alert_on_pool_exhausted,
         EventKind::HighFailureRate { .. } => config.alert_on_high_failure_rate,
         EventKind::ExpiryWarning { .. } | EventKind::Expired { .. } => config.alert_on_expiry_soon,
@@ -98,7 +101,14 @@ mod tests {
     fn each_switch_gates_its_kinds() {
         let now = Utc::now();
         type Off = fn(&mut MonitoringConfig);
-        let cases: [(EventKind, Off); 6] = [
+        let cases: [(EventKind, Off); 7] = [
+            (
+                EventKind::Misconfigured {
+                    credential: id(),
+                    access_valid_until: None,
+                },
+                |c| c.alert_on_misconfigured = false,
+            ),
             (
                 EventKind::RefreshFailed {
                     credential: id(),

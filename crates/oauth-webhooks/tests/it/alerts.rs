@@ -356,6 +356,7 @@ fn disabled_rules_raise_nothing() {
         alert_on_refresh_failure: false,
         alert_on_expiry_soon: false,
         alert_on_needs_reauthorization: false,
+        alert_on_misconfigured: false,
         alert_on_pool_exhausted: false,
         ..go_config()
     };
@@ -407,4 +408,254 @@ fn alert_state_is_pruned_after_the_cooldown() {
     clock.advance(Duration::from_secs(3600));
     assert!(check(&config, &[], &mut state, clock.now()).is_empty());
     assert!(state.is_empty());
+}
+
+/// What one simulated day produced.
+#[derive(Debug, Default, PartialEq, Eq)]
+struct Day {
+    refreshes: usize,
+    refresh_webhooks: usize,
+    expiry_alerts: usize,
+    other_alerts: usize,
+    delivered: usize,
+}
+
+/// 24 h of a healthy pool: three credentials with 1-hour tokens and a working refresher, each
+/// refreshed when 5 minutes remain, the alert rules checked every minute (as a maintenance loop
+/// would), every event routed through a `Monitor` into a `MemoryNotifier`. `legacy` feeds the rules
+/// the Go view (`AlertInput`, which cannot say that a refresher renews the token).
+async fn simulate_a_day(config: MonitoringConfig, legacy: bool) -> Day {
+    use std::sync::Arc;
+
+    use oauth_core::{Event, EventKind};
+    use oauth_webhooks::{AlertFacts, AlertInput, MemoryNotifier, Monitor, Notifier};
+
+    let clock = ManualClock::default();
+    let policy = HealthPolicy::default();
+    let memory = Arc::new(MemoryNotifier::new());
+    let monitor = Monitor::with_notifier(Some(config), Arc::clone(&memory) as Arc<dyn Notifier>)
+        .expect("valid");
+    let mut creds: Vec<Cred> = ["a", "b", "c"]
+        .iter()
+        .map(|id| Cred::new(id).expiring(clock.now() + TimeDelta::hours(1)))
+        .collect();
+    let mut day = Day::default();
+    for _minute in 0..24 * 60 {
+        let now = clock.now();
+        for c in &mut creds {
+            let due = c
+                .expires_at
+                .is_some_and(|t| t - now <= TimeDelta::minutes(5));
+            if due {
+                c.health.record_refresh_success(now);
+                c.expires_at = Some(now + TimeDelta::hours(1));
+                day.refreshes += 1;
+                let event = Event::new(
+                    now,
+                    EventKind::Refreshed {
+                        credential: c.id.clone(),
+                        expires_at: c.expires_at,
+                        refresh_token_rotated: true,
+                    },
+                );
+                if monitor.notify_event(&event) {
+                    day.refresh_webhooks += 1;
+                }
+            }
+        }
+        let snapshots: Vec<HealthSnapshot> = creds
+            .iter()
+            .map(|c| c.health.snapshot(&policy, now))
+            .collect();
+        let alerts = if legacy {
+            let inputs: Vec<AlertInput<'_>> = creds
+                .iter()
+                .zip(&snapshots)
+                .map(|(c, h)| AlertInput {
+                    id: &c.id,
+                    health: h,
+                    usage: &c.usage,
+                    expires_at: c.expires_at,
+                })
+                .collect();
+            monitor.check_alerts(&inputs, now)
+        } else {
+            let facts: Vec<AlertFacts<'_>> = creds
+                .iter()
+                .zip(&snapshots)
+                .map(|(c, h)| {
+                    AlertFacts::new(&c.id, h, &c.usage)
+                        .with_access_token_expiry(c.expires_at)
+                        .with_refreshable(true)
+                })
+                .collect();
+            monitor.check_alerts(&facts, now)
+        };
+        for a in &alerts {
+            match a.event_type {
+                WebhookEventType::ExpiryWarning | WebhookEventType::Expired => {
+                    day.expiry_alerts += 1;
+                }
+                _ => day.other_alerts += 1,
+            }
+        }
+        clock.advance(Duration::from_secs(60));
+    }
+    let expected = day.refresh_webhooks + day.expiry_alerts + day.other_alerts;
+    crate::support::settle_until(|| memory.events().len() >= expected).await;
+    day.delivered = memory.events().len();
+    day
+}
+
+/// Issue 14.6: with the default configuration a healthy pool of 1-hour tokens sends no expiry
+/// warning and no routine refresh webhook in a day; Go's view of the same day warned every
+/// credential every hour. Go's default filter (`go_default`) still gets one `refresh` per refresh.
+#[tokio::test]
+async fn a_healthy_pool_of_one_hour_tokens_sends_no_expiry_warning_in_a_day() {
+    let default = simulate_a_day(MonitoringConfig::default(), false).await;
+    let go = simulate_a_day(MonitoringConfig::go_default(), false).await;
+    let before = simulate_a_day(MonitoringConfig::default(), true).await;
+    eprintln!("default: {default:?}\ngo_default: {go:?}\nGo's view (before): {before:?}");
+
+    // 3 credentials, a refresh every 55 minutes: 26 refreshes each (at 0:55, 1:50, ... 23:50).
+    assert_eq!(default.refreshes, 3 * 26);
+    assert_eq!(
+        default,
+        Day {
+            refreshes: 78,
+            refresh_webhooks: 0,
+            expiry_alerts: 0,
+            other_alerts: 0,
+            delivered: 0,
+        }
+    );
+    assert_eq!(go.expiry_alerts, 0);
+    assert_eq!(go.refresh_webhooks, 78);
+    assert_eq!(go.delivered, 78);
+    // The old rule: one warning per credential per cooldown hour.
+    assert_eq!(before.expiry_alerts, 3 * 24);
+    assert_eq!(before.delivered, 3 * 24);
+}
+
+fn facts_alerts(
+    creds: &[(Cred, bool, Option<DateTime<Utc>>)],
+    now: DateTime<Utc>,
+) -> Vec<WebhookEvent> {
+    use oauth_webhooks::AlertFacts;
+    let policy = HealthPolicy::default();
+    let snapshots: Vec<HealthSnapshot> = creds
+        .iter()
+        .map(|(c, _, _)| c.health.snapshot(&policy, now))
+        .collect();
+    let facts: Vec<AlertFacts<'_>> = creds
+        .iter()
+        .zip(&snapshots)
+        .map(|((c, refreshable, refresh_expiry), h)| {
+            AlertFacts::new(&c.id, h, &c.usage)
+                .with_access_token_expiry(c.expires_at)
+                .with_refresh_token_expiry(*refresh_expiry)
+                .with_refreshable(*refreshable)
+        })
+        .collect();
+    let config = MonitoringConfig {
+        alert_on_refresh_failure: false,
+        alert_on_needs_reauthorization: false,
+        alert_on_misconfigured: false,
+        alert_on_pool_exhausted: false,
+        ..MonitoringConfig::default()
+    };
+    check_alerts(&config, &facts, &mut AlertState::new(), now)
+}
+
+/// An expiry alert is about something that will really expire: a refresh token, an access token
+/// with no refresher, a dead grant's or a misconfigured client's remaining validity, a token that
+/// lapsed while its refreshes failed. Not an access token the pool will refresh, nor an idle
+/// credential's lapsed token that its next use will refresh.
+#[test]
+fn expiry_alerts_are_about_what_really_expires() {
+    let now = ManualClock::default().now();
+    let policy = HealthPolicy::default();
+    let soon = now + TimeDelta::minutes(40);
+    let mut dead = Cred::new("dead-grant").expiring(soon);
+    dead.health
+        .record_refresh_failure(FailureKind::PermanentAuth, Some(soon), &policy, now);
+    let mut misconfigured = Cred::new("misconfigured").expiring(soon);
+    misconfigured.health.record_refresh_failure(
+        FailureKind::Misconfigured,
+        Some(soon),
+        &policy,
+        now,
+    );
+    let mut failing = Cred::new("lapsed-failing").expiring(now - TimeDelta::minutes(2));
+    failing.health.record_refresh_failure(
+        FailureKind::Transient,
+        Some(now - TimeDelta::minutes(2)),
+        &policy,
+        now - TimeDelta::minutes(1),
+    );
+    let creds = [
+        (Cred::new("renewed").expiring(soon), true, None),
+        (
+            Cred::new("lapsed-idle").expiring(now - TimeDelta::hours(3)),
+            true,
+            None,
+        ),
+        (Cred::new("no-refresher").expiring(soon), false, None),
+        (
+            Cred::new("refresh-token-ends").expiring(soon),
+            true,
+            Some(now + TimeDelta::hours(12)),
+        ),
+        (
+            Cred::new("refresh-token-ended").expiring(soon),
+            true,
+            Some(now - TimeDelta::hours(1)),
+        ),
+        (dead, true, None),
+        (misconfigured, true, None),
+        (failing, true, None),
+    ];
+    let got = facts_alerts(&creds, now);
+    let seen: Vec<(WebhookEventType, String, String, String)> = got
+        .iter()
+        .map(|e| {
+            (
+                e.event_type,
+                e.credential_id
+                    .as_ref()
+                    .map(ToString::to_string)
+                    .unwrap_or_default(),
+                e.details["token"].as_str().unwrap_or_default().to_owned(),
+                e.details
+                    .get("reason")
+                    .and_then(|r| r.as_str())
+                    .unwrap_or_default()
+                    .to_owned(),
+            )
+        })
+        .collect();
+    let w = WebhookEventType::ExpiryWarning;
+    let x = WebhookEventType::Expired;
+    let row = |t, id: &str, token: &str, reason: &str| {
+        (t, id.to_owned(), token.to_owned(), reason.to_owned())
+    };
+    assert_eq!(
+        seen,
+        [
+            row(w, "dead-grant", "access_token", "needs_reauthorization"),
+            row(x, "lapsed-failing", "access_token", "refresh_failing"),
+            row(w, "misconfigured", "access_token", "misconfigured"),
+            row(w, "no-refresher", "access_token", "not_refreshable"),
+            row(x, "refresh-token-ended", "refresh_token", ""),
+            row(w, "refresh-token-ends", "refresh_token", ""),
+        ]
+    );
+    let ends = got
+        .iter()
+        .find(|e| e.details["token"] == "refresh_token" && e.event_type == w)
+        .expect("the refresh token warning");
+    assert_eq!(
+        ends.message,
+        "Credential refresh token expires in 12h0m0s; sign in again before then"
+    );
 }

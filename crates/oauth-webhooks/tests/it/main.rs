@@ -3,6 +3,7 @@
 
 mod alerts;
 mod delivery;
+mod monitor;
 mod redaction;
 mod signing;
 mod support;

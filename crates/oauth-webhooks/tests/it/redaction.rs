@@ -7,7 +7,10 @@ use chrono::Utc;
 use oauth_core::{ClassifyFailure, CredentialId, Event, EventKind, FailureKind};
 use oauth_webhooks::{MonitoringConfig, Notifier, WebhookEvent, WebhookEventType, WebhookNotifier};
 
-use crate::support::{SPEC_SECRET, config, receiver, secret};
+use crate::support::{OTHER_SECRET, SPEC_SECRET, config, receiver, secret};
+
+/// The base64 key of [`OTHER_SECRET`], without its prefix.
+const OTHER_SECRET_KEY: &str = "KioqKioqKioqKioqKioqKioqKioqKioqKioqKio";
 
 const ACCESS: &str = "at-LEAKED-9f8e7d";
 const REFRESH: &str = "rt-LEAKED-1a2b3c";
@@ -38,6 +41,14 @@ fn endpoint_error() -> TokenEndpointError {
 /// The events a refresh failure like that leads to, built as the pool builds them: the refresh
 /// failure (classified), and a store and a rotation hook whose error texts quote the body.
 fn events() -> Vec<WebhookEvent> {
+    core_events()
+        .iter()
+        .map(|e| WebhookEvent::from_event(e).expect("reported"))
+        .collect()
+}
+
+/// The oauth-core events behind [`events`].
+fn core_events() -> Vec<Event> {
     let err = endpoint_error();
     assert!(
         err.to_string().contains(ACCESS),
@@ -61,9 +72,7 @@ fn events() -> Vec<WebhookEvent> {
             reason: format!("hook refused: {err}"),
         },
     ];
-    core.into_iter()
-        .map(|kind| WebhookEvent::from_event(&Event::new(at, kind)).expect("reported"))
-        .collect()
+    core.into_iter().map(|kind| Event::new(at, kind)).collect()
 }
 
 fn assert_clean(text: &str) {
@@ -72,6 +81,9 @@ fn assert_clean(text: &str) {
         REFRESH,
         "LEAKED",
         "MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw",
+        OTHER_SECRET_KEY,
+        "URLSECRET",
+        "T0KEN",
     ] {
         assert!(!text.contains(secret), "{secret} leaked into: {text}");
     }
@@ -139,4 +151,70 @@ async fn delivered_bytes_and_headers_hold_no_token_or_secret() {
             .endpoint()
             .is_some_and(|e| !e.contains("URLSECRET"))
     );
+}
+
+/// A `Monitor` reconfigured at run time (URL with a token in its path and query, two secrets,
+/// then a rotation): its Debug, status, counters, configuration, errors, and every byte of every
+/// delivery but the signature hold no token, secret or URL secret.
+#[tokio::test]
+async fn monitor_outputs_hold_no_token_secret_or_url_secret() {
+    use oauth_webhooks::{HEADER_SIGNATURE, Monitor, WebhookSecret};
+
+    assert!(OTHER_SECRET.ends_with(&format!("{OTHER_SECRET_KEY}=")));
+    let rx = receiver(vec![secret(SPEC_SECRET), secret(OTHER_SECRET)]).await;
+    let url = format!("{}/T0KEN-path?sig=URLSECRET", rx.url());
+    let first = MonitoringConfig {
+        webhook_url: Some(url.clone()),
+        ..config(rx.url(), vec![secret(SPEC_SECRET)])
+    };
+    let monitor = Monitor::new(Some(first)).expect("valid");
+    let mut outputs = Vec::new();
+    for e in core_events() {
+        assert!(monitor.notify_event(&e));
+    }
+    outputs.push(format!("{monitor:?}"));
+    monitor
+        .reconfigure(Some(MonitoringConfig {
+            webhook_url: Some(url.clone()),
+            ..config(rx.url(), vec![secret(OTHER_SECRET), secret(SPEC_SECRET)])
+        }))
+        .expect("valid");
+    for e in core_events() {
+        assert!(monitor.notify_event(&e));
+    }
+    assert!(rx.wait_for_accepted(6, Duration::from_secs(10)).await);
+
+    // Errors: a bad secret, a bad URL quoting a token, a refused reconfiguration.
+    let bad_secret = WebhookSecret::new("whsec_URLSECRET-not-base64!").expect_err("rejected");
+    outputs.push(format!("{bad_secret} {bad_secret:?}"));
+    let bad_url = monitor
+        .reconfigure(Some(MonitoringConfig {
+            webhook_url: Some("http://exa mple.com/T0KEN?sig=URLSECRET".into()),
+            ..MonitoringConfig::default()
+        }))
+        .expect_err("rejected");
+    outputs.push(format!("{bad_url} {bad_url:?}"));
+
+    outputs.push(format!("{monitor:?}"));
+    outputs.push(format!("{} {:?}", monitor.status(), monitor.status()));
+    outputs.push(format!("{:?}", monitor.delivery_stats()));
+    outputs.push(format!("{:?}", monitor.config()));
+    outputs.push(format!("{:?}", monitor.notifier()));
+    for e in events() {
+        outputs.push(serde_json::to_string(&e).expect("serializes"));
+    }
+    for req in rx.requests() {
+        assert!(req.verification.is_ok());
+        assert_eq!(req.path, "/webhook/T0KEN-path", "the URL is used as given");
+        outputs.push(String::from_utf8_lossy(&req.body).into_owned());
+        for (name, value) in &req.headers {
+            if name.as_str() != HEADER_SIGNATURE {
+                outputs.push(format!("{name}: {value:?}"));
+            }
+        }
+    }
+    assert!(outputs.len() > 20);
+    for text in &outputs {
+        assert_clean(text);
+    }
 }

@@ -80,3 +80,13 @@ pub(crate) async fn wait_stats(
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
 }
+
+/// Lets spawned tasks run (yielding, never sleeping) until `done` holds, at most 10,000 times.
+pub(crate) async fn settle_until(done: impl Fn() -> bool) {
+    for _ in 0..10_000 {
+        if done() {
+            return;
+        }
+        tokio::task::yield_now().await;
+    }
+}
