@@ -6,5 +6,6 @@ mod conformance;
 mod leases;
 mod notify;
 mod outage;
+mod partition;
 mod schema;
 mod support;
