@@ -97,7 +97,8 @@ async fn demo(options: Options) -> Result<(), String> {
         signing_secrets: vec![secret],
         // Warn a minute before the refresh window opens: the expiring credential gets a warning.
         expiry_warning_time: REFRESH_BUFFER + Duration::from_secs(60),
-        ..MonitoringConfig::default()
+        // Go's filter: routine `refresh` events too (the report checks one arrives).
+        ..MonitoringConfig::go_default()
     };
     let notifier =
         Arc::new(WebhookNotifier::new(&monitoring).map_err(|e| fail("creating the notifier", e))?);
