@@ -918,3 +918,150 @@ fn device_grant(shared: &Shared, p: &HashMap<String, String>) -> Response {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const REDIRECT: &str = "http://127.0.0.1:9/cb";
+
+    fn client() -> reqwest::Client {
+        reqwest::Client::builder()
+            .redirect(reqwest::redirect::Policy::none())
+            .build()
+            .expect("client builds")
+    }
+
+    async fn server() -> AuthorizationServer {
+        let server = AuthorizationServer::start().await.expect("starts");
+        server.register_client(
+            ClientRegistration::new("cli")
+                .with_redirect_uri(REDIRECT)
+                .with_secret("s3cret"),
+        );
+        server
+    }
+
+    async fn authorize(server: &AuthorizationServer, params: &[(&str, &str)]) -> reqwest::Response {
+        let mut url = reqwest::Url::parse(&server.authorize_url()).expect("url");
+        url.query_pairs_mut().extend_pairs(params);
+        client().get(url).send().await.expect("answered")
+    }
+
+    fn location(resp: &reqwest::Response) -> HashMap<String, String> {
+        let loc = resp
+            .headers()
+            .get(LOCATION)
+            .and_then(|v| v.to_str().ok())
+            .expect("a redirect");
+        reqwest::Url::parse(loc)
+            .expect("absolute")
+            .query_pairs()
+            .into_owned()
+            .collect()
+    }
+
+    const CHALLENGE: &str = "E9Melhoa2OwvFrEMTJguCHaoeK1t8URWbuGJSstw-cM";
+    const VERIFIER: &str = "dBjftJeZ4CVP-mB92K27uhbUJU1p1r_wW1gFWFOEjXk";
+
+    fn good(state: &str) -> Vec<(&'static str, &str)> {
+        vec![
+            ("response_type", "code"),
+            ("client_id", "cli"),
+            ("redirect_uri", REDIRECT),
+            ("code_challenge", CHALLENGE),
+            ("code_challenge_method", "S256"),
+            ("state", state),
+        ]
+    }
+
+    #[test]
+    fn s256_matches_rfc_7636_appendix_b() {
+        assert_eq!(s256(VERIFIER), CHALLENGE);
+    }
+
+    #[tokio::test]
+    async fn authorization_requests_are_checked_strictly() {
+        let server = server().await;
+        // An unregistered redirect URI (even one differing only in its port) gets no redirect.
+        let mut other = good("st");
+        other[2] = ("redirect_uri", "http://127.0.0.1:10/cb");
+        let r = authorize(&server, &other).await;
+        assert_eq!(r.status().as_u16(), 400);
+        assert!(r.headers().get(LOCATION).is_none());
+        // No challenge, or `plain`: an error redirect, state echoed.
+        let mut plain = good("st");
+        plain[4] = ("code_challenge_method", "plain");
+        let r = authorize(&server, &plain).await;
+        assert_eq!(r.status().as_u16(), 302);
+        let q = location(&r);
+        assert_eq!(
+            (q["error"].as_str(), q["state"].as_str()),
+            ("invalid_request", "st")
+        );
+        let r = authorize(&server, &good("st")[..3]).await;
+        assert_eq!(location(&r)["error"], "invalid_request");
+        // A good one: a code, state echoed.
+        let r = authorize(&server, &good("st-2")).await;
+        let q = location(&r);
+        assert_eq!(q["state"], "st-2");
+        assert!(q.contains_key("code"));
+        assert_eq!(
+            server.stats().refusals,
+            vec![
+                Refusal::RedirectNotRegistered,
+                Refusal::UnsupportedChallengeMethod,
+                Refusal::MissingChallenge
+            ]
+        );
+    }
+
+    #[tokio::test]
+    async fn code_exchange_is_strict_and_single_use() {
+        let server = server().await;
+        let code = location(&authorize(&server, &good("st")).await)["code"].clone();
+        let exchange = |verifier: &'static str, secret: &'static str, redirect: &'static str| {
+            let url = server.token_url();
+            let code = code.clone();
+            async move {
+                let r = client()
+                    .post(url)
+                    .json(&json!({
+                        "grant_type": "authorization_code", "code": code, "client_id": "cli",
+                        "client_secret": secret, "redirect_uri": redirect, "code_verifier": verifier,
+                    }))
+                    .send()
+                    .await
+                    .expect("answered");
+                let status = r.status().as_u16();
+                let body: Value = r.json().await.expect("json");
+                (status, body)
+            }
+        };
+        let wrong_verifier = "aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa";
+        assert_eq!(exchange(VERIFIER, "wrong", REDIRECT).await.0, 401);
+        let (s, b) = exchange(wrong_verifier, "s3cret", REDIRECT).await;
+        assert_eq!((s, b["error"].as_str()), (400, Some("invalid_grant")));
+        let (s, _) = exchange(VERIFIER, "s3cret", "http://127.0.0.1:9/other").await;
+        assert_eq!(s, 400);
+        let (s, b) = exchange(VERIFIER, "s3cret", REDIRECT).await;
+        assert_eq!(s, 200, "refused attempts do not consume the code: {b}");
+        assert!(b["access_token"].is_string() && b["refresh_token"].is_string());
+        let (s, _) = exchange(VERIFIER, "s3cret", REDIRECT).await;
+        assert_eq!(s, 400, "a code is single-use");
+        assert_eq!(
+            server.stats().refusals,
+            vec![
+                Refusal::InvalidClient,
+                Refusal::PkceMismatch,
+                Refusal::RedirectMismatch,
+                Refusal::CodeReused
+            ]
+        );
+        let d = format!(
+            "{server:?} {:?}",
+            ClientRegistration::new("x").with_secret("s3cret")
+        );
+        assert!(!d.contains("s3cret") && !d.contains(&code));
+    }
+}

@@ -446,3 +446,15 @@ async fn bad_configuration_is_a_typed_error() {
         matches!(err, SigninError::Bind { port: p, kind: std::io::ErrorKind::AddrInUse } if p == port)
     );
 }
+
+#[test]
+fn sign_ins_can_be_spawned() {
+    // Compile-time: a management API starts a sign-in, answers with the prompt, and finishes it
+    // on a spawned task.
+    fn spawnable<T: Send + 'static>(_: &T) {}
+    let check = |p: PendingSignin| {
+        spawnable(&p);
+        spawnable(&p.finish("x"));
+    };
+    let _ = check;
+}
