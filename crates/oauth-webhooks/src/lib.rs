@@ -115,3 +115,8 @@ pub use signing::{
     DEFAULT_TOLERANCE, HEADER_ID, HEADER_SIGNATURE, HEADER_TIMESTAMP, HeaderLookup,
     SignatureHeaders, VerifyError, sign, sign_all, verify,
 };
+
+/// The webhooks guide's Rust examples, compiled and run as doctests.
+#[cfg(doctest)]
+#[doc = include_str!("../../../docs/guides/webhooks.md")]
+struct WebhooksGuide;
