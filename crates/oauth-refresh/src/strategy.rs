@@ -3,7 +3,7 @@
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
-use oauth_core::{Credential, UsageSnapshot, delta};
+use oauth_core::{Credential, RefreshWindow, UsageSnapshot};
 
 use crate::error::StrategyError;
 
@@ -16,6 +16,12 @@ use crate::error::StrategyError;
 /// in time. Go divided by the elapsed time once 36 s had passed, so 100 requests counted as 100/h
 /// at 35 s and 10,000/h at 36 s, and the buffer jumped to its maximum. Go also measured from the
 /// manager's creation instead of the first request.
+///
+/// The buffer is then applied through a [`RefreshWindow`] (`window`), which clamps it to the
+/// token's lifetime and never refreshes a token the pool just received again within a minimum
+/// interval: with short-lived tokens (120 s) the Go rule refreshed on every call. For tokens of
+/// an hour or more, and for credentials the pool has not refreshed yet (unknown lifetime), the
+/// decision is exactly Go's.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RefreshStrategy {
     /// The base buffer before expiry.
@@ -30,6 +36,9 @@ pub struct RefreshStrategy {
     pub preemptive_refresh: bool,
     /// Requests per hour from which a credential counts as high traffic.
     pub high_traffic_threshold: u64,
+    /// How the buffer computed here is clamped to the token's lifetime, and the minimum interval
+    /// between refreshes. Its own buffer is replaced by the one this strategy computes.
+    pub window: RefreshWindow,
 }
 
 const MINUTE: Duration = Duration::from_secs(60);
@@ -45,6 +54,7 @@ impl Default for RefreshStrategy {
             max_buffer: 15 * MINUTE,
             preemptive_refresh: false,
             high_traffic_threshold: 100,
+            window: RefreshWindow::default(),
         }
     }
 }
@@ -69,6 +79,7 @@ impl RefreshStrategy {
             max_buffer: 30 * MINUTE,
             preemptive_refresh: true,
             high_traffic_threshold: 50,
+            window: RefreshWindow::default(),
         }
     }
 
@@ -105,15 +116,15 @@ impl RefreshStrategy {
         let mut buffer = self.buffer_time;
         let latency = usage.average_latency();
         if !latency.is_zero() {
-            buffer += whole_seconds((latency.as_secs_f64() / 0.1) * 30.0);
+            buffer = buffer.saturating_add(whole_seconds((latency.as_secs_f64() / 0.1) * 30.0));
         }
         let rph = usage.requests_per_hour(now);
         if rph > 10.0 {
-            buffer += whole_seconds(((rph - 10.0) / 10.0) * 30.0);
+            buffer = buffer.saturating_add(whole_seconds(((rph - 10.0) / 10.0) * 30.0));
         }
         let success_rate = usage.success_rate();
         if success_rate < 0.95 {
-            buffer += whole_seconds(((0.95 - success_rate) * 10.0) * 60.0);
+            buffer = buffer.saturating_add(whole_seconds(((0.95 - success_rate) * 10.0) * 60.0));
         }
         if !self.min_buffer.is_zero() && buffer < self.min_buffer {
             buffer = self.min_buffer;
@@ -127,16 +138,21 @@ impl RefreshStrategy {
     /// Go `ShouldRefresh`: true when the access token expires within the buffer (strictly after
     /// `expires_at - buffer`), or, with preemptive refresh and usage at or above the high-traffic
     /// threshold, within twice the buffer (capped at `max_buffer`). Never true without an expiry.
+    ///
+    /// The buffer goes through [`window`](Self::window): it is clamped to the token's lifetime,
+    /// and a token the pool received less than the minimum interval ago is not due. (A token the
+    /// provider rejected is refreshed whatever this says: see
+    /// [`RefreshWindow::should_refresh`].) Saturating: no expiry or setting panics.
     pub fn should_refresh(
         &self,
         credential: &Credential,
         usage: Option<&UsageSnapshot>,
         now: DateTime<Utc>,
     ) -> bool {
-        let Some(expires_at) = credential.expires_at else {
+        if credential.expires_at.is_none() {
             return false;
-        };
-        let buffer = self.calculate_buffer_time(usage, now);
+        }
+        let mut buffer = self.calculate_buffer_time(usage, now);
         if self.preemptive_refresh
             && let Some(usage) = usage
         {
@@ -147,10 +163,12 @@ impl RefreshStrategy {
                 if !self.max_buffer.is_zero() && preemptive > self.max_buffer {
                     preemptive = self.max_buffer;
                 }
-                return now > expires_at - delta(preemptive);
+                buffer = preemptive;
             }
         }
-        now > expires_at - delta(buffer)
+        self.window
+            .with_buffer(buffer)
+            .needs_refresh(credential, now)
     }
 }
 

@@ -167,3 +167,101 @@ fn adaptive_with_fresh_usage_refreshes_at_five_minutes_not_six() {
     let no_expiry = Credential::new("s", "at", now()).expect("valid");
     assert!(!s.should_refresh(&no_expiry, Some(&fresh), now()));
 }
+
+#[test]
+fn short_lived_tokens_are_refreshed_once_per_half_life_not_on_every_call() {
+    // Issue 14 item 2: with 120-second tokens and the 5-minute buffer, every call refreshed.
+    use oauth_core::{Clock, ManualClock, TokenSet};
+    for (name, strategy) in [
+        ("default", RefreshStrategy::default()),
+        ("adaptive", RefreshStrategy::adaptive()),
+        ("conservative", RefreshStrategy::conservative()),
+    ] {
+        let busy = usage(10_000, 0, 300, HOUR);
+        for lifetime in [120, 60, 299, 0] {
+            let clock = ManualClock::new(now());
+            let mut cred = expiring_in(secs(lifetime)).with_refresh_token("rt");
+            let mut refreshes = 0;
+            // 1,000 calls over one second.
+            for _ in 0..1_000 {
+                let at = clock.now();
+                if strategy.should_refresh(&cred, Some(&busy), at) {
+                    refreshes += 1;
+                    let expires = at + TimeDelta::seconds(i64::try_from(lifetime).expect("small"));
+                    cred.apply_tokens(TokenSet::new("at").with_expires_at(expires), at);
+                }
+                clock.advance(Duration::from_millis(1));
+            }
+            assert_eq!(refreshes, 1, "{name}, {lifetime} s tokens");
+        }
+    }
+}
+
+mod extremes {
+    use std::time::Duration;
+
+    use chrono::{DateTime, Utc};
+    use oauth_core::{Credential, UsageSnapshot};
+    use oauth_refresh::RefreshStrategy;
+    use proptest::prelude::*;
+
+    fn any_duration() -> impl Strategy<Value = Duration> {
+        prop_oneof![
+            Just(Duration::ZERO),
+            Just(Duration::MAX),
+            any::<u64>().prop_map(Duration::from_secs),
+            (0u64..100_000).prop_map(Duration::from_secs),
+        ]
+    }
+
+    fn any_time() -> impl Strategy<Value = DateTime<Utc>> {
+        prop_oneof![
+            Just(DateTime::<Utc>::MIN_UTC),
+            Just(DateTime::<Utc>::MAX_UTC),
+            (DateTime::<Utc>::MIN_UTC.timestamp()..=DateTime::<Utc>::MAX_UTC.timestamp())
+                .prop_map(|s| DateTime::from_timestamp(s, 0).unwrap_or_default()),
+        ]
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(1_000))]
+
+        #[test]
+        fn no_setting_or_time_panics(
+            buffer_time in any_duration(),
+            min_buffer in any_duration(),
+            max_buffer in any_duration(),
+            adaptive_buffer in any::<bool>(),
+            preemptive_refresh in any::<bool>(),
+            high_traffic_threshold in any::<u64>(),
+            expires_at in any_time(),
+            last_refresh in proptest::option::of(any_time()),
+            now in any_time(),
+            requests in any::<u32>(),
+            latency_ms in any::<u32>(),
+        ) {
+            let strategy = RefreshStrategy {
+                buffer_time,
+                min_buffer,
+                max_buffer,
+                adaptive_buffer,
+                preemptive_refresh,
+                high_traffic_threshold,
+                ..RefreshStrategy::default()
+            };
+            let _ = strategy.validate();
+            let mut cred = Credential::new("x", "at", now).expect("valid").with_expires_at(expires_at);
+            cred.last_refresh = last_refresh;
+            let usage = UsageSnapshot {
+                request_count: u64::from(requests),
+                success_count: u64::from(requests / 2),
+                total_latency: Duration::from_millis(u64::from(latency_ms)),
+                first_used: Some(now),
+                ..UsageSnapshot::default()
+            };
+            let _ = strategy.calculate_buffer_time(Some(&usage), now);
+            let _ = strategy.should_refresh(&cred, Some(&usage), now);
+            let _ = strategy.should_refresh(&cred, None, now);
+        }
+    }
+}
