@@ -3,6 +3,8 @@
 //! Criterion writes `target/criterion/<benchmark>/new/{benchmark,estimates}.json`; this reads the
 //! ones written by this run and reports the mean time per operation (per element when the bench
 //! declares a throughput) and the thread count encoded in the benchmark id (`1t`, `2thr`, ...).
+//! A bench may leave figures of its own (series, bytes, memory per credential) as a flat JSON
+//! object in `new/extra.json` beside criterion's files; they are printed in the last column.
 
 use std::path::{Path, PathBuf};
 use std::time::SystemTime;
@@ -12,8 +14,9 @@ use serde::Deserialize;
 use crate::ci::{cargo, root};
 
 /// The benchmarks of the workspace: (package, bench target).
-const BENCHES: [(&str, &str); 3] = [
+const BENCHES: [(&str, &str); 4] = [
     ("oauth-metrics", "record"),
+    ("oauth-metrics", "scrape"),
     ("oauth-webhooks", "notify"),
     ("oauth-manager", "pool"),
 ];
@@ -50,6 +53,8 @@ struct Row {
     id: String,
     ns_per_op: f64,
     threads: u32,
+    /// The bench's own figures from `extra.json` (`key=value ...`), or empty.
+    extra: String,
 }
 
 pub(crate) fn run(args: &[String]) -> Result<(), String> {
@@ -86,17 +91,21 @@ pub(crate) fn run(args: &[String]) -> Result<(), String> {
     rows.sort_by(|a, b| a.id.cmp(&b.id));
     let width = rows.iter().map(|r| r.id.len()).max().unwrap_or(9).max(9);
     println!(
-        "\n{:<width$}  {:>12}  {:>7}",
+        "\n{:<width$}  {:>12}  {:>7}  figures",
         "benchmark", "ns/op", "threads"
     );
     println!(
-        "{}  {}  {}",
+        "{}  {}  {}  {}",
         "-".repeat(width),
         "-".repeat(12),
+        "-".repeat(7),
         "-".repeat(7)
     );
     for r in &rows {
-        println!("{:<width$}  {:>12.1}  {:>7}", r.id, r.ns_per_op, r.threads);
+        println!(
+            "{:<width$}  {:>12.1}  {:>7}  {}",
+            r.id, r.ns_per_op, r.threads, r.extra
+        );
     }
     println!(
         "\nns/op: criterion's mean time per iteration (per element where the bench sets a throughput);"
@@ -150,7 +159,23 @@ fn read_row(dir: &Path, since: SystemTime) -> Result<Option<Row>, String> {
         threads: threads_of(&bench.full_id),
         ns_per_op: est.mean.point_estimate / per,
         id: bench.full_id,
+        extra: extra_of(&dir.join("extra.json")),
     }))
+}
+
+/// A bench's own figures, `key=value` separated by spaces, from a flat JSON object.
+fn extra_of(path: &Path) -> String {
+    let Ok(text) = std::fs::read_to_string(path) else {
+        return String::new();
+    };
+    match serde_json::from_str::<serde_json::Map<String, serde_json::Value>>(&text) {
+        Ok(map) => map
+            .iter()
+            .map(|(k, v)| format!("{k}={v}"))
+            .collect::<Vec<_>>()
+            .join(" "),
+        Err(_) => String::new(),
+    }
 }
 
 /// The thread count a benchmark id encodes as a path segment like `2t`, `2thr` or `2threads`

@@ -5,7 +5,9 @@
 //! cycling through them), as the pool's round-robin spreads requests. The reported time is wall
 //! time divided by the records of all threads: aggregate nanoseconds per record, so a 2-thread
 //! figure below the 1-thread one means recording scales. `shared` runs 2 threads on one
-//! credential, the worst case.
+//! credential, the worst case; `3cred_rr` runs 2 threads that both cycle through the same three
+//! credentials (what two tasks calling a pool of three do); `prometheus_1shard` is the
+//! Prometheus recorder with its counters unsharded, for comparison.
 
 use std::hint::black_box;
 use std::sync::{Arc, Barrier};
@@ -16,8 +18,8 @@ use criterion::{BenchmarkId, Criterion, criterion_group, criterion_main};
 use oauth_core::CredentialId;
 use oauth_metrics::prometheus_client::registry::Registry;
 use oauth_metrics::{
-    CredentialRecorder, Fanout, InMemoryRecorder, MetricsRecorder, PrometheusRecorder,
-    RequestOutcome,
+    CredentialRecorder, Fanout, InMemoryRecorder, MetricsRecorder, PrometheusConfig,
+    PrometheusRecorder, RequestOutcome,
 };
 
 fn handles(recorder: &dyn MetricsRecorder, n: usize) -> Vec<Arc<dyn CredentialRecorder>> {
@@ -29,11 +31,22 @@ fn handles(recorder: &dyn MetricsRecorder, n: usize) -> Vec<Arc<dyn CredentialRe
         .collect()
 }
 
+/// How the threads share the handles.
+#[derive(Clone, Copy, PartialEq)]
+enum Split {
+    /// Thread `t` of `n` takes every `n`-th handle.
+    Disjoint,
+    /// Every thread cycles through every handle.
+    All,
+    /// Every thread uses the first handle only.
+    First,
+}
+
 /// Runs `iters` records on each of `threads` threads; returns wall time per record.
 fn run(
     handles: &[Arc<dyn CredentialRecorder>],
     threads: usize,
-    shared: bool,
+    split: Split,
     iters: u64,
 ) -> Duration {
     let now = Utc::now();
@@ -43,10 +56,14 @@ fn run(
             .map(|t| {
                 let barrier = &barrier;
                 s.spawn(move || {
-                    let mine: Vec<&Arc<dyn CredentialRecorder>> = if shared {
-                        handles.iter().take(1).collect()
-                    } else {
-                        handles.iter().skip(t).step_by(threads).collect()
+                    let mine: Vec<&Arc<dyn CredentialRecorder>> = match split {
+                        Split::First => handles.iter().take(1).collect(),
+                        Split::All => handles
+                            .iter()
+                            .skip(t)
+                            .chain(handles.iter().take(t))
+                            .collect(),
+                        Split::Disjoint => handles.iter().skip(t).step_by(threads).collect(),
                     };
                     barrier.wait();
                     let start = Instant::now();
@@ -82,14 +99,29 @@ fn bench(c: &mut Criterion) {
         let memory = InMemoryRecorder::new();
         let mut registry = Registry::with_prefix("bench");
         let prometheus = PrometheusRecorder::new(&mut registry, "provider");
-        let recorders: [(&str, &dyn MetricsRecorder); 2] =
-            [("in_memory", &memory), ("prometheus", &prometheus)];
+        let mut registry1 = Registry::with_prefix("bench");
+        let unsharded = PrometheusRecorder::with_config(
+            &mut registry1,
+            "provider",
+            PrometheusConfig::new().with_shards(1),
+        );
+        let recorders: [(&str, &dyn MetricsRecorder); 3] = [
+            ("in_memory", &memory),
+            ("prometheus", &prometheus),
+            ("prometheus_1shard", &unsharded),
+        ];
         for (name, recorder) in recorders {
             let hs = handles(recorder, credentials);
             for threads in [1usize, 2] {
                 let id = BenchmarkId::new(name, format!("{credentials}cred/{threads}thr"));
                 group.bench_function(id, |b| {
-                    b.iter_custom(|iters| run(&hs, threads, false, iters));
+                    b.iter_custom(|iters| run(&hs, threads, Split::Disjoint, iters));
+                });
+            }
+            if credentials == 3 {
+                let id = BenchmarkId::new(name, "3cred_rr/2thr");
+                group.bench_function(id, |b| {
+                    b.iter_custom(|iters| run(&hs, 2, Split::All, iters));
                 });
             }
         }
@@ -103,7 +135,7 @@ fn bench(c: &mut Criterion) {
     for (name, recorder) in recorders {
         let hs = handles(recorder, 1);
         group.bench_function(BenchmarkId::new(name, "shared/2thr"), |b| {
-            b.iter_custom(|iters| run(&hs, 2, true, iters));
+            b.iter_custom(|iters| run(&hs, 2, Split::First, iters));
         });
     }
     // What the manager records into: its in-memory recorder plus the application's Prometheus one.
@@ -117,7 +149,7 @@ fn bench(c: &mut Criterion) {
     group.bench_function(
         BenchmarkId::new("fanout_memory_prometheus", "3cred/1thr"),
         |b| {
-            b.iter_custom(|iters| run(&hs, 1, false, iters));
+            b.iter_custom(|iters| run(&hs, 1, Split::Disjoint, iters));
         },
     );
     group.finish();

@@ -1,13 +1,17 @@
 //! Per-credential metrics for an OAuth credential pool: the [`MetricsRecorder`] trait the pool
 //! records into, an [`InMemoryRecorder`] with everything the Go `CredentialMetrics` kept (plus a
 //! recent failure window), a [`PrometheusRecorder`] on `prometheus-client` (feature `prometheus`,
-//! on by default) with real histograms and OpenMetrics text, and the Go export shapes
-//! ([`HealthSummary`], [`PrometheusMetrics`], [`export_json`]) as typed serde structs.
+//! on by default) with bounded cardinality ([`Granularity`]), gauges read at scrape time through a
+//! [`GaugeSource`], and a `/metrics` helper that negotiates the format and gzip
+//! ([`encode_scrape`]); and the Go export shapes ([`HealthSummary`], [`PrometheusMetrics`],
+//! [`export_json`]) as typed serde structs.
 //!
 //! Recording is split in two so the hot path shares nothing between credentials: the pool asks
 //! the recorder for a [`CredentialRecorder`] handle once per credential and caches it; every
 //! request is then one call on that handle. [`Fanout`] sends everything to several recorders (the
-//! manager keeps its `InMemoryRecorder` next to yours).
+//! manager keeps its `InMemoryRecorder` next to yours). Gauges (state, token expiry, cooldown) are
+//! never recorded: the pool hands each recorder a [`GaugeSource`] once
+//! ([`MetricsRecorder::attach_gauges`]) and a recorder that exports gauges reads it when scraped.
 //!
 //! ```
 //! use std::time::Duration;
@@ -39,14 +43,17 @@
 //! buffers) and returns an `Arc<dyn CredentialRecorder>` that holds it; the handle's methods then
 //! only update it. All methods are synchronous and infallible and must not block: if your backend
 //! does I/O, hand the data to a background task. Never put a token or e-mail address into a
-//! metric; the [`CredentialId`](oauth_core::CredentialId) is the only per-credential label.
+//! metric; the [`CredentialId`](oauth_core::CredentialId) is the only per-credential label. If
+//! your backend exports gauges, keep the source given to
+//! [`attach_gauges`](MetricsRecorder::attach_gauges) and call [`GaugeSource::visit`] when you
+//! export.
 //!
 //! ```
 //! use std::sync::Arc;
 //! use std::sync::atomic::{AtomicU64, Ordering};
 //! use std::time::Duration;
 //! use chrono::{DateTime, Utc};
-//! use oauth_core::{CredentialId, CredentialState, FailureKind};
+//! use oauth_core::{CredentialId, FailureKind};
 //! use oauth_metrics::{CredentialRecorder, MetricsRecorder, RefreshResult, RequestOutcome};
 //!
 //! /// Counts failed requests across the pool.
@@ -70,7 +77,6 @@
 //!         }
 //!     }
 //!     fn record_refresh(&self, _: RefreshResult, _: Duration, _: DateTime<Utc>) {}
-//!     fn record_state(&self, _: CredentialState, _: Option<Duration>, _: Option<Duration>) {}
 //! }
 //!
 //! let recorder = Failures::default();

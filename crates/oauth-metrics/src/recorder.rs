@@ -346,6 +346,25 @@ impl CredentialRecorder for FanoutHandle {
     }
 }
 
+/// A shared recorder is a recorder (so `Arc<PrometheusRecorder>` plugs in wherever one is taken).
+impl<R: MetricsRecorder + ?Sized> MetricsRecorder for Arc<R> {
+    fn handle(&self, credential: &CredentialId) -> Arc<dyn CredentialRecorder> {
+        (**self).handle(credential)
+    }
+
+    fn record_failover(&self, from: &CredentialId, reason: FailureKind) {
+        (**self).record_failover(from, reason);
+    }
+
+    fn remove(&self, credential: &CredentialId) {
+        (**self).remove(credential);
+    }
+
+    fn attach_gauges(&self, source: Weak<dyn GaugeSource>) {
+        (**self).attach_gauges(source);
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
