@@ -218,3 +218,116 @@ async fn monitor_outputs_hold_no_token_secret_or_url_secret() {
         assert_clean(text);
     }
 }
+
+/// Collects every tracing event (all levels) as text: message and fields.
+struct Capture(std::sync::Arc<std::sync::Mutex<Vec<String>>>);
+
+struct Fields(String);
+
+impl tracing::field::Visit for Fields {
+    fn record_debug(&mut self, field: &tracing::field::Field, value: &dyn std::fmt::Debug) {
+        self.0.push_str(&format!(" {}={value:?}", field.name()));
+    }
+}
+
+impl tracing::Subscriber for Capture {
+    fn enabled(&self, _: &tracing::Metadata<'_>) -> bool {
+        true
+    }
+    fn new_span(&self, span: &tracing::span::Attributes<'_>) -> tracing::span::Id {
+        let mut f = Fields(String::new());
+        span.record(&mut f);
+        self.0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .push(f.0);
+        tracing::span::Id::from_u64(1)
+    }
+    fn record(&self, _: &tracing::span::Id, values: &tracing::span::Record<'_>) {
+        let mut f = Fields(String::new());
+        values.record(&mut f);
+        self.0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .push(f.0);
+    }
+    fn record_follows_from(&self, _: &tracing::span::Id, _: &tracing::span::Id) {}
+    fn event(&self, event: &tracing::Event<'_>) {
+        let mut f = Fields(format!(
+            "{} {}",
+            event.metadata().level(),
+            event.metadata().target()
+        ));
+        event.record(&mut f);
+        self.0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .push(f.0);
+    }
+    fn enter(&self, _: &tracing::span::Id) {}
+    fn exit(&self, _: &tracing::span::Id) {}
+}
+
+/// The log lines of failed attempts (connection refused, 500, 410, giving up, an abandoned
+/// shutdown) name the event and the redacted endpoint, never the URL's path or query, a secret or
+/// a token.
+#[tokio::test]
+async fn log_lines_hold_no_url_secret_or_token() {
+    use oauth_testkit::webhook_receiver::Fault;
+    use oauth_webhooks::Monitor;
+
+    let lines = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let _guard = tracing::subscriber::set_default(Capture(std::sync::Arc::clone(&lines)));
+
+    let rx = receiver(vec![secret(SPEC_SECRET)]).await;
+    let with_token = |base: &str| format!("{base}/T0KEN-path?sig=URLSECRET");
+    let cfg = MonitoringConfig {
+        webhook_url: Some(with_token(&rx.url())),
+        retry: crate::support::fast_retry(2),
+        ..config(rx.url(), vec![secret(SPEC_SECRET)])
+    };
+    let monitor = Monitor::new(Some(cfg.clone())).expect("valid");
+    // A 500 then a 500 again: retried, then given up.
+    rx.fail_next(2, Fault::Status(500));
+    let evs = core_events();
+    assert!(monitor.notify_event(&evs[0]));
+    assert!(rx.wait_for_requests(2, Duration::from_secs(10)).await);
+    // A 410: the endpoint is disabled.
+    rx.fail_next(1, Fault::Gone);
+    assert!(monitor.notify_event(&evs[1]));
+    assert!(rx.wait_for_requests(3, Duration::from_secs(10)).await);
+    // Connection refused, and a shutdown that gives up on it.
+    let refused = MonitoringConfig {
+        webhook_url: Some(with_token("http://127.0.0.1:9")),
+        retry: crate::support::fast_retry(10_000),
+        ..cfg
+    };
+    monitor.reconfigure(Some(refused)).expect("valid");
+    assert!(monitor.notify_event(&evs[2]));
+    let report = monitor.shutdown(Duration::from_millis(300)).await;
+    assert!(report.timed_out);
+
+    let lines = lines
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+        .clone();
+    let ours: Vec<&String> = lines
+        .iter()
+        .filter(|l| l.contains("oauth_webhooks"))
+        .collect();
+    for needle in [
+        "giving up",
+        "410 Gone",
+        "attempt failed",
+        "attempt rejected",
+        "abandoned",
+    ] {
+        assert!(
+            ours.iter().any(|l| l.contains(needle)),
+            "no log line says {needle:?}: {ours:#?}"
+        );
+    }
+    for line in &lines {
+        assert_clean(line);
+    }
+}
