@@ -125,7 +125,8 @@ async fn soak_with_faults_everywhere_loses_no_token_and_no_event_and_stays_flat(
         .await
         .expect("pool builds");
     let maintenance = pool
-        .spawn_maintenance(MaintenanceConfig::default().with_interval(Duration::from_millis(100)));
+        .spawn_maintenance(MaintenanceConfig::default().with_interval(Duration::from_millis(100)))
+        .expect("a valid maintenance configuration");
 
     // A fixed seed, so a failure can be replayed; OAUTH_SOAK_SEED picks another.
     let seed = std::env::var("OAUTH_SOAK_SEED")

@@ -7,7 +7,6 @@ use std::process::ExitCode;
 
 mod bench;
 mod ci;
-mod demo;
 mod integration;
 mod tidy;
 
@@ -26,13 +25,20 @@ commands:
   tidy         check the crate graph and that every member inherits the workspace lints
 ";
 
+/// Builds and runs the demo binary (`crates/oauth-demo`), showing cargo's progress while it builds.
+fn demo(args: &[String]) -> Result<(), String> {
+    let mut cargo_args = vec!["run", "--package", "oauth-demo", "--"];
+    cargo_args.extend(args.iter().map(String::as_str));
+    ci::cargo(&cargo_args, &[])
+}
+
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let rest = args.get(1..).unwrap_or_default();
     let result = match args.first().map(String::as_str) {
         Some("ci") => ci::run(),
         Some("tidy") => tidy::run(),
-        Some("demo") => demo::run(rest),
+        Some("demo") => demo(rest),
         Some("integration") => integration::run(rest),
         Some("bench") => bench::run(rest),
         Some("help" | "--help" | "-h") => {

@@ -6,6 +6,9 @@
 //!   implements `oauth-store`'s trait and depends on core and `oauth-store` only; the testkit
 //!   depends on core at most; above the facade, adapters (`oauth-http`) and applications (the
 //!   keeper, the demo) may depend on the facade; nothing depends on an application or on tooling.
+//! - `xtask` depends on no crate of the workspace and on no HTTP stack (no reqwest, hyper or
+//!   tokio), so `cargo xtask tidy` builds in seconds on a fresh machine; the demo it runs is its
+//!   own binary crate (`oauth-demo`).
 //! - Every member inherits the workspace lints (`[lints] workspace = true`).
 //!
 //! The rules are a pure function over a [`Member`] list, so a test can feed them a bad graph.
@@ -61,6 +64,9 @@ pub(crate) fn layer_of(name: &str) -> Option<Layer> {
     }
 }
 
+/// Dependencies that would make `cargo xtask` slow to build on a fresh machine.
+const HEAVY_FOR_XTASK: [&str; 5] = ["reqwest", "hyper", "tokio", "axum", "aws-lc-rs"];
+
 /// How a dependency is used.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -86,6 +92,8 @@ pub(crate) struct Member {
     pub(crate) name: String,
     /// Dependencies on other workspace members.
     pub(crate) deps: Vec<(String, DepKind)>,
+    /// Names of its other (external) dependencies.
+    pub(crate) external: Vec<String>,
     pub(crate) inherits_lints: bool,
 }
 
@@ -98,6 +106,20 @@ pub(crate) fn check(members: &[Member]) -> Vec<String> {
                 "{}: does not inherit the workspace lints (add `[lints] workspace = true`)",
                 m.name
             ));
+        }
+        if m.name == "xtask" {
+            for (dep, _) in &m.deps {
+                problems.push(format!(
+                    "xtask -> {dep}: xtask depends on no crate of the workspace (run binaries through cargo instead)"
+                ));
+            }
+            for dep in &m.external {
+                if HEAVY_FOR_XTASK.contains(&dep.as_str()) {
+                    problems.push(format!(
+                        "xtask -> {dep}: xtask must build without an HTTP stack or async runtime"
+                    ));
+                }
+            }
         }
         let Some(from) = layer_of(&m.name) else {
             problems.push(format!(
@@ -213,6 +235,12 @@ fn load() -> Result<Vec<Member>, String> {
                     .filter(|d| d.name != p.name)
                     .map(|d| (d.name.clone(), d.kind.unwrap_or(DepKind::Normal)))
                     .collect(),
+                external: p
+                    .dependencies
+                    .iter()
+                    .filter(|d| d.path.is_none())
+                    .map(|d| d.name.clone())
+                    .collect(),
                 inherits_lints: inherits_lints(Path::new(&p.manifest_path))?,
             })
         })
@@ -251,6 +279,7 @@ mod tests {
         Member {
             name: name.to_owned(),
             deps: deps.iter().map(|(n, k)| ((*n).to_owned(), *k)).collect(),
+            external: Vec::new(),
             inherits_lints: true,
         }
     }
@@ -282,7 +311,7 @@ mod tests {
                 ],
             ),
             member("oauth-tests", &[("oauth-manager", DepKind::Normal)]),
-            member("xtask", &[("oauth-manager", DepKind::Normal)]),
+            member("xtask", &[]),
         ];
         assert_eq!(check(&g), Vec::<String>::new());
     }
@@ -303,6 +332,16 @@ mod tests {
         assert!(problems[2].contains("use it as a dev-dependency"));
         assert!(problems[3].contains("only adapters, applications and tooling"));
         assert!(problems[4].contains("oauth-core at most"));
+    }
+
+    #[test]
+    fn xtask_depends_on_no_library_and_no_http_stack() {
+        let mut x = member("xtask", &[("oauth-manager", DepKind::Normal)]);
+        x.external = vec!["serde".to_owned(), "reqwest".to_owned()];
+        let problems = check(&[x]);
+        assert_eq!(problems.len(), 2, "{problems:#?}");
+        assert!(problems[0].contains("xtask -> oauth-manager"));
+        assert!(problems[1].contains("xtask -> reqwest"));
     }
 
     #[test]

@@ -1,14 +1,17 @@
 //! Clocks the manager adds to `oauth_core`'s: a cheap default for the hot path, and one that
 //! follows tokio's (pausable) time for tests of time-driven behaviour.
 
-use chrono::{DateTime, Utc};
+use std::sync::Arc;
+use std::time::Duration;
+
+use chrono::{DateTime, TimeDelta, Utc};
 use oauth_core::{Clock, SystemClock, after};
 
-/// The manager's default clock: the system clock, with
-/// [`now_millis`](Clock::now_millis), which selection reads on every pick that has a backoff to
-/// compare, taken from `CLOCK_REALTIME_COARSE` on Linux: a few nanoseconds instead of a full
-/// clock read, at the resolution of one kernel tick (a few milliseconds), which is all that deciding
-/// whether a backoff of a second or more has ended needs. [`now`](Clock::now) stays precise.
+/// The manager's default clock: the system clock for wall time, and for
+/// [`monotonic`](Clock::monotonic), which selection reads on every pick that has a backoff to
+/// compare, `CLOCK_MONOTONIC_COARSE` on Linux: a few nanoseconds instead of a full `Instant::now()`,
+/// at the resolution of one kernel tick (a few milliseconds), which is all that deciding whether a
+/// backoff of a second or more has ended needs. [`now`](Clock::now) stays precise.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct CoarseClock;
 
@@ -26,6 +29,14 @@ impl Clock for CoarseClock {
     #[cfg(not(target_os = "linux"))]
     fn now_millis(&self) -> i64 {
         SystemClock.now_millis()
+    }
+
+    #[cfg(target_os = "linux")]
+    fn monotonic(&self) -> Duration {
+        let t = rustix::time::clock_gettime(rustix::time::ClockId::MonotonicCoarse);
+        let secs = u64::try_from(t.tv_sec).unwrap_or(0);
+        let nanos = u32::try_from(t.tv_nsec).unwrap_or(0);
+        Duration::new(secs, nanos.min(999_999_999))
     }
 }
 
@@ -52,6 +63,97 @@ impl Clock for TokioClock {
     fn now(&self) -> DateTime<Utc> {
         after(self.base, self.start.elapsed())
     }
+
+    fn monotonic(&self) -> Duration {
+        self.start.elapsed()
+    }
+}
+
+/// The manager's two readings of its [`Clock`]:
+/// - wall time ([`wall`](Self::wall)) for token expiry and reports;
+/// - the health timeline ([`health`](Self::health)): monotonic time mapped onto wall-clock-like
+///   instants, anchored at the wall time of the manager's construction. Backoffs, cooldowns and
+///   the selection's comparisons run on it, so a wall-clock step (NTP, an operator) never
+///   stretches or shortens a backoff.
+///
+/// Reports convert health instants back to wall time ([`to_wall`](Self::to_wall)), so while the
+/// wall clock does not step the two agree.
+#[derive(Debug, Clone)]
+pub(crate) struct Timeline {
+    clock: Arc<dyn Clock>,
+    anchor_wall_ms: i64,
+    anchor_mono_ms: i64,
+}
+
+fn mono_ms(d: Duration) -> i64 {
+    i64::try_from(d.as_millis()).unwrap_or(i64::MAX)
+}
+
+impl Timeline {
+    pub(crate) fn new(clock: Arc<dyn Clock>) -> Self {
+        let anchor_wall_ms = clock.now().timestamp_millis();
+        let anchor_mono_ms = mono_ms(clock.monotonic());
+        Self {
+            clock,
+            anchor_wall_ms,
+            anchor_mono_ms,
+        }
+    }
+
+    /// Wall time.
+    pub(crate) fn wall(&self) -> DateTime<Utc> {
+        self.clock.now()
+    }
+
+    /// The health timeline now, in milliseconds (the hot path's one clock read).
+    pub(crate) fn now_ms(&self) -> i64 {
+        let elapsed = mono_ms(self.clock.monotonic()).saturating_sub(self.anchor_mono_ms);
+        self.anchor_wall_ms.saturating_add(elapsed.max(0))
+    }
+
+    /// The health timeline now.
+    pub(crate) fn health(&self) -> DateTime<Utc> {
+        from_ms(self.now_ms())
+    }
+
+    /// How far the health timeline is ahead of wall time now (zero while the wall clock has not
+    /// stepped).
+    pub(crate) fn skew(&self) -> TimeDelta {
+        let wall = self.clock.now();
+        let health = self.health();
+        health.signed_duration_since(wall)
+    }
+
+    /// A health-timeline instant as wall time.
+    pub(crate) fn to_wall(&self, t: DateTime<Utc>) -> DateTime<Utc> {
+        shift(t, -self.skew())
+    }
+
+    /// A wall-time instant (a token's expiry) on the health timeline.
+    pub(crate) fn from_wall(&self, t: DateTime<Utc>) -> DateTime<Utc> {
+        shift(t, self.skew())
+    }
+}
+
+/// `t + by`, saturating at the representable range.
+pub(crate) fn shift(t: DateTime<Utc>, by: TimeDelta) -> DateTime<Utc> {
+    if by.is_zero() {
+        return t;
+    }
+    t.checked_add_signed(by).unwrap_or(if by > TimeDelta::zero() {
+        DateTime::<Utc>::MAX_UTC
+    } else {
+        DateTime::<Utc>::MIN_UTC
+    })
+}
+
+/// Milliseconds since the epoch as an instant, saturating.
+pub(crate) fn from_ms(ms: i64) -> DateTime<Utc> {
+    DateTime::from_timestamp_millis(ms).unwrap_or(if ms > 0 {
+        DateTime::<Utc>::MAX_UTC
+    } else {
+        DateTime::<Utc>::MIN_UTC
+    })
 }
 
 #[cfg(test)]

@@ -28,13 +28,13 @@ pub enum BuildError {
     #[error("the provider name is empty")]
     EmptyProvider,
     /// A setting makes no sense.
-    #[error("invalid setting: {0}")]
+    #[error("invalid setting")]
     InvalidSetting(#[from] SettingsError),
     /// Loading credentials from the store failed.
-    #[error("loading credentials from the store failed: {0}")]
+    #[error("loading credentials from the store failed")]
     Store(#[from] oauth_store::StoreError),
     /// Loading credentials from the credential provider failed.
-    #[error("loading credentials from the credential provider failed: {0}")]
+    #[error("loading credentials from the credential provider failed")]
     Provider(#[from] ProviderError),
 }
 
@@ -43,20 +43,23 @@ pub enum BuildError {
 #[non_exhaustive]
 pub enum SettingsError {
     /// The health policy is invalid.
-    #[error("health policy: {0}")]
+    #[error("invalid health policy")]
     HealthPolicy(#[from] PolicyError),
     /// The refresh strategy is invalid.
-    #[error("refresh strategy: {0}")]
+    #[error("invalid refresh strategy")]
     RefreshStrategy(#[from] oauth_refresh::StrategyError),
     /// The rotation policy is invalid.
-    #[error("rotation policy: {0}")]
-    RotationPolicy(PolicyError),
+    #[error("invalid rotation policy")]
+    RotationPolicy(#[source] PolicyError),
     /// The monitoring configuration is invalid.
-    #[error("monitoring: {0}")]
+    #[error("invalid monitoring configuration")]
     Monitoring(#[from] oauth_webhooks::ConfigError),
     /// The failover settings are invalid.
     #[error("failover: {0}")]
     Failover(&'static str),
+    /// The maintenance configuration is invalid.
+    #[error("maintenance: {0}")]
+    Maintenance(&'static str),
     /// A credential weight is out of range, or names no credential.
     #[error(
         "weight {weight} for credential {id}: weights are 1..={max} and name a credential in the pool"
@@ -132,24 +135,35 @@ impl<E: fmt::Display> fmt::Display for AttemptError<E> {
     }
 }
 
+/// The operation's error is this error's `Display`; a refresh error is its source.
+impl<E: std::error::Error + 'static> std::error::Error for AttemptError<E> {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            Self::Operation(e) => e.source(),
+            Self::Refresh(e) => Some(e),
+        }
+    }
+}
+
 /// [`execute_with_failover`](crate::OAuthKeyManager::execute_with_failover) failed.
 #[derive(Debug, Error)]
 #[non_exhaustive]
 pub enum ExecuteError<E> {
     /// The operation failed in a way that is the request's own fault; no credential was penalized
     /// and no other was tried.
-    #[error("request rejected by {provider} via credential {credential}: {error}")]
+    #[error("request rejected by {provider} via credential {credential}")]
     RequestScoped {
         /// The provider.
         provider: String,
         /// The credential that carried the request.
         credential: CredentialId,
-        /// The operation's error.
+        /// The operation's error (this error's source).
+        #[source]
         error: E,
     },
     /// Every attempt failed; the last error is kept.
     #[error(
-        "{provider}: all {attempts} OAuth credential failover attempts failed, last error (credential {credential}, {kind}): {last}"
+        "{provider}: all {attempts} OAuth credential failover attempts failed, the last on credential {credential} ({kind})"
     )]
     AttemptsExhausted {
         /// The provider.
@@ -160,11 +174,12 @@ pub enum ExecuteError<E> {
         credential: CredentialId,
         /// The last failure's classification.
         kind: FailureKind,
-        /// The last failure.
+        /// The last failure (this error's source).
+        #[source]
         last: AttemptError<E>,
     },
     /// No credential was available (before or between attempts), with the last attempt's error if
-    /// there was one.
+    /// there was one (its source, when there was).
     #[error("{unavailable}{}", last_suffix(.last.as_ref()))]
     Unavailable {
         /// When the first credential is available again.
@@ -180,12 +195,23 @@ pub enum ExecuteError<E> {
     },
 }
 
-fn last_suffix<E: fmt::Display>(last: Option<&(CredentialId, AttemptError<E>)>) -> String {
-    last.map(|(id, e)| format!("; last error (credential {id}): {e}"))
+fn last_suffix<E>(last: Option<&(CredentialId, AttemptError<E>)>) -> String {
+    last.map(|(id, _)| format!("; the last attempt failed on credential {id}"))
         .unwrap_or_default()
 }
 
 impl<E> ExecuteError<E> {
+    /// The last attempt's error, if the call made one.
+    pub fn last_attempt(&self) -> Option<&AttemptError<E>> {
+        match self {
+            Self::AttemptsExhausted { last, .. } => Some(last),
+            Self::Unavailable {
+                last: Some((_, e)), ..
+            } => Some(e),
+            _ => None,
+        }
+    }
+
     /// The operation's own error, when the call ended with one.
     pub fn operation_error(&self) -> Option<&E> {
         match self {
@@ -242,15 +268,45 @@ pub enum CredentialOpError {
     #[error(transparent)]
     Rotation(#[from] oauth_rotation::RotationError),
     /// The store failed.
-    #[error("store: {0}")]
+    #[error("the credential store failed")]
     Store(#[from] oauth_store::StoreError),
-    /// The refresh failed.
-    #[error("refresh: {0}")]
-    Refresh(#[from] oauth_refresh::RefreshError),
     /// A setting was refused.
     #[error(transparent)]
     Setting(#[from] SettingsError),
-    /// Persisting the credential (store or credential provider) failed.
+}
+
+/// [`remove_credential`](crate::OAuthKeyManager::remove_credential) failed; the credential stays.
+#[derive(Debug, Error)]
+#[non_exhaustive]
+pub enum RemoveError {
+    /// No credential has that id.
+    #[error("credential {id} not found")]
+    UnknownCredential {
+        /// The id.
+        id: String,
+    },
+    /// Removing it would leave the pool empty.
+    #[error("credential {id} is the last one in the pool")]
+    LastCredential {
+        /// The id.
+        id: CredentialId,
+    },
+    /// The store could not delete it.
+    #[error("the credential store could not delete it")]
+    Store(#[from] oauth_store::StoreError),
+}
+
+/// [`reauthorize`](crate::OAuthKeyManager::reauthorize) failed; the new tokens are not installed.
+#[derive(Debug, Error)]
+#[non_exhaustive]
+pub enum ReauthorizeError {
+    /// No credential has that id.
+    #[error("credential {id} not found")]
+    UnknownCredential {
+        /// The id.
+        id: String,
+    },
+    /// Persisting the tokens (store or credential provider) failed.
     #[error("persisting credential {id} failed: {reason}")]
     Persist {
         /// The credential.
@@ -258,4 +314,28 @@ pub enum CredentialOpError {
         /// Why (no secrets).
         reason: String,
     },
+    /// The credential's flight did not complete (timeout, runtime shutting down).
+    #[error("installing the tokens of credential {id} did not complete")]
+    Interrupted {
+        /// The credential.
+        id: CredentialId,
+        /// Why.
+        #[source]
+        source: oauth_refresh::RefreshError,
+    },
+}
+
+/// [`refresh_now`](crate::OAuthKeyManager::refresh_now) failed.
+#[derive(Debug, Error)]
+#[non_exhaustive]
+pub enum RefreshNowError {
+    /// No credential has that id.
+    #[error("credential {id} not found")]
+    UnknownCredential {
+        /// The id.
+        id: String,
+    },
+    /// The refresh failed.
+    #[error("the refresh failed")]
+    Refresh(#[from] oauth_refresh::RefreshError),
 }

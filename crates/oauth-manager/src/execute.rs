@@ -2,18 +2,17 @@
 
 use std::future::Future;
 use std::sync::Arc;
-use std::sync::atomic::Ordering;
 use std::time::Instant;
 
 use chrono::{DateTime, Utc};
 
-use oauth_core::{ClassifyFailure, Credential, CredentialId, Event, EventKind, FailureKind, Usage};
+use oauth_core::{ClassifyFailure, Credential, CredentialId, FailureKind, Usage};
 use oauth_metrics::RequestOutcome;
 
 use crate::error::{AttemptError, ExecuteError};
 use crate::manager::OAuthKeyManager;
-use crate::pool::{InFlight, Slot};
 use crate::refreshing::RefreshNeed;
+use crate::selection::{InFlight, Now, Slot};
 use crate::settings::{FailoverSettings, Settings};
 
 /// What a successful [`execute_with_failover`](OAuthKeyManager::execute_with_failover) returns.
@@ -113,44 +112,53 @@ impl OAuthKeyManager {
         E: ClassifyFailure,
     {
         let failover = &settings.failover;
-        let n = u32::try_from(self.inner.selector.len()).unwrap_or(u32::MAX);
+        let n = u32::try_from(self.inner.selection.len()).unwrap_or(u32::MAX);
         let max_attempts = failover.max_attempts.unwrap_or_else(|| n.min(3)).max(1);
         let wait_until = failover
             .wait_for_available
-            .map(|d| tokio::time::Instant::now() + d);
+            .and_then(|d| tokio::time::Instant::now().checked_add(d));
         let mut attempts = 0;
         let mut last: Option<(CredentialId, Failed<E>)> = None;
+        // Credentials this call failed on (allocated only after a failure): when every credential
+        // is in backoff, the one recovering first takes the call, but not one this call just saw
+        // failing.
+        let mut failed_on: Vec<Arc<Slot>> = Vec::new();
         while attempts < max_attempts {
-            let clock = crate::pool::Now::new(self.inner.clock.as_ref());
-            let slot = match self.inner.selector.select(&clock, Arc::clone) {
-                Ok(slot) => {
-                    // Read before writing: the flag's cache line is shared by every caller.
-                    if self.inner.exhausted.load(Ordering::Relaxed) {
-                        self.inner.exhausted.store(false, Ordering::Relaxed);
+            let clock = Now::new(&self.inner.time);
+            let picked = self
+                .inner
+                .selection
+                .select(&clock, true, Arc::clone)
+                .and_then(|slot| {
+                    if failed_on.iter().any(|f| Arc::ptr_eq(f, &slot))
+                        && !slot.is_available_at(clock.get())
+                    {
+                        Err(self.inner.selection.none_available(clock.get()))
+                    } else {
+                        Ok(slot)
                     }
+                });
+            let slot = match picked {
+                Ok(slot) => {
+                    self.inner.telemetry.served();
                     slot
                 }
                 Err(none) => {
-                    let now = self.now();
+                    let now = self.inner.time.health();
                     if let (Some(until), Some(next)) = (wait_until, none.next_available_at) {
                         let wait = (next - now).to_std().unwrap_or_default();
-                        let wake = tokio::time::Instant::now() + wait;
-                        if wake <= until {
+                        if let Some(wake) = tokio::time::Instant::now().checked_add(wait)
+                            && wake <= until
+                        {
                             tokio::time::sleep_until(wake).await;
                             tokio::task::yield_now().await;
                             continue;
                         }
                     }
                     let unavailable = self.unavailable(none.next_available_at);
-                    if !self.inner.exhausted.swap(true, Ordering::Relaxed) {
-                        self.emit(Event::new(
-                            now,
-                            EventKind::PoolExhausted {
-                                provider: self.inner.provider.clone(),
-                                next_available_at: none.next_available_at,
-                            },
-                        ));
-                    }
+                    self.inner
+                        .telemetry
+                        .exhausted(unavailable.next_available_at, self.now());
                     return Err(ExecuteError::Unavailable {
                         unavailable,
                         last: last.map(|(id, f)| (id, f.error)),
@@ -180,9 +188,10 @@ impl OAuthKeyManager {
                 }
                 Err(failed) => {
                     if attempts < max_attempts {
-                        self.record_failover(&slot.id, failed.kind);
+                        self.inner.telemetry.record_failover(&slot.id, failed.kind);
                     }
                     last = Some((slot.id.clone(), failed));
+                    failed_on.push(slot);
                 }
             }
         }
@@ -215,8 +224,8 @@ impl OAuthKeyManager {
         Fut: Future<Output = Result<(T, Option<Usage>), E>>,
         E: ClassifyFailure,
     {
-        // The selection's clock read serves the whole attempt.
-        let mut at = DateTime::from_timestamp_millis(now_ms).unwrap_or_else(|| self.now());
+        // The selection's clock read (the health timeline) serves the whole attempt.
+        let mut at = crate::clock::from_ms(now_ms);
         let (mut credential, refreshed) = self
             .credential_for_use(slot, at, settings)
             .await
@@ -225,12 +234,12 @@ impl OAuthKeyManager {
                 error: AttemptError::Refresh(e),
             })?;
         if refreshed {
-            at = self.now();
+            at = self.inner.time.health();
         }
         let mut retried_unauthorized = false;
         loop {
             // Requests in flight matter only to the load-aware selections.
-            let _in_flight = (self.inner.selector.selection() != crate::Selection::RoundRobin)
+            let _in_flight = (self.inner.selection.selection() != crate::Selection::RoundRobin)
                 .then(|| InFlight::enter(slot));
             let started = Instant::now();
             let result = operation(Arc::clone(&credential)).await;
@@ -242,8 +251,8 @@ impl OAuthKeyManager {
                     let tokens = usage.as_ref().map_or(0, Usage::tokens);
                     slot.record_request(tokens, latency, RequestOutcome::Success, now);
                     let (change, changed) = slot.record_success(now);
-                    if change.is_some() || changed {
-                        self.after_health_change(slot, change, changed, now);
+                    if change.is_some() || changed != Default::default() {
+                        self.after_health_change(slot, change, changed);
                     }
                     return Ok((value, usage));
                 }
@@ -252,26 +261,34 @@ impl OAuthKeyManager {
                     slot.record_request(0, latency, RequestOutcome::Failure(kind), now);
                     if kind == FailureKind::Unauthorized
                         && !retried_unauthorized
-                        && self.inner.refresher.is_configured()
+                        && self.inner.refreshing.is_configured()
                     {
                         retried_unauthorized = true;
                         match self
-                            .refresh_slot(slot, RefreshNeed::Rejected(Arc::clone(&credential)))
+                            .inner
+                            .refreshing
+                            .refresh(self, slot, RefreshNeed::Rejected(Arc::clone(&credential)))
                             .await
                         {
                             // A refresh that did not change the token (the grant is dead, or
                             // refresh is impossible) makes a retry pointless.
                             Ok(fresh) if !fresh.same_tokens(&credential) => {
                                 credential = fresh;
-                                at = self.now();
+                                at = self.inner.time.health();
                                 continue;
                             }
                             // The provider rejects a token whose grant is dead: unusable now.
-                            Ok(_) if slot.needs_reauthorization() => {
+                            Ok(_) if slot.read_health(|h| h.needs_reauthorization()) => {
                                 kind = FailureKind::PermanentAuth;
                             }
                             Ok(_) => {}
                             Err(e) => {
+                                // The rejected token is unusable; a refresh backoff now keeps
+                                // the credential out until the next attempt is due.
+                                let now = self.inner.time.health();
+                                let ((), published) =
+                                    slot.with_health(now, |h| h.note_token_unusable(now));
+                                self.after_health_change(slot, None, published);
                                 return Err(Failed {
                                     kind: e.kind(),
                                     error: AttemptError::Refresh(e),
@@ -291,43 +308,57 @@ impl OAuthKeyManager {
         }
     }
 
-    /// The credential to use now: refreshed first when the strategy says so; if that refresh fails
-    /// while the current token still works, the current token. Without a refresher, a credential
-    /// stays usable until its token really expires (Go made it unusable 5 minutes early).
+    /// The credential to use now: refreshed first when the strategy says so and no refresh
+    /// backoff is in force; if that refresh fails, or is backing off, while the current token still
+    /// works, the current token. Without a refresher, a credential stays usable until its token
+    /// really expires (Go made it unusable 5 minutes early).
     async fn credential_for_use(
         &self,
         slot: &Arc<Slot>,
-        now: DateTime<Utc>,
+        at: DateTime<Utc>,
         settings: &CallSettings,
     ) -> Result<(Arc<Credential>, bool), oauth_refresh::RefreshError> {
         let credential = slot.credential();
-        if !self.inner.refresher.is_configured() {
-            if credential.access_token_valid(now) {
+        // Token expiry is wall time; `at` is on the health timeline (the same while the wall
+        // clock has not stepped).
+        let wall = self.inner.time.to_wall(at);
+        if !self.inner.refreshing.is_configured() {
+            if credential.access_token_valid(wall) {
                 return Ok((credential, false));
             }
-            let expired_at = credential.expires_at;
-            let (change, changed) = slot.with_health(now, |h| {
+            let expired_at = credential.expires_at.map(|t| self.inner.time.from_wall(t));
+            let (change, published) = slot.with_health(at, |h| {
                 h.record_refresh_failure(
                     FailureKind::PermanentAuth,
-                    expired_at,
+                    Some(expired_at.unwrap_or(at)),
                     &settings.health,
-                    now,
+                    at,
                 )
             });
-            self.after_health_change(slot, change, changed, now);
+            self.after_health_change(slot, change, published);
             return Err(oauth_refresh::RefreshError::NotConfigured {
                 id: slot.id.clone(),
             });
         }
-        if self.needs_refresh_before_use(slot, &credential, &settings.strategy, now) {
-            return match self.refresh_slot(slot, RefreshNeed::Strategy).await {
-                Ok(fresh) => Ok((fresh, true)),
-                // The refresh failed (recorded, backed off, alerted) but the token it was to
-                // replace still works: use it rather than fail the call.
-                Err(_) if credential.access_token_valid(self.now()) => Ok((credential, true)),
-                Err(e) => Err(e),
-            };
+        if !self.needs_refresh_before_use(slot, &credential, &settings.strategy, wall) {
+            return Ok((credential, false));
         }
-        Ok((credential, false))
+        let result = self
+            .inner
+            .refreshing
+            .refresh(self, slot, RefreshNeed::Strategy)
+            .await;
+        match result {
+            Ok(fresh) => Ok((fresh, true)),
+            // The refresh failed (recorded, backed off, alerted) or waits out its backoff, but the
+            // token it was to replace still works: use it rather than fail the call.
+            Err(_) if credential.access_token_valid(self.now()) => Ok((credential, true)),
+            Err(e) => {
+                let now = self.inner.time.health();
+                let ((), published) = slot.with_health(now, |h| h.note_token_unusable(now));
+                self.after_health_change(slot, None, published);
+                Err(e)
+            }
+        }
     }
 }

@@ -45,28 +45,34 @@
 //! Classify your API client's errors with [`ClassifyFailure`] so failover knows a rate limit from a
 //! bad request.
 
+mod builder;
 mod clock;
 mod error;
 mod execute;
 mod maintenance;
 mod manager;
-mod pool;
 mod provider;
 mod refreshing;
 mod reporting;
 mod rotating;
+mod selection;
 mod settings;
+mod telemetry;
 
+pub use builder::OAuthKeyManagerBuilder;
 pub use clock::{CoarseClock, TokioClock};
 pub use error::{
     AttemptError, BuildError, CredentialOpError, ExecuteError, NoCredentialAvailable,
-    ProviderError, SettingsError,
+    ProviderError, ReauthorizeError, RefreshNowError, RemoveError, SettingsError,
 };
 pub use execute::Served;
-pub use maintenance::{MaintenanceConfig, MaintenanceHandle, MaintenanceReport};
-pub use manager::{CredentialLease, OAuthKeyManager, OAuthKeyManagerBuilder};
+pub use maintenance::{
+    MIN_MAINTENANCE_INTERVAL, MaintenanceConfig, MaintenanceHandle, MaintenanceReport,
+};
+pub use manager::{CredentialLease, OAuthKeyManager};
 pub use provider::CredentialProvider;
-pub use settings::{FailoverSettings, Selection};
+pub use refreshing::StoreOutage;
+pub use settings::{FailoverSettings, MAX_WAIT, Selection};
 
 /// What [`OAuthKeyManager::subscribe`] returns: a bounded broadcast receiver of [`Event`]s.
 pub type EventReceiver = tokio::sync::broadcast::Receiver<Event>;

@@ -1,14 +1,12 @@
 //! Background maintenance: a loop the application starts and stops.
 
-use std::sync::Arc;
-use std::sync::atomic::Ordering;
 use std::time::Duration;
 
-use oauth_core::{CredentialId, Event, EventKind};
+use oauth_core::CredentialId;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
-use crate::manager::{OAuthKeyManager, Origin};
+use crate::manager::OAuthKeyManager;
 use crate::refreshing::RefreshNeed;
 
 /// What the maintenance loop does and how often.
@@ -32,7 +30,30 @@ impl Default for MaintenanceConfig {
     }
 }
 
+/// The shortest maintenance interval accepted (a zero interval would spin).
+pub const MIN_MAINTENANCE_INTERVAL: Duration = Duration::from_millis(10);
+
 impl MaintenanceConfig {
+    /// Checks the configuration: an interval of at least [`MIN_MAINTENANCE_INTERVAL`] and at most
+    /// a day, and a refresh lead of at most a day.
+    ///
+    /// # Errors
+    /// [`SettingsError::Maintenance`](crate::SettingsError::Maintenance) naming the field.
+    pub fn validate(&self) -> Result<(), crate::SettingsError> {
+        const DAY: Duration = Duration::from_secs(24 * 3600);
+        if self.interval < MIN_MAINTENANCE_INTERVAL || self.interval > DAY {
+            return Err(crate::SettingsError::Maintenance(
+                "interval must be between 10 ms and a day",
+            ));
+        }
+        if self.refresh_ahead > DAY {
+            return Err(crate::SettingsError::Maintenance(
+                "refresh_ahead must be at most a day",
+            ));
+        }
+        Ok(())
+    }
+
     /// Sets [`interval`](Self::interval).
     #[must_use]
     pub const fn with_interval(mut self, d: Duration) -> Self {
@@ -93,9 +114,17 @@ impl Drop for MaintenanceHandle {
 impl OAuthKeyManager {
     /// Starts the maintenance loop on the current tokio runtime.
     ///
+    /// # Errors
+    /// [`SettingsError::Maintenance`](crate::SettingsError::Maintenance) for a nonsense
+    /// configuration (a zero interval would kill the loop).
+    ///
     /// # Panics
     /// Outside a tokio runtime (as `tokio::spawn` does).
-    pub fn spawn_maintenance(&self, config: MaintenanceConfig) -> MaintenanceHandle {
+    pub fn spawn_maintenance(
+        &self,
+        config: MaintenanceConfig,
+    ) -> Result<MaintenanceHandle, crate::SettingsError> {
+        config.validate()?;
         let (stop, mut stopped) = watch::channel(false);
         let this = self.clone();
         let task = tokio::spawn(async move {
@@ -108,10 +137,10 @@ impl OAuthKeyManager {
                 }
             }
         });
-        MaintenanceHandle {
+        Ok(MaintenanceHandle {
             stop,
             task: Some(task),
-        }
+        })
     }
 
     /// One maintenance tick: refresh idle credentials ahead of expiry, retry pending persistence,
@@ -130,108 +159,57 @@ impl OAuthKeyManager {
     }
 
     async fn refresh_ahead(&self, config: &MaintenanceConfig, report: &mut MaintenanceReport) {
-        if !self.inner.refresher.is_configured() {
+        if !self.inner.refreshing.is_configured() {
             return;
         }
         let now = self.now();
         let buffer = self.settings().strategy.buffer_time;
-        let slots = self.inner.selector.pool_full().slots.clone();
-        for slot in slots {
+        for slot in self.inner.selection.slots().iter() {
             // Spread each credential's lead over [ahead/2, ahead] with a stable per-id jitter.
-            let unit = (crate::manager::fxhash(slot.id.as_str()) % 1000) as f64 / 1000.0;
+            #[allow(clippy::cast_precision_loss)]
+            let unit = (crate::selection::seed_of(slot.id.as_str()) % 1000) as f64 / 1000.0;
             let ahead = config.refresh_ahead.mul_f64(0.5 + 0.5 * unit);
             let credential = slot.credential();
+            let health_now = self.inner.time.now_ms();
             if !credential.expires_within(buffer.saturating_add(ahead), now)
-                || slot.needs_reauthorization()
-                || !slot.is_available_at(crate::pool::millis(now))
+                || slot.read_health(|h| h.needs_reauthorization() || h.is_misconfigured())
+                || !slot.is_available_at(health_now)
             {
                 continue;
             }
-            match self.refresh_slot(&slot, RefreshNeed::Ahead(ahead)).await {
+            match self
+                .inner
+                .refreshing
+                .refresh(self, slot, RefreshNeed::Ahead(ahead))
+                .await
+            {
                 Ok(c) if !c.same_tokens(&credential) => report.refreshed.push(slot.id.clone()),
-                Ok(_) => {}
+                Ok(_) | Err(oauth_refresh::RefreshError::BackingOff { .. }) => {}
                 Err(_) => report.refresh_failed.push(slot.id.clone()),
             }
         }
     }
 
     async fn retry_persistence(&self, report: &mut MaintenanceReport) {
-        let slots = self.inner.selector.pool_full().slots.clone();
-        for slot in slots {
-            if !slot.persist_pending.load(Ordering::Acquire) {
-                continue;
-            }
-            // Inside the refresh flight: a refresh committing meanwhile would make this copy stale.
-            let (tx, rx) = tokio::sync::oneshot::channel();
-            let ran = self
-                .in_flight(&slot, move |this, slot| async move {
-                    if !slot.persist_pending.load(Ordering::Acquire) {
-                        return;
-                    }
-                    let credential = slot.credential();
-                    let outcome = this.persist(&slot, &credential).await;
-                    if outcome.is_ok() {
-                        slot.persisted();
-                    }
-                    let _ = tx.send(outcome);
-                })
-                .await;
-            match (ran, rx.await) {
-                (true, Ok(Ok(()))) => report.persisted.push(slot.id.clone()),
-                (true, Ok(Err(reason))) => {
-                    let attempts = slot.record_persistence_failure();
-                    self.emit(Event::new(
-                        self.now(),
-                        EventKind::PersistenceFailed {
-                            credential: slot.id.clone(),
-                            reason,
-                            attempts,
-                        },
-                    ));
-                }
-                // A refresh was in flight (it persists its own result), or nothing was pending.
-                _ => {}
+        for slot in self.inner.selection.slots().iter() {
+            if let Some(Ok(())) = self.inner.refreshing.retry_persistence(self, slot).await {
+                report.persisted.push(slot.id.clone());
             }
         }
     }
 
     async fn adopt_store_changes(&self, report: &mut MaintenanceReport) {
-        let Some(store) = self.inner.store.clone() else {
-            return;
-        };
-        let Ok(versions) = store.versions(&self.inner.provider).await else {
+        let Ok(versions) = self.inner.refreshing.stored_versions().await else {
             return;
         };
         for (id, version) in versions {
             let Some(slot) = self.slot(id.as_str()) else {
                 continue;
             };
-            if slot.version.load(Ordering::Acquire) == version
-                || slot.persist_pending.load(Ordering::Acquire)
-            {
+            if slot.version() == version || slot.persist_pending() {
                 continue;
             }
-            let (tx, rx) = tokio::sync::oneshot::channel();
-            let provider = self.inner.provider.clone();
-            let store = Arc::clone(&store);
-            self.in_flight(&slot, move |this, slot| async move {
-                // Re-read inside the flight: a refresh may have written a newer version since.
-                let adopted = match store.load(&provider, &slot.id).await {
-                    Ok(Some(stored)) if stored.version != slot.version.load(Ordering::Acquire) => {
-                        this.adopt_external(
-                            &slot,
-                            stored.value,
-                            Origin::Store {
-                                version: stored.version,
-                            },
-                        )
-                    }
-                    _ => false,
-                };
-                let _ = tx.send(adopted);
-            })
-            .await;
-            if rx.await.unwrap_or(false) {
+            if self.inner.refreshing.adopt_from_store(self, &slot).await {
                 report.adopted.push(id);
             }
         }

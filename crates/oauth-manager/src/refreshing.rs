@@ -1,20 +1,45 @@
-//! Refresh through the single-flight coordinator, with persistence before use.
+//! Refreshing and persistence: the refresher, refresh flights (oauth-refresh's protocol, driven
+//! with this pool's "read" and "commit"), the store, the credential provider and pending saves.
+//!
+//! The 401-and-refresh path, in one line: `execute` → [`Refreshing::refresh`] →
+//! [`RefreshCoordinator::refresh`] (single flight) → [`SlotRefresh::read`] (store and provider
+//! re-read) → [`SlotRefresh::check`] → `Refresher::refresh` → [`SlotRefresh::commit`] (store
+//! compare-and-set, provider update, then publication) → back to `execute`, which retries once.
 
-use std::sync::Arc;
-use std::sync::atomic::Ordering;
-use std::time::{Duration, Instant};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Duration;
 
+use arc_swap::ArcSwap;
+use async_trait::async_trait;
 use chrono::{DateTime, Utc};
-use oauth_core::{Credential, Event, EventKind, FailureKind, TokenSet};
+use oauth_core::{Credential, EventKind, FailureKind, HealthChange};
 use oauth_metrics::RefreshResult;
-use oauth_refresh::{RefreshError, RefreshOutcome};
-use oauth_store::StoreError;
+use oauth_refresh::{Committed, RefreshCoordinator, RefreshError, RefreshTarget, Refresher};
+use oauth_store::{CredentialStore, RefreshGuard, StoreError};
 
+use crate::error::{ProviderError, ReauthorizeError};
 use crate::manager::OAuthKeyManager;
-use crate::pool::Slot;
+use crate::provider::{CredentialProvider, NoProvider};
+use crate::selection::Slot;
 
 /// How long a process waits for another process's refresh of the same credential.
 const CROSS_PROCESS_LOCK_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// What the pool does when its store cannot be used (I/O error, read-only or full file system)
+/// at the start of a refresh.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[non_exhaustive]
+pub enum StoreOutage {
+    /// Keep refreshing in memory (the default): the refreshed token is kept, saved when the store
+    /// recovers, and `PersistenceFailed`/`StoreUnavailable` are reported. Right for a store only
+    /// this process uses.
+    #[default]
+    RefreshInMemory,
+    /// Refuse to refresh while the store cannot be read (fail closed): for stores shared between
+    /// processes, where refreshing without the store's lock and re-read could present a refresh
+    /// token another process already exchanged.
+    FailClosed,
+}
 
 /// Why a refresh is wanted; re-checked inside the flight against the current credential, so a
 /// refresh token that another caller (or process) already exchanged is never presented again.
@@ -31,8 +56,579 @@ pub(crate) enum RefreshNeed {
     Forced,
 }
 
+/// Where an externally changed credential comes from.
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum Origin {
+    /// The store, at this version.
+    Store {
+        /// The stored version.
+        version: u64,
+    },
+    /// The credential provider.
+    Provider,
+}
+
+struct RefresherCell(Arc<dyn Refresher>);
+struct ProviderCell(Arc<dyn CredentialProvider>);
+
+/// The refreshing component.
+pub(crate) struct Refreshing {
+    provider: String,
+    refresher: ArcSwap<RefresherCell>,
+    coordinator: RefreshCoordinator,
+    store: Arc<dyn CredentialStore>,
+    credential_provider: ArcSwap<ProviderCell>,
+    outage: StoreOutage,
+}
+
+impl std::fmt::Debug for Refreshing {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Refreshing")
+            .field("refresher", &self.refresher.load().0)
+            .field("store", &self.store)
+            .field("coordinator", &self.coordinator)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Refreshing {
+    pub(crate) fn new(
+        provider: String,
+        refresher: Arc<dyn Refresher>,
+        coordinator: RefreshCoordinator,
+        store: Arc<dyn CredentialStore>,
+        credential_provider: Arc<dyn CredentialProvider>,
+        outage: StoreOutage,
+    ) -> Self {
+        Self {
+            provider,
+            refresher: ArcSwap::from_pointee(RefresherCell(refresher)),
+            coordinator,
+            store,
+            credential_provider: ArcSwap::from_pointee(ProviderCell(credential_provider)),
+            outage,
+        }
+    }
+
+    pub(crate) fn refresher(&self) -> Arc<dyn Refresher> {
+        Arc::clone(&self.refresher.load().0)
+    }
+
+    /// Whether refreshing is possible at all (a refresher is configured).
+    pub(crate) fn is_configured(&self) -> bool {
+        self.refresher.load().0.is_configured()
+    }
+
+    pub(crate) fn set_refresher(&self, refresher: Arc<dyn Refresher>) {
+        self.refresher.store(Arc::new(RefresherCell(refresher)));
+    }
+
+    pub(crate) fn set_credential_provider(&self, provider: Arc<dyn CredentialProvider>) {
+        self.credential_provider
+            .store(Arc::new(ProviderCell(provider)));
+    }
+
+    fn credential_provider(&self) -> Arc<dyn CredentialProvider> {
+        Arc::clone(&self.credential_provider.load().0)
+    }
+
+    /// All credentials the credential provider holds for this pool's provider.
+    pub(crate) async fn provider_credentials(&self) -> Result<Vec<Credential>, ProviderError> {
+        self.credential_provider()
+            .credentials(&self.provider)
+            .await
+    }
+
+    /// Saves a new credential ("expected none"); its store version.
+    pub(crate) async fn create(&self, credential: &Credential) -> Result<u64, StoreError> {
+        self.store.save(&self.provider, credential, None).await
+    }
+
+    /// Deletes a credential from the store (nothing stored is fine).
+    pub(crate) async fn delete(&self, id: &oauth_core::CredentialId) -> Result<(), StoreError> {
+        match self.store.delete(&self.provider, id, None).await {
+            Ok(()) | Err(StoreError::NotFound { .. }) => Ok(()),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// THE refresh of `slot`, shared with every concurrent caller: at most one in flight per
+    /// credential (and, with a store that has a refresh lock, across processes). Returns the
+    /// credential to use.
+    pub(crate) async fn refresh(
+        &self,
+        manager: &OAuthKeyManager,
+        slot: &Arc<Slot>,
+        need: RefreshNeed,
+    ) -> Result<Arc<Credential>, RefreshError> {
+        let target = Arc::new(SlotRefresh {
+            manager: manager.clone(),
+            slot: Arc::clone(slot),
+            need,
+            guard: Mutex::new(None),
+        });
+        self.coordinator
+            .refresh(&slot.id, target, self.refresher())
+            .await?;
+        Ok(slot.credential())
+    }
+
+    /// Runs `work` inside `slot`'s flight (no refresh of it interleaves) and returns its value.
+    async fn exclusive<T, F, Fut>(&self, slot: &Arc<Slot>, work: F) -> Result<T, RefreshError>
+    where
+        T: Clone + Send + Sync + 'static,
+        F: FnOnce() -> Fut + Send + 'static,
+        Fut: std::future::Future<Output = T> + Send + 'static,
+    {
+        self.coordinator.exclusive(&slot.id, work).await
+    }
+
+    /// Installs re-authorized tokens inside the credential's flight.
+    pub(crate) async fn reauthorize(
+        &self,
+        manager: OAuthKeyManager,
+        slot: Arc<Slot>,
+        credential: Credential,
+    ) -> Result<(), ReauthorizeError> {
+        let id = slot.id.clone();
+        let flight_slot = Arc::clone(&slot);
+        let persisted = self
+            .exclusive(&slot, move || async move {
+                let slot = flight_slot;
+                let refreshing = &manager.inner.refreshing;
+                let result = refreshing.persist(&slot, &credential).await;
+                if result.is_ok() {
+                    slot.set_credential(credential);
+                    let now = manager.inner.time.health();
+                    let ((), published) = slot.with_health(now, |h| h.mark_reauthorized());
+                    manager.after_health_change(&slot, Some(HealthChange::Recovered), published);
+                }
+                result
+            })
+            .await;
+        match persisted {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(reason)) => Err(ReauthorizeError::Persist { id, reason }),
+            Err(e) => Err(ReauthorizeError::Interrupted { id, source: e }),
+        }
+    }
+
+    /// Retries saving a refreshed credential that could not be persisted; `Some(result)` when
+    /// something was pending.
+    pub(crate) async fn retry_persistence(
+        &self,
+        manager: &OAuthKeyManager,
+        slot: &Arc<Slot>,
+    ) -> Option<Result<(), String>> {
+        if !slot.persist_pending() {
+            return None;
+        }
+        let (this, flight_slot) = (manager.clone(), Arc::clone(slot));
+        let outcome = self
+            .exclusive(slot, move || async move {
+                let slot = flight_slot;
+                if !slot.persist_pending() || slot.is_removed() {
+                    return None;
+                }
+                let credential = slot.credential();
+                let outcome = this.inner.refreshing.persist(&slot, &credential).await;
+                if outcome.is_ok() {
+                    slot.persisted();
+                }
+                Some(outcome)
+            })
+            .await
+            .ok()
+            .flatten()?;
+        if let Err(reason) = &outcome {
+            let attempts = slot.record_persistence_failure();
+            manager.emit(EventKind::PersistenceFailed {
+                credential: slot.id.clone(),
+                reason: reason.clone(),
+                attempts,
+            });
+        }
+        Some(outcome)
+    }
+
+    /// Adopts `cred` (changed outside this process) inside `slot`'s flight; whether it was.
+    pub(crate) async fn adopt_in_flight(
+        &self,
+        manager: &OAuthKeyManager,
+        slot: &Arc<Slot>,
+        cred: Credential,
+        origin: Origin,
+    ) -> bool {
+        let (this, flight_slot) = (manager.clone(), Arc::clone(slot));
+        self.exclusive(slot, move || async move {
+            this.inner
+                .refreshing
+                .adopt_external(&this, &flight_slot, cred, origin)
+        })
+        .await
+        .unwrap_or(false)
+    }
+
+    /// Re-reads one credential from the store inside its flight and adopts a newer version.
+    pub(crate) async fn adopt_from_store(&self, manager: &OAuthKeyManager, slot: &Arc<Slot>) -> bool {
+        let (this, flight_slot) = (manager.clone(), Arc::clone(slot));
+        self.exclusive(slot, move || async move {
+            let refreshing = &this.inner.refreshing;
+            match refreshing
+                .store
+                .load(&refreshing.provider, &flight_slot.id)
+                .await
+            {
+                Ok(Some(stored)) if stored.version != flight_slot.version() => refreshing
+                    .adopt_external(
+                        &this,
+                        &flight_slot,
+                        stored.value,
+                        Origin::Store {
+                            version: stored.version,
+                        },
+                    ),
+                _ => false,
+            }
+        })
+        .await
+        .unwrap_or(false)
+    }
+
+    /// The store's versions, for change detection.
+    pub(crate) async fn stored_versions(
+        &self,
+    ) -> Result<std::collections::BTreeMap<oauth_core::CredentialId, u64>, StoreError> {
+        self.store.versions(&self.provider).await
+    }
+
+    /// Adopts a credential changed outside this process, if it is newer than the slot's. Runs
+    /// inside the credential's flight, so no refresh commits meanwhile. Returns whether it was
+    /// adopted.
+    ///
+    /// - From the store, versions order the copies: a different version is a newer one.
+    /// - From a credential provider, which has no versions, the provider's copy is newer when it was
+    ///   refreshed later (`last_refresh`) or more often (`refresh_count`), or when this one needs
+    ///   re-authorization and the provider's holds another grant (someone re-authorized it). It is
+    ///   never adopted while this one waits to be persisted: that one holds the newest tokens, and
+    ///   the provider's copy may be the one whose refresh token was just exchanged.
+    fn adopt_external(
+        &self,
+        manager: &OAuthKeyManager,
+        slot: &Arc<Slot>,
+        cred: Credential,
+        origin: Origin,
+    ) -> bool {
+        if slot.is_removed() {
+            return false;
+        }
+        let current = slot.credential();
+        let other_grant = current.refresh_token_differs(&cred);
+        let needs_reauth = slot.read_health(|h| h.needs_reauthorization());
+        match origin {
+            Origin::Store { version } => slot.set_version(version),
+            Origin::Provider => {
+                if slot.persist_pending() {
+                    return false;
+                }
+                let refreshed_later = cred.last_refresh > current.last_refresh
+                    || cred.refresh_count > current.refresh_count;
+                if !refreshed_later && !(other_grant && needs_reauth) {
+                    return false;
+                }
+            }
+        }
+        if current.same_tokens(&cred) {
+            return false;
+        }
+        slot.set_credential(cred);
+        if other_grant {
+            let now = manager.inner.time.health();
+            let ((), published) = slot.with_health(now, |h| {
+                if h.needs_reauthorization() {
+                    h.mark_reauthorized();
+                }
+            });
+            manager.after_health_change(slot, None, published);
+        }
+        manager.emit(EventKind::ExternallyUpdated {
+            credential: slot.id.clone(),
+        });
+        true
+    }
+
+    /// Writes `credential` to the store (compare-and-set on the slot's version; on a conflict the
+    /// freshly refreshed credential wins, since it holds the newest tokens the server issued,
+    /// unless the credential was deleted meanwhile: a removed credential stays removed) and to
+    /// the credential provider. Returns a secret-free reason on failure.
+    pub(crate) async fn persist(&self, slot: &Slot, credential: &Credential) -> Result<(), String> {
+        if slot.is_removed() {
+            return Ok(()); // nothing to save: it left the pool
+        }
+        let expected = Some(slot.version()).filter(|v| *v != 0);
+        let saved = match self.store.save(&self.provider, credential, expected).await {
+            Err(e) if e.is_conflict() => {
+                match self
+                    .store
+                    .load(&self.provider, &credential.id)
+                    .await
+                    .map_err(|e| e.to_string())?
+                {
+                    // Deleted meanwhile (by us or by another process): never re-created.
+                    None => return Ok(()),
+                    Some(actual) => {
+                        self.store
+                            .save(&self.provider, credential, Some(actual.version))
+                            .await
+                    }
+                }
+            }
+            other => other,
+        };
+        let version = saved.map_err(|e| e.to_string())?;
+        slot.set_version(version);
+        self.credential_provider()
+            .update_credential(&self.provider, credential)
+            .await
+            // The provider's message is its implementer's text: not passed on to events.
+            .map_err(|_| "the credential provider refused the update".to_owned())?;
+        Ok(())
+    }
+
+    /// Reads the source of truth for `slot` inside its flight (the protocol's "read").
+    async fn read(
+        &self,
+        manager: &OAuthKeyManager,
+        slot: &Arc<Slot>,
+    ) -> Result<Option<(Credential, Option<RefreshGuard>)>, RefreshError> {
+        if slot.is_removed() {
+            return Ok(None);
+        }
+        // Another process may be refreshing the same credential: take the store's refresh lock,
+        // then re-read what the store holds.
+        let mut guard = None;
+        if let Some(lock) = self.store.refresh_lock() {
+            match lock
+                .acquire(&self.provider, &slot.id, CROSS_PROCESS_LOCK_TIMEOUT)
+                .await
+            {
+                Ok(g) => guard = Some(g),
+                Err(e) => self.store_trouble(manager, slot, &e)?,
+            }
+        }
+        match self.store.load(&self.provider, &slot.id).await {
+            Ok(Some(stored)) if stored.version != slot.version() => {
+                self.adopt_external(
+                    manager,
+                    slot,
+                    stored.value,
+                    Origin::Store {
+                        version: stored.version,
+                    },
+                );
+            }
+            // Stored before, gone now: deleted by another process; never re-created here.
+            Ok(None) if slot.version() != 0 => return Ok(None),
+            Ok(_) => {}
+            Err(e) => self.store_trouble(manager, slot, &e)?,
+        }
+        if slot.is_removed() {
+            return Ok(None);
+        }
+        Ok(Some(((*slot.credential()).clone(), guard)))
+    }
+
+    /// A store error at the start of a refresh: contention stops the refresh; an outage stops it
+    /// only when failing closed, and is reported either way.
+    fn store_trouble(
+        &self,
+        manager: &OAuthKeyManager,
+        slot: &Slot,
+        e: &StoreError,
+    ) -> Result<(), RefreshError> {
+        let in_memory = e.is_unavailable() && self.outage == StoreOutage::RefreshInMemory;
+        manager.emit(EventKind::StoreUnavailable {
+            credential: slot.id.clone(),
+            reason: e.to_string(),
+        });
+        if in_memory {
+            Ok(())
+        } else {
+            Err(RefreshError::custom(
+                if e.is_retryable() || e.is_unavailable() {
+                    FailureKind::Transient
+                } else {
+                    FailureKind::Misconfigured
+                },
+                StoreCause(e.to_string()),
+            ))
+        }
+    }
+}
+
+/// A store error as a refresh error's source (its text holds no secret: store errors never do).
+#[derive(Debug, thiserror::Error)]
+#[error("store: {0}")]
+struct StoreCause(String);
+
+/// The protocol's view of one slot, for one flight.
+struct SlotRefresh {
+    manager: OAuthKeyManager,
+    slot: Arc<Slot>,
+    need: RefreshNeed,
+    /// The store's cross-process refresh lock, held from the read to the commit.
+    guard: Mutex<Option<RefreshGuard>>,
+}
+
+impl SlotRefresh {
+    fn refreshing(&self) -> &Refreshing {
+        &self.manager.inner.refreshing
+    }
+}
+
+#[async_trait]
+impl RefreshTarget for SlotRefresh {
+    async fn read(&self) -> Result<Option<Credential>, RefreshError> {
+        Ok(
+            match self.refreshing().read(&self.manager, &self.slot).await? {
+                Some((credential, guard)) => {
+                    *self.guard.lock().unwrap_or_else(PoisonError::into_inner) = guard;
+                    Some(credential)
+                }
+                None => None,
+            },
+        )
+    }
+
+    fn check(&self, current: &Credential) -> Result<bool, RefreshError> {
+        let forced = matches!(self.need, RefreshNeed::Forced);
+        let time = &self.manager.inner.time;
+        let health_now = time.health();
+        let (dead, backoff) = self.slot.read_health(|h| {
+            (
+                h.needs_reauthorization() || h.is_misconfigured(),
+                h.refresh_backoff_until(health_now),
+            )
+        });
+        if dead && !forced {
+            return Ok(false);
+        }
+        let wall = time.wall();
+        let needed = match &self.need {
+            RefreshNeed::Strategy => self.manager.needs_refresh_before_use(
+                &self.slot,
+                current,
+                &self.manager.settings().strategy,
+                wall,
+            ),
+            RefreshNeed::Rejected(old) => current.same_tokens(old),
+            RefreshNeed::Ahead(ahead) => {
+                let buffer = self.manager.settings().strategy.buffer_time;
+                current.expires_within(buffer.saturating_add(*ahead), wall)
+            }
+            RefreshNeed::Forced => true,
+        };
+        match backoff {
+            // At most one attempt per backoff step, whatever the call rate.
+            Some(until) if needed && !forced => Err(RefreshError::BackingOff {
+                id: self.slot.id.clone(),
+                until: time.to_wall(until),
+            }),
+            _ => Ok(needed),
+        }
+    }
+
+    fn now(&self) -> DateTime<Utc> {
+        self.manager.now()
+    }
+
+    async fn commit(
+        &self,
+        _previous: &Credential,
+        refreshed: &Credential,
+        change: Committed<'_>,
+    ) -> Result<(), RefreshError> {
+        let manager = &self.manager;
+        let slot = &self.slot;
+        if slot.is_removed() {
+            return Err(RefreshError::Removed {
+                id: slot.id.clone(),
+            });
+        }
+        let persisted = self.refreshing().persist(slot, refreshed).await;
+        // Published whatever the store said: the refresh token it replaces is consumed.
+        slot.set_credential(refreshed.clone());
+        drop(self.guard.lock().unwrap_or_else(PoisonError::into_inner).take());
+        match persisted {
+            Ok(()) => slot.persisted(),
+            Err(reason) => {
+                slot.set_persist_pending();
+                let attempts = slot.record_persistence_failure();
+                manager.emit(EventKind::PersistenceFailed {
+                    credential: slot.id.clone(),
+                    reason,
+                    attempts,
+                });
+            }
+        }
+        let wall = manager.now();
+        slot.record_refresh(RefreshResult::Success, change.took, wall);
+        let (health_change, published) = slot.with_health(manager.inner.time.health(), |h| {
+            h.record_refresh_success(manager.inner.time.health())
+        });
+        manager.after_health_change(slot, health_change, published);
+        let mut seen = Vec::new();
+        for quirk in change.quirks {
+            if !seen.contains(quirk) {
+                seen.push(*quirk);
+                manager.emit(EventKind::TokenResponseQuirk {
+                    credential: slot.id.clone(),
+                    quirk: *quirk,
+                });
+            }
+        }
+        manager.emit(EventKind::Refreshed {
+            credential: slot.id.clone(),
+            expires_at: refreshed.expires_at,
+            refresh_token_rotated: change.applied.refresh_token_rotated,
+        });
+        Ok(())
+    }
+
+    async fn failed(&self, current: &Credential, error: &RefreshError, took: Duration) {
+        drop(self.guard.lock().unwrap_or_else(PoisonError::into_inner).take());
+        let manager = &self.manager;
+        let slot = &self.slot;
+        let time = &manager.inner.time;
+        let kind = error.kind();
+        slot.record_refresh(RefreshResult::Failure(kind), took, time.wall());
+        let policy = manager.settings().health.clone();
+        // After a 401 the provider has already rejected the access token: it is not usable, whatever
+        // its expiry says. A token without an expiry works until the provider says otherwise.
+        let usable_until = match self.need {
+            RefreshNeed::Rejected(_) => None,
+            _ => Some(
+                current
+                    .expires_at
+                    .map_or(DateTime::<Utc>::MAX_UTC, |t| time.from_wall(t)),
+            ),
+        };
+        let now = time.health();
+        let ((change, failures), published) = slot.with_health(now, |h| {
+            let change = h.record_refresh_failure(kind, usable_until, &policy, now);
+            (change, h.refresh_failures())
+        });
+        manager.emit(EventKind::RefreshFailed {
+            credential: slot.id.clone(),
+            reason: kind,
+            consecutive_failures: failures,
+        });
+        manager.after_health_change(slot, change, published);
+    }
+}
+
 impl OAuthKeyManager {
-    /// Whether the credential must be refreshed before this use.
+    /// Whether the credential must be refreshed before this use (wall time `now`).
     pub(crate) fn needs_refresh_before_use(
         &self,
         slot: &Slot,
@@ -41,240 +637,34 @@ impl OAuthKeyManager {
         now: DateTime<Utc>,
     ) -> bool {
         let usage = if strategy.adaptive_buffer || strategy.preemptive_refresh {
-            Some(slot.usage.snapshot(now))
+            Some(slot.usage().snapshot(now))
         } else {
             None
         };
-        strategy.should_refresh(credential, usage.as_ref(), now) && !slot.needs_reauthorization()
-    }
-
-    fn still_needed(
-        &self,
-        slot: &Slot,
-        need: &RefreshNeed,
-        current: &Credential,
-        now: DateTime<Utc>,
-    ) -> bool {
-        if slot.needs_reauthorization() && !matches!(need, RefreshNeed::Forced) {
-            return false;
-        }
-        match need {
-            RefreshNeed::Strategy => {
-                self.needs_refresh_before_use(slot, current, &self.settings().strategy, now)
-            }
-            RefreshNeed::Rejected(old) => current.same_tokens(old),
-            RefreshNeed::Ahead(ahead) => {
-                let buffer = self.settings().strategy.buffer_time;
-                current.expires_within(buffer.saturating_add(*ahead), now)
-            }
-            RefreshNeed::Forced => true,
-        }
+        strategy.should_refresh(credential, usage.as_ref(), now)
+            && !slot.read_health(|h| h.needs_reauthorization() || h.is_misconfigured())
     }
 
     /// Refreshes the credential now, whatever its expiry (an operator's "refresh now").
     ///
     /// # Errors
-    /// [`CredentialOpError`](crate::CredentialOpError): unknown id or the refresh's error.
-    pub async fn refresh_now(&self, id: &str) -> Result<Credential, crate::CredentialOpError> {
+    /// [`RefreshNowError`](crate::RefreshNowError): unknown id, or the refresh's error.
+    pub async fn refresh_now(&self, id: &str) -> Result<Credential, crate::RefreshNowError> {
         let slot = self
             .slot(id)
-            .ok_or_else(|| crate::CredentialOpError::UnknownCredential { id: id.to_owned() })?;
-        let c = self.refresh_slot(&slot, RefreshNeed::Forced).await?;
+            .ok_or_else(|| crate::RefreshNowError::UnknownCredential { id: id.to_owned() })?;
+        let c = self
+            .inner
+            .refreshing
+            .refresh(self, &slot, RefreshNeed::Forced)
+            .await?;
         Ok((*c).clone())
     }
-
-    /// THE refresh of `slot`, shared with every concurrent caller: at most one in flight per
-    /// credential (and, with a store that has a refresh lock, per machine).
-    pub(crate) async fn refresh_slot(
-        &self,
-        slot: &Arc<Slot>,
-        need: RefreshNeed,
-    ) -> Result<Arc<Credential>, RefreshError> {
-        let this = self.clone();
-        let flight_slot = Arc::clone(slot);
-        let outcome = self
-            .inner
-            .coordinator
-            .run(&slot.id, move || async move {
-                this.refresh_flight(&flight_slot, need).await
-            })
-            .await?;
-        let _ = outcome;
-        Ok(slot.credential())
-    }
-
-    async fn refresh_flight(
-        &self,
-        slot: &Arc<Slot>,
-        need: RefreshNeed,
-    ) -> Result<RefreshOutcome, RefreshError> {
-        // Another process on this machine may be refreshing the same credential: take the store's
-        // refresh lock, then re-read what the store holds.
-        let _guard = match self.inner.store.as_ref().and_then(|s| s.refresh_lock()) {
-            Some(lock) => Some(
-                lock.acquire(&self.inner.provider, &slot.id, CROSS_PROCESS_LOCK_TIMEOUT)
-                    .await
-                    .map_err(store_to_refresh_error)?,
-            ),
-            None => None,
-        };
-        if let Some(store) = &self.inner.store
-            && let Some(stored) = store
-                .load(&self.inner.provider, &slot.id)
-                .await
-                .map_err(store_to_refresh_error)?
-            && stored.version != slot.version.load(Ordering::Acquire)
-        {
-            self.adopt_external(
-                slot,
-                stored.value,
-                crate::manager::Origin::Store {
-                    version: stored.version,
-                },
-            );
-        }
-        let current = slot.credential();
-        let now = self.now();
-        if !self.still_needed(slot, &need, &current, now) {
-            return Ok(RefreshOutcome {
-                credential: (*current).clone(),
-                refreshed: false,
-            });
-        }
-        let started = Instant::now();
-        let result = self.inner.refresher.refresh(&current).await;
-        let elapsed = started.elapsed();
-        let now = self.now();
-        match result.map(|tokens| apply_tokens(&current, tokens, now)) {
-            Ok(new) => {
-                let rotated = match (&new.refresh_token, &current.refresh_token) {
-                    (Some(a), Some(b)) => !oauth_core::secret::same_secret(a, b),
-                    (Some(_), None) => true,
-                    _ => false,
-                };
-                self.commit_refreshed(slot, new.clone()).await;
-                slot.record_refresh(RefreshResult::Success, elapsed, now);
-                let (change, changed) = slot.with_health(now, |h| h.record_refresh_success(now));
-                self.after_health_change(slot, change, changed, now);
-                self.report_state(slot, now);
-                self.emit(Event::new(
-                    now,
-                    EventKind::Refreshed {
-                        credential: slot.id.clone(),
-                        expires_at: new.expires_at,
-                        refresh_token_rotated: rotated,
-                    },
-                ));
-                Ok(RefreshOutcome {
-                    credential: new,
-                    refreshed: true,
-                })
-            }
-            Err(error) => {
-                let kind = error.kind();
-                slot.record_refresh(RefreshResult::Failure(kind), elapsed, now);
-                let policy = self.settings().health.clone();
-                // After a 401 the provider has already rejected the access token: it is not
-                // usable until it expires, whatever its expiry says.
-                let expires_at = match need {
-                    RefreshNeed::Rejected(_) => None,
-                    _ => current.expires_at,
-                };
-                let (change, changed) = slot.with_health(now, |h| {
-                    let change = h.record_refresh_failure(kind, expires_at, &policy, now);
-                    (change, h.refresh_failures())
-                });
-                let (change, failures) = change;
-                self.emit(Event::new(
-                    now,
-                    EventKind::RefreshFailed {
-                        credential: slot.id.clone(),
-                        reason: kind,
-                        consecutive_failures: failures,
-                    },
-                ));
-                self.after_health_change(slot, change, changed, now);
-                Err(error)
-            }
-        }
-    }
-
-    /// Hands a refreshed credential to the store and the credential provider, then publishes it.
-    /// A failed persist is surfaced (event) and retried by maintenance; the credential is published
-    /// anyway, because the refresh token it replaces may already be consumed.
-    async fn commit_refreshed(&self, slot: &Arc<Slot>, new: Credential) {
-        let persisted = self.persist(slot, &new).await;
-        slot.set_credential(new);
-        match persisted {
-            Ok(()) => slot.persisted(),
-            Err(reason) => {
-                slot.persist_pending.store(true, Ordering::Release);
-                let attempts = slot.record_persistence_failure();
-                self.emit(Event::new(
-                    self.now(),
-                    EventKind::PersistenceFailed {
-                        credential: slot.id.clone(),
-                        reason,
-                        attempts,
-                    },
-                ));
-            }
-        }
-    }
-
-    /// Writes `credential` to the store (compare-and-set on the slot's version; on a conflict the
-    /// freshly refreshed credential wins, since it holds the newest tokens the server issued) and to
-    /// the credential provider. Returns a secret-free reason on failure.
-    pub(crate) async fn persist(&self, slot: &Slot, credential: &Credential) -> Result<(), String> {
-        if let Some(store) = &self.inner.store {
-            let provider = &self.inner.provider;
-            let expected = Some(slot.version.load(Ordering::Acquire)).filter(|v| *v != 0);
-            let saved = match store.save(provider, credential, expected).await {
-                Err(e) if e.is_conflict() => {
-                    let actual = store
-                        .load(provider, &credential.id)
-                        .await
-                        .map_err(|e| e.to_string())?
-                        .map(|v| v.version);
-                    store.save(provider, credential, actual).await
-                }
-                other => other,
-            };
-            let version = saved.map_err(|e| e.to_string())?;
-            slot.version.store(version, Ordering::Release);
-        }
-        let provider = self
-            .inner
-            .credential_provider
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .clone();
-        if let Some(p) = provider {
-            p.update_credential(&self.inner.provider, credential)
-                .await
-                // The provider's message is its implementer's text: not passed on to events.
-                .map_err(|_| "the credential provider refused the update".to_owned())?;
-        }
-        Ok(())
-    }
 }
 
-/// A refresher must return the same credential, refreshed. One that changes the id still holds
-/// the tokens the server just issued (the refresh token it exchanged is gone), so the tokens are
-/// kept under the pool's id rather than dropped; the id the refresher made up is discarded.
-/// The credential with a refresh's tokens applied (RFC 6749 section 6 and the refresh
-/// bookkeeping happen in `Credential::apply_tokens`).
-fn apply_tokens(current: &Credential, tokens: TokenSet, now: DateTime<Utc>) -> Credential {
-    let mut new = current.clone();
-    new.apply_tokens(tokens, now);
-    new
-}
-
-fn store_to_refresh_error(e: StoreError) -> RefreshError {
-    let kind = if e.is_retryable() {
-        FailureKind::Transient
-    } else {
-        FailureKind::Misconfigured
-    };
-    RefreshError::other(kind, format!("store: {e}"))
+// The default credential provider: none.
+impl Default for ProviderCell {
+    fn default() -> Self {
+        Self(Arc::new(NoProvider))
+    }
 }

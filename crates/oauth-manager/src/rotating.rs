@@ -1,13 +1,31 @@
 //! Credential rotation on the pool: the state machine lives in `oauth-rotation`; the manager adds
 //! and removes credentials and calls the hooks with no lock held.
 
-use std::sync::atomic::Ordering;
+use std::sync::Arc;
 
 use oauth_core::{Credential, CredentialId, Event};
-use oauth_rotation::{AutoDecommissionReport, RotationState};
+use oauth_rotation::{AutoDecommissionReport, Rotation, RotationHooks, RotationState, RotationTracker};
 
 use crate::error::CredentialOpError;
 use crate::manager::OAuthKeyManager;
+
+/// The rotation component: oauth-rotation's state machine behind its own lock, with the hooks it
+/// calls with no lock held.
+pub(crate) struct Rotating(Rotation);
+
+impl Rotating {
+    pub(crate) fn new(tracker: RotationTracker, hooks: Arc<dyn RotationHooks>) -> Self {
+        Self(Rotation::from_tracker(tracker, hooks))
+    }
+}
+
+impl std::ops::Deref for Rotating {
+    type Target = Rotation;
+
+    fn deref(&self) -> &Rotation {
+        &self.0
+    }
+}
 
 impl OAuthKeyManager {
     /// Credentials older than the rotation interval (measured from their persisted creation time)
@@ -36,10 +54,7 @@ impl OAuthKeyManager {
         if self.slot(replacement.id.as_str()).is_some() {
             return Err(CredentialOpError::DuplicateId { id: replacement.id });
         }
-        let version = match &self.inner.store {
-            Some(store) => store.save(&self.inner.provider, &replacement, None).await?,
-            None => 0,
-        };
+        let version = self.inner.refreshing.create(&replacement).await?;
         let now = self.now();
         // The state machine has the last word (already marked, id in use); on a refusal the
         // replacement leaves the store again, so nothing changes.
@@ -51,28 +66,21 @@ impl OAuthKeyManager {
         ) {
             Ok(event) => event,
             Err(refused) => {
-                if let Some(store) = &self.inner.store {
-                    let _ = store
-                        .delete(&self.inner.provider, &replacement.id, Some(version))
-                        .await;
-                }
+                let _ = self.inner.refreshing.delete(&replacement.id).await;
                 return Err(refused.into());
             }
         };
         self.insert_slot(replacement, version);
-        old_slot.marked.store(true, Ordering::Release);
-        self.inner.selector.rebuild(crate::pool::millis(now));
+        old_slot.mark();
+        self.inner.selection.rebuild(self.inner.time.now_ms());
         drop(structure);
-        self.emit(event.clone());
+        self.inner.telemetry.emit(event.clone());
         if let Err(hook) = self.inner.rotation.rotation_needed(&old_slot.id).await {
-            self.emit(Event::new(
-                self.now(),
-                oauth_core::EventKind::RotationHookFailed {
-                    credential: old_slot.id.clone(),
-                    hook: "on_rotation_needed".to_owned(),
-                    reason: hook.message().to_owned(),
-                },
-            ));
+            self.emit(oauth_core::EventKind::RotationHookFailed {
+                credential: old_slot.id.clone(),
+                hook: "on_rotation_needed".to_owned(),
+                reason: hook.message().to_owned(),
+            });
         }
         Ok(event)
     }
@@ -94,13 +102,13 @@ impl OAuthKeyManager {
             .await;
         match result {
             Ok(event) => {
-                self.emit(event.clone());
-                self.delete_from_store(&id).await?;
+                self.inner.telemetry.emit(event.clone());
+                self.inner.refreshing.delete(&id).await?;
                 Ok(event)
             }
             Err(e) => {
                 if let Some(event) = e.decommission_failed_event(now) {
-                    self.emit(event);
+                    self.inner.telemetry.emit(event);
                 }
                 Err(e.into())
             }
@@ -117,11 +125,11 @@ impl OAuthKeyManager {
             .auto_decommission_expired(now, |id| self.remove_slot(id))
             .await;
         for event in &report.events {
-            self.emit(event.clone());
+            self.inner.telemetry.emit(event.clone());
         }
         for id in &report.decommissioned {
-            if let Err(e) = self.delete_from_store(id).await {
-                self.emit(Event::new(
+            if let Err(e) = self.inner.refreshing.delete(id).await {
+                self.inner.telemetry.emit(Event::new(
                     now,
                     oauth_core::EventKind::PersistenceFailed {
                         credential: id.clone(),
@@ -140,14 +148,4 @@ impl OAuthKeyManager {
         self.inner.rotation.state(&id)
     }
 
-    async fn delete_from_store(&self, id: &CredentialId) -> Result<(), CredentialOpError> {
-        if let Some(store) = &self.inner.store {
-            match store.delete(&self.inner.provider, id, None).await {
-                Ok(()) => {}
-                Err(oauth_store::StoreError::NotFound { .. }) => {}
-                Err(e) => return Err(e.into()),
-            }
-        }
-        Ok(())
-    }
 }

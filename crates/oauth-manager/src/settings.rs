@@ -4,9 +4,12 @@ use std::time::Duration;
 
 use oauth_core::HealthPolicy;
 use oauth_refresh::RefreshStrategy;
-use oauth_webhooks::MonitoringConfig;
 
 use crate::error::SettingsError;
+
+/// The longest `deadline` or `wait_for_available` accepted: a call waiting longer than a day is a
+/// configuration mistake, and timer arithmetic must stay far from overflow.
+pub const MAX_WAIT: Duration = Duration::from_secs(24 * 3600);
 
 /// How the next credential is chosen among the available ones.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -80,6 +83,17 @@ impl FailoverSettings {
                 "deadline must be greater than zero",
             ));
         }
+        for (d, what) in [
+            (self.deadline, "deadline must be at most a day"),
+            (
+                self.wait_for_available,
+                "wait_for_available must be at most a day",
+            ),
+        ] {
+            if d.is_some_and(|d| d > MAX_WAIT) {
+                return Err(SettingsError::Failover(what));
+            }
+        }
         Ok(())
     }
 }
@@ -89,7 +103,6 @@ impl FailoverSettings {
 pub(crate) struct Settings {
     pub(crate) strategy: RefreshStrategy,
     pub(crate) health: HealthPolicy,
-    pub(crate) monitoring: Option<MonitoringConfig>,
     pub(crate) failover: FailoverSettings,
 }
 
@@ -97,9 +110,6 @@ impl Settings {
     pub(crate) fn validate(&self) -> Result<(), SettingsError> {
         self.health.validate()?;
         self.strategy.validate()?;
-        if let Some(m) = &self.monitoring {
-            m.validate()?;
-        }
         self.failover.validate()
     }
 }

@@ -104,3 +104,15 @@ impl From<&str> for HookError {
         Self::new(message)
     }
 }
+
+/// Shared hooks are hooks (so `Arc<MyHooks>` plugs in wherever hooks are taken).
+#[async_trait]
+impl<H: RotationHooks + ?Sized> RotationHooks for std::sync::Arc<H> {
+    async fn on_rotation_needed(&self, credential: &CredentialId) -> Result<(), HookError> {
+        (**self).on_rotation_needed(credential).await
+    }
+
+    async fn on_decommission(&self, credential: &CredentialId) -> Result<(), HookError> {
+        (**self).on_decommission(credential).await
+    }
+}

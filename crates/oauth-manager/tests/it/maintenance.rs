@@ -84,7 +84,8 @@ async fn the_maintenance_loop_starts_and_stops() {
         .await
         .expect("builds");
     let handle = manager
-        .spawn_maintenance(MaintenanceConfig::default().with_interval(Duration::from_secs(60)));
+        .spawn_maintenance(MaintenanceConfig::default().with_interval(Duration::from_secs(60)))
+        .expect("a valid maintenance configuration");
     // After ~20 minutes of (virtual) time the credential is within buffer + lead: refreshed once.
     tokio::time::sleep(Duration::from_secs(25 * 60)).await;
     handle.stop().await;

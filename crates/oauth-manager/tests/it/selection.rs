@@ -186,7 +186,7 @@ async fn weights_share_the_traffic_in_proportion_and_interleave() {
         .build()
         .await
         .expect_err("unknown id");
-    assert!(err.to_string().contains("ghost"), "{err}");
+    assert!(crate::support::chain(&err).contains("ghost"), "{err}");
 }
 
 proptest::proptest! {

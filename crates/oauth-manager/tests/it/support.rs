@@ -185,3 +185,16 @@ pub(crate) fn within<T: Send + 'static>(
     rx.recv_timeout(limit)
         .unwrap_or_else(|_| panic!("did not finish within {limit:?}: deadlock?"))
 }
+
+/// An error and its whole `source()` chain as one line: what a reporter such as `anyhow` or
+/// `tracing` prints. Causes are sources, not repeated in each message.
+pub(crate) fn chain(err: &(dyn std::error::Error + 'static)) -> String {
+    let mut out = err.to_string();
+    let mut source = err.source();
+    while let Some(e) = source {
+        out.push_str(": ");
+        out.push_str(&e.to_string());
+        source = e.source();
+    }
+    out
+}

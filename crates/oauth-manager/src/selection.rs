@@ -1,4 +1,8 @@
-//! The credential pool: per-credential slots and lock-free selection.
+//! Selection, the hot path: per-credential slots and lock-free selection over them.
+//!
+//! All instants here are on the manager's health timeline (monotonic time mapped onto
+//! wall-clock-like milliseconds, see `clock::Timeline`), so a wall-clock step never stretches a
+//! backoff.
 //!
 //! Reads never take a lock shared by all credentials:
 //! - the list of slots is an immutable [`Pool`] behind an `ArcSwap`, replaced when credentials are
@@ -10,6 +14,8 @@
 //!   calling thread's own cursor (one of eight, claimed on first use), so its cost does not depend on
 //!   how many credentials are in backoff, threads do not write a shared line, and a skipped
 //!   credential's share is spread evenly over the others (the Go code gave it to the successor).
+//! - when no credential is available but some are only in a transient backoff (soft), the one that
+//!   recovers first takes the call: transient backoff alone never empties the pool.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU32, AtomicU64, AtomicUsize, Ordering};
@@ -22,7 +28,6 @@ use chrono::{DateTime, Utc};
 use oauth_core::{Availability, Credential, CredentialHealth, CredentialId, HealthChange};
 use std::time::Duration;
 
-use oauth_core::CredentialState;
 use oauth_metrics::{CredentialMetrics, CredentialRecorder, RefreshResult, RequestOutcome};
 
 /// `available_at_ms` value for "now".
@@ -44,9 +49,12 @@ pub(crate) struct Slot {
     pub(crate) id: CredentialId,
     credential: ArcSwap<Credential>,
     /// The store's version of this credential (0: not stored).
-    pub(crate) version: AtomicU64,
+    version: AtomicU64,
     health: Mutex<CredentialHealth>,
     available_at_ms: AtomicI64,
+    /// Like `available_at_ms`, ignoring a transient request backoff (see
+    /// [`CredentialHealth::hard_availability`]).
+    hard_at_ms: AtomicI64,
     /// Until when it stays available (a credential needing re-authorization, while its access
     /// token lasts); `i64::MAX` for no limit.
     available_until_ms: AtomicI64,
@@ -58,17 +66,30 @@ pub(crate) struct Slot {
     /// credentials 19%, so they stay packed.)
     per_call: PerCall,
     /// Being replaced by a rotation: selected only when no unmarked credential is available.
-    pub(crate) marked: AtomicBool,
+    marked: AtomicBool,
     /// Relative share of the traffic (1 = an equal share; up to [`MAX_WEIGHT`]).
-    pub(crate) weight: AtomicU32,
+    weight: AtomicU32,
     /// A refreshed credential that could not be persisted yet.
-    pub(crate) persist_pending: AtomicBool,
+    persist_pending: AtomicBool,
     /// Failed attempts to persist the pending credential.
     persist_attempts: AtomicU32,
+    /// Removed from the pool: a flight still running for it drops its result, and nothing
+    /// records into its (already removed) series.
+    removed: AtomicBool,
     /// The manager's own in-memory counters (static dispatch on the hot path).
-    pub(crate) usage: Arc<CredentialMetrics>,
-    /// The application's recorder, if any (e.g. Prometheus).
-    extra: Option<Arc<dyn CredentialRecorder>>,
+    usage: Arc<CredentialMetrics>,
+    /// The application's recorder (a no-op one when none is configured).
+    recorder: Arc<dyn CredentialRecorder>,
+}
+
+/// How a health mutation changed what the slot publishes.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub(crate) struct Republished {
+    /// Whether the slot can serve now changed (the available snapshot must be rebuilt).
+    pub(crate) flipped: bool,
+    /// When it can serve again moved (matters while nothing is available: the soonest-recovering
+    /// slot may have changed).
+    pub(crate) moved: bool,
 }
 
 impl Slot {
@@ -77,7 +98,7 @@ impl Slot {
         version: u64,
         seed: u64,
         usage: Arc<CredentialMetrics>,
-        extra: Option<Arc<dyn CredentialRecorder>>,
+        recorder: Arc<dyn CredentialRecorder>,
     ) -> Self {
         Self {
             id: credential.id.clone(),
@@ -85,6 +106,7 @@ impl Slot {
             version: AtomicU64::new(version),
             health: Mutex::new(CredentialHealth::new(seed)),
             available_at_ms: AtomicI64::new(NOW),
+            hard_at_ms: AtomicI64::new(NOW),
             available_until_ms: AtomicI64::new(i64::MAX),
             troubled: AtomicBool::new(false),
             per_call: PerCall {
@@ -96,9 +118,50 @@ impl Slot {
             weight: AtomicU32::new(1),
             persist_pending: AtomicBool::new(false),
             persist_attempts: AtomicU32::new(0),
+            removed: AtomicBool::new(false),
             usage,
-            extra,
+            recorder,
         }
+    }
+
+    /// The store version this slot's credential was read at or written as (0: not stored).
+    pub(crate) fn version(&self) -> u64 {
+        self.version.load(Ordering::Acquire)
+    }
+
+    pub(crate) fn set_version(&self, version: u64) {
+        self.version.store(version, Ordering::Release);
+    }
+
+    pub(crate) fn mark(&self) {
+        self.marked.store(true, Ordering::Release);
+    }
+
+    pub(crate) fn set_weight(&self, weight: u32) {
+        self.weight.store(weight, Ordering::Release);
+    }
+
+    /// A refreshed credential waits to be persisted.
+    pub(crate) fn persist_pending(&self) -> bool {
+        self.persist_pending.load(Ordering::Acquire)
+    }
+
+    pub(crate) fn set_persist_pending(&self) {
+        self.persist_pending.store(true, Ordering::Release);
+    }
+
+    /// The slot left the pool.
+    pub(crate) fn is_removed(&self) -> bool {
+        self.removed.load(Ordering::Acquire)
+    }
+
+    pub(crate) fn mark_removed(&self) {
+        self.removed.store(true, Ordering::Release);
+    }
+
+    /// The manager's in-memory counters of this credential.
+    pub(crate) fn usage(&self) -> &CredentialMetrics {
+        &self.usage
     }
 
     /// Records one request in every recorder.
@@ -109,6 +172,9 @@ impl Slot {
         outcome: RequestOutcome,
         now: DateTime<Utc>,
     ) {
+        if self.is_removed() {
+            return; // its series are gone; a call still in flight must not bring them back
+        }
         self.usage.record_request(tokens, latency, outcome, now);
         // EWMA with weight 1/8; a lost race between two updates only loses one sample.
         let sample = u64::try_from(latency.as_micros())
@@ -121,17 +187,16 @@ impl Slot {
             old - old / 8 + sample / 8
         };
         self.per_call.latency_ewma_us.store(new, Ordering::Relaxed);
-        if let Some(extra) = &self.extra {
-            extra.record_request(tokens, latency, outcome, now);
-        }
+        self.recorder.record_request(tokens, latency, outcome, now);
     }
 
     /// Records one refresh in every recorder.
     pub(crate) fn record_refresh(&self, result: RefreshResult, took: Duration, now: DateTime<Utc>) {
-        self.usage.record_refresh(result, took, now);
-        if let Some(extra) = &self.extra {
-            extra.record_refresh(result, took, now);
+        if self.is_removed() {
+            return;
         }
+        self.usage.record_refresh(result, took, now);
+        self.recorder.record_refresh(result, took, now);
     }
 
     /// Counts a failed attempt to persist this credential; returns the attempts so far.
@@ -140,29 +205,19 @@ impl Slot {
             .persist_attempts
             .fetch_add(1, Ordering::AcqRel)
             .saturating_add(1);
-        self.usage.record_persistence_failure();
-        if let Some(extra) = &self.extra {
-            extra.record_persistence_failure();
+        if !self.is_removed() {
+            self.usage.record_persistence_failure();
+            self.recorder.record_persistence_failure();
         }
         attempts
     }
+
+
 
     /// The credential was persisted: pending work and the attempt count clear.
     pub(crate) fn persisted(&self) {
         self.persist_pending.store(false, Ordering::Release);
         self.persist_attempts.store(0, Ordering::Release);
-    }
-
-    /// Reports the state gauges.
-    pub(crate) fn record_state(
-        &self,
-        state: CredentialState,
-        expires_in: Option<Duration>,
-        cooldown: Option<Duration>,
-    ) {
-        if let Some(extra) = &self.extra {
-            extra.record_state(state, expires_in, cooldown);
-        }
     }
 
     /// The current credential (a cheap shared copy; the pool never hands out a mutable pointer).
@@ -211,47 +266,65 @@ impl Slot {
     }
 
     /// Runs `f` on the health under its (per-credential) lock, then republishes availability.
-    /// Returns `f`'s result and whether availability changed.
+    /// `now` is on the health timeline. Returns `f`'s result and what the republication changed.
     pub(crate) fn with_health<R>(
         &self,
         now: DateTime<Utc>,
         f: impl FnOnce(&mut CredentialHealth) -> R,
-    ) -> (R, bool) {
+    ) -> (R, Republished) {
         let mut h = self.health.lock().unwrap_or_else(PoisonError::into_inner);
         let r = f(&mut h);
+        let published = self.publish(&h, now);
+        drop(h);
+        (r, published)
+    }
+
+    /// Recomputes what the slot publishes from its health at `now` (the selector calls this when
+    /// a published time has passed: a backoff ended, or a token's validity ran out).
+    fn republish(&self, now: DateTime<Utc>) -> Republished {
+        let h = self.health.lock().unwrap_or_else(PoisonError::into_inner);
+        self.publish(&h, now)
+    }
+
+    fn publish(&self, h: &CredentialHealth, now: DateTime<Utc>) -> Republished {
         let now_ms = millis(now);
-        let at = match h.availability(now) {
+        let encode = |a: Availability| match a {
             Availability::Now => NOW,
             Availability::At(t) => millis(t),
             Availability::Never => NEVER,
         };
+        let at = encode(h.availability(now));
+        let hard = encode(h.hard_availability(now));
         let until = h.available_until().map_or(i64::MAX, millis);
-        let troubled = h.consecutive_failures() > 0 || at != NOW || until != i64::MAX;
-        drop(h);
+        let troubled = h.consecutive_failures() > 0
+            || at != NOW
+            || until != i64::MAX
+            || h.refresh_backoff_until(now).is_some();
         let before_until = self.available_until_ms.swap(until, Ordering::AcqRel);
         let before = self.available_at_ms.swap(at, Ordering::AcqRel);
+        self.hard_at_ms.store(hard, Ordering::Release);
         self.troubled.store(troubled, Ordering::Release);
-        let changed = (before <= now_ms) != (at <= now_ms)
-            || (before == NEVER) != (at == NEVER)
-            || before_until != until;
-        (r, changed)
+        Republished {
+            flipped: (before <= now_ms) != (at <= now_ms)
+                || (before == NEVER) != (at == NEVER)
+                || before_until != until,
+            moved: before != at,
+        }
     }
 
-    /// True while the credential needs re-authorization (takes the slot's own lock).
-    pub(crate) fn needs_reauthorization(&self) -> bool {
-        self.health
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .needs_reauthorization()
+    /// Reads the health under its lock.
+    pub(crate) fn read_health<R>(&self, f: impl FnOnce(&CredentialHealth) -> R) -> R {
+        f(&self.health.lock().unwrap_or_else(PoisonError::into_inner))
     }
+
 
     /// Records a success: lock-free unless the health has something to clear.
-    pub(crate) fn record_success(&self, now: DateTime<Utc>) -> (Option<HealthChange>, bool) {
+    pub(crate) fn record_success(&self, now: DateTime<Utc>) -> (Option<HealthChange>, Republished) {
         self.per_call
             .last_success_ms
             .store(millis(now), Ordering::Relaxed);
         if !self.troubled.load(Ordering::Acquire) {
-            return (None, false);
+            return (None, Republished::default());
         }
         self.with_health(now, |h| h.record_success(now))
     }
@@ -342,8 +415,8 @@ impl Drop for InFlight<'_> {
 /// The immutable list of slots.
 #[derive(Debug, Default)]
 pub(crate) struct Pool {
-    pub(crate) slots: Vec<Arc<Slot>>,
-    pub(crate) by_id: HashMap<CredentialId, Arc<Slot>>,
+    slots: Arc<Vec<Arc<Slot>>>,
+    by_id: HashMap<CredentialId, Arc<Slot>>,
 }
 
 impl Pool {
@@ -352,12 +425,35 @@ impl Pool {
             .iter()
             .map(|s| (s.id.clone(), Arc::clone(s)))
             .collect();
-        Self { slots, by_id }
+        Self {
+            slots: Arc::new(slots),
+            by_id,
+        }
     }
 
-    pub(crate) fn get(&self, id: &str) -> Option<&Arc<Slot>> {
+    fn get(&self, id: &str) -> Option<&Arc<Slot>> {
         self.by_id.get(id)
     }
+}
+
+/// Checks a credential weight is in range.
+pub(crate) fn check_weight(id: &str, weight: u32) -> Result<(), crate::error::SettingsError> {
+    if (1..=MAX_WEIGHT).contains(&weight) {
+        Ok(())
+    } else {
+        Err(crate::error::SettingsError::Weight {
+            id: id.to_owned(),
+            weight,
+            max: MAX_WEIGHT,
+        })
+    }
+}
+
+/// A small, stable hash of a credential id (FxHash) for its jitter seed and maintenance spread.
+pub(crate) fn seed_of(s: &str) -> u64 {
+    s.bytes().fold(0xcbf2_9ce4_8422_2325_u64, |h, b| {
+        (h.rotate_left(5) ^ u64::from(b)).wrapping_mul(0x517c_c1b7_2722_0a95)
+    })
 }
 
 /// The slots available when the snapshot was built.
@@ -367,18 +463,21 @@ struct Available {
     preferred: Vec<Arc<Slot>>,
     /// Available slots being rotated out: used only when `preferred` is empty.
     fallback: Vec<Arc<Slot>>,
+    /// When nothing is available: the slot kept out only by a transient backoff that recovers
+    /// first, so a transient backoff alone never empties the pool.
+    soonest: Option<Arc<Slot>>,
     /// Rebuild when the clock reaches this (the earliest backoff end); `i64::MAX` for never.
     recheck_at_ms: i64,
 }
 
 /// "Now" in milliseconds, read from the clock at most once and only if asked.
 pub(crate) struct Now<'a> {
-    clock: &'a dyn oauth_core::Clock,
+    clock: &'a crate::clock::Timeline,
     ms: std::cell::Cell<Option<i64>>,
 }
 
 impl<'a> Now<'a> {
-    pub(crate) fn new(clock: &'a dyn oauth_core::Clock) -> Self {
+    pub(crate) fn new(clock: &'a crate::clock::Timeline) -> Self {
         Self {
             clock,
             ms: std::cell::Cell::new(None),
@@ -390,7 +489,7 @@ impl<'a> Now<'a> {
         match self.ms.get() {
             Some(ms) => ms,
             None => {
-                let ms = self.clock.now_millis();
+                let ms = self.clock.now_ms();
                 self.ms.set(Some(ms));
                 ms
             }
@@ -442,7 +541,7 @@ pub(crate) struct Selector {
 }
 
 impl Selector {
-    pub(crate) fn new(pool: Pool, now: DateTime<Utc>) -> Self {
+    pub(crate) fn new(pool: Pool, now_ms: i64) -> Self {
         let s = Self {
             len: AtomicUsize::new(pool.slots.len()),
             pool: ArcSwap::from_pointee(pool),
@@ -455,12 +554,18 @@ impl Selector {
             writer: Mutex::new(()),
             rebuild: Mutex::new(()),
         };
-        s.rebuild(millis(now));
+        s.rebuild(now_ms);
         s
     }
 
-    pub(crate) fn pool(&self) -> arc_swap::Guard<Arc<Pool>> {
-        self.pool.load()
+    /// The slot of credential `id`.
+    pub(crate) fn get(&self, id: &str) -> Option<Arc<Slot>> {
+        self.pool.load().get(id).cloned()
+    }
+
+    /// Every slot, in pool order (a snapshot: slots added or removed later are not in it).
+    pub(crate) fn slots(&self) -> Arc<Vec<Arc<Slot>>> {
+        Arc::clone(&self.pool.load().slots)
     }
 
     /// Credentials in the pool.
@@ -468,17 +573,27 @@ impl Selector {
         self.len.load(Ordering::Relaxed)
     }
 
-    pub(crate) fn pool_full(&self) -> Arc<Pool> {
-        self.pool.load_full()
+    /// Adds a slot.
+    pub(crate) fn insert(&self, slot: Arc<Slot>, now_ms: i64) {
+        self.modify_pool(now_ms, move |slots| {
+            let mut slots = slots.to_vec();
+            slots.push(slot);
+            slots
+        });
+    }
+
+    /// Removes the slot of `id`, returning it.
+    pub(crate) fn remove(&self, id: &CredentialId, now_ms: i64) -> Option<Arc<Slot>> {
+        let removed = self.get(id.as_str());
+        self.modify_pool(now_ms, |slots| {
+            slots.iter().filter(|s| &s.id != id).cloned().collect()
+        });
+        removed
     }
 
     /// Changes the list of slots (credentials added or removed) and rebuilds the available set.
     /// Writers are serialized, so two concurrent changes never lose one another.
-    pub(crate) fn modify_pool(
-        &self,
-        now: DateTime<Utc>,
-        change: impl FnOnce(&[Arc<Slot>]) -> Vec<Arc<Slot>>,
-    ) {
+    fn modify_pool(&self, now_ms: i64, change: impl FnOnce(&[Arc<Slot>]) -> Vec<Arc<Slot>>) {
         {
             let _writer = self.writer.lock().unwrap_or_else(PoisonError::into_inner);
             let slots = change(&self.pool.load().slots);
@@ -486,7 +601,7 @@ impl Selector {
             self.len.store(pool.slots.len(), Ordering::Relaxed);
             self.pool.store(Arc::new(pool));
         }
-        self.rebuild(millis(now));
+        self.rebuild(now_ms);
     }
 
     /// Rebuilds the snapshot because a backoff ended, unless another caller already did while this
@@ -509,13 +624,25 @@ impl Selector {
         let mut next = Available {
             preferred: Vec::with_capacity(pool.slots.len()),
             fallback: Vec::new(),
+            soonest: None,
             recheck_at_ms: i64::MAX,
         };
-        for slot in &pool.slots {
-            let at = slot.available_at_ms.load(Ordering::Acquire);
-            let until = slot.available_until_ms.load(Ordering::Acquire);
+        let now = from_millis(now_ms);
+        let mut soonest: Option<(i64, &Arc<Slot>)> = None;
+        for slot in pool.slots.iter() {
+            let mut at = slot.available_at_ms.load(Ordering::Acquire);
+            let mut until = slot.available_until_ms.load(Ordering::Acquire);
+            // A published time passed: what follows from the health now (a refresh backoff that
+            // keeps out a credential whose token just expired, a backoff that ended).
+            if let Some(now) = now
+                && (until <= now_ms || (at != NOW && at != NEVER && at <= now_ms))
+            {
+                slot.republish(now);
+                at = slot.available_at_ms.load(Ordering::Acquire);
+                until = slot.available_until_ms.load(Ordering::Acquire);
+            }
             if until <= now_ms {
-                continue; // its access token has expired and it needs re-authorization
+                continue; // its access token has expired and it cannot be refreshed
             }
             if at <= now_ms {
                 if slot.marked.load(Ordering::Acquire) {
@@ -528,11 +655,32 @@ impl Selector {
                 }
             } else if at != NEVER {
                 next.recheck_at_ms = next.recheck_at_ms.min(at);
+                if slot.hard_at_ms.load(Ordering::Acquire) <= now_ms
+                    && soonest.is_none_or(|(best, _)| at < best)
+                {
+                    soonest = Some((at, slot));
+                }
             }
+        }
+        if next.preferred.is_empty() && next.fallback.is_empty() {
+            next.soonest = soonest.map(|(_, slot)| Arc::clone(slot));
         }
         next.preferred = weighted(next.preferred);
         next.fallback = weighted(next.fallback);
         self.available.store(Arc::new(next));
+    }
+
+    /// True when the snapshot has no available slot (a moved backoff then matters).
+    pub(crate) fn is_exhausted(&self) -> bool {
+        let avail = self.available.load();
+        avail.preferred.is_empty() && avail.fallback.is_empty()
+    }
+
+    /// Rebuilds the snapshot if `change` makes it stale.
+    pub(crate) fn republished(&self, change: Republished, now_ms: i64) {
+        if change.flipped || (change.moved && self.is_exhausted()) {
+            self.rebuild(now_ms);
+        }
     }
 
     /// This thread's cursor: the one it owns, or the first free one it claims.
@@ -572,27 +720,38 @@ impl Selector {
 
     /// The next available slot, round-robin (weighted when weights are set), passed to `f` (so a
     /// caller that needs only the credential takes no reference on the slot).
+    ///
+    /// With `soft`, a pool whose every credential is out only for a transient backoff still
+    /// yields the one that recovers first (what `execute_with_failover` wants); without it, the
+    /// Go behaviour of `next_credential`: one failure is enough to skip a credential.
     pub(crate) fn select<R>(
         &self,
         now: &Now<'_>,
+        soft: bool,
         f: impl Fn(&Arc<Slot>) -> R,
     ) -> Result<R, NoneAvailable> {
         let selection = self.selection();
-        if let Some(r) = self.try_select(now, selection, &f) {
+        if let Some(r) = self.try_select(now, selection, soft, &f) {
             return Ok(r);
         }
         // The snapshot may be stale (a slot changed between its publication and our read).
         self.rebuild(now.get());
-        self.try_select(now, selection, &f)
-            .ok_or_else(|| NoneAvailable {
-                next_available_at: self.next_available_at(now.get()),
-            })
+        self.try_select(now, selection, soft, &f)
+            .ok_or_else(|| self.none_available(now.get()))
+    }
+
+    /// Why nothing can be selected at `now_ms`.
+    pub(crate) fn none_available(&self, now_ms: i64) -> NoneAvailable {
+        NoneAvailable {
+            next_available_at: self.next_available_at(now_ms),
+        }
     }
 
     fn try_select<R>(
         &self,
         now: &Now<'_>,
         selection: Selection,
+        soft: bool,
         f: &impl Fn(&Arc<Slot>) -> R,
     ) -> Option<R> {
         let mut avail = self.available.load();
@@ -609,7 +768,13 @@ impl Selector {
         };
         let n = list.len();
         if n == 0 {
-            return None;
+            // Everything is in backoff: the credential that recovers first, if only a transient
+            // backoff keeps it out.
+            return avail
+                .soonest
+                .as_ref()
+                .filter(|slot| soft && slot.hard_at_ms.load(Ordering::Acquire) <= now.get())
+                .map(f);
         }
         let start = self.cursors[self.shard()].0.fetch_add(1, Ordering::Relaxed);
         let (first_index, first) = (0..n.min(4))

@@ -157,7 +157,8 @@ async fn demo(options: Options) -> Result<(), String> {
         MaintenanceConfig::default()
             .with_interval(MAINTENANCE_INTERVAL)
             .with_refresh_ahead(Duration::ZERO),
-    );
+    )
+    .map_err(|e| fail("starting maintenance", e))?;
     let (stop_watch, watching) = watch::channel(false);
     let watcher = tokio::spawn(traffic::watch(
         Arc::clone(&console),

@@ -1,0 +1,137 @@
+//! Telemetry: events, metrics recorders and alert delivery. The manager reports what happened
+//! here; oauth-webhooks decides what becomes a webhook.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use oauth_core::{CredentialId, Event, EventKind, FailureKind};
+use oauth_metrics::{
+    CredentialMetrics, CredentialRecorder, InMemoryRecorder, MetricsRecorder, RequestOutcome,
+};
+use oauth_webhooks::Monitor;
+use tokio::sync::broadcast;
+
+/// Capacity of the event channel; a slower subscriber loses the oldest events and is told.
+const EVENT_CAPACITY: usize = 1024;
+
+/// Where the pool's reports go: subscribers, the in-memory recorder the manager's own reports read,
+/// the application's recorder, and monitoring (oauth-webhooks' [`Monitor`]: the monitoring
+/// configuration, alert rules and delivery).
+pub(crate) struct Telemetry {
+    provider: String,
+    events: broadcast::Sender<Event>,
+    monitor: Monitor,
+    usage: Arc<InMemoryRecorder>,
+    recorder: Arc<dyn MetricsRecorder>,
+    /// Set when a call found no credential, so `PoolExhausted` is reported once per episode.
+    exhausted: AtomicBool,
+}
+
+impl std::fmt::Debug for Telemetry {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Telemetry")
+            .field("monitoring", &self.monitor.status())
+            .field("recorder", &self.recorder)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Telemetry {
+    pub(crate) fn new(
+        provider: String,
+        usage: InMemoryRecorder,
+        recorder: Arc<dyn MetricsRecorder>,
+        monitor: Monitor,
+    ) -> Self {
+        Self {
+            provider,
+            events: broadcast::channel(EVENT_CAPACITY).0,
+            monitor,
+            usage: Arc::new(usage),
+            recorder,
+            exhausted: AtomicBool::new(false),
+        }
+    }
+
+    /// The per-credential handles of a credential joining the pool: its series exist (at zero)
+    /// from now on.
+    pub(crate) fn register(
+        &self,
+        id: &CredentialId,
+    ) -> (Arc<CredentialMetrics>, Arc<dyn CredentialRecorder>) {
+        (self.usage.register(id), self.recorder.handle(id))
+    }
+
+    /// A credential left the pool: all of its series go.
+    pub(crate) fn forget(&self, id: &CredentialId) {
+        self.usage.remove(id);
+        self.recorder.remove(id);
+    }
+
+    /// The in-memory recorder behind the manager's own reports.
+    pub(crate) fn usage(&self) -> &InMemoryRecorder {
+        &self.usage
+    }
+
+    /// A request made with an id that is not in the pool (Go `RecordRequest` parity: counted in
+    /// the in-memory recorder, within its bound on unknown ids; the application's recorder gets
+    /// no series for it).
+    pub(crate) fn record_unknown_request(
+        &self,
+        id: &CredentialId,
+        tokens: u64,
+        latency: Duration,
+        outcome: RequestOutcome,
+        now: DateTime<Utc>,
+    ) {
+        self.usage.record_request(id, tokens, latency, outcome, now);
+    }
+
+    pub(crate) fn record_failover(&self, from: &CredentialId, reason: FailureKind) {
+        self.usage.record_failover(from, reason);
+        self.recorder.record_failover(from, reason);
+    }
+
+    pub(crate) fn subscribe(&self) -> broadcast::Receiver<Event> {
+        self.events.subscribe()
+    }
+
+    /// Reports `event` to subscribers and to monitoring (which routes it, and delivers the
+    /// webhook it becomes, if any).
+    pub(crate) fn emit(&self, event: Event) {
+        let _ = self.events.send(event.clone());
+        self.monitor.notify_event(&event);
+    }
+
+    /// Monitoring: its configuration, alert rules and delivery.
+    pub(crate) fn monitor(&self) -> &Monitor {
+        &self.monitor
+    }
+
+    /// A call was served: the pool is not exhausted (any more).
+    pub(crate) fn served(&self) {
+        // Read before writing: the flag's cache line is shared by every caller.
+        if self.exhausted.load(Ordering::Relaxed) {
+            self.exhausted.store(false, Ordering::Relaxed);
+        }
+    }
+
+    /// A call found no credential: `PoolExhausted` once per episode.
+    pub(crate) fn exhausted(
+        &self,
+        next_available_at: Option<DateTime<Utc>>,
+        now: DateTime<Utc>,
+    ) {
+        if !self.exhausted.swap(true, Ordering::Relaxed) {
+            self.emit(Event::new(
+                now,
+                EventKind::PoolExhausted {
+                    provider: self.provider.clone(),
+                    next_available_at,
+                },
+            ));
+        }
+    }
+}
