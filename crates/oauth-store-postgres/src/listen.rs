@@ -191,23 +191,48 @@ async fn session(
     }
 }
 
-/// Sends a [`StoreChange::Resync`] for every provider the database knows; false when the query
-/// failed (the session is then abandoned).
+/// Sends a [`StoreChange::Resync`] for every provider the database knows, then a
+/// [`StoreChange::CooledDown`] for every cooldown still in force (a resync re-reads credentials;
+/// this way cooldowns published meanwhile are not lost either). False when a query failed (the
+/// session is then abandoned).
 async fn announce_resync(shared: &Shared, client: &Client, config: &PostgresConfig) -> bool {
-    let query = client.query(
-        "SELECT provider FROM oauth_credentials UNION SELECT provider FROM oauth_cooldowns",
-        &[],
-    );
-    match tokio::time::timeout(config.operation_timeout, query).await {
-        Ok(Ok(rows)) => {
-            for row in rows {
-                let provider: String = row.get(0);
-                let _ = shared.changes.send(StoreChange::Resync { provider });
-            }
-            true
-        }
-        _ => false,
+    let queries = async {
+        let providers = client
+            .query(
+                "SELECT provider FROM oauth_credentials UNION SELECT provider FROM oauth_cooldowns",
+                &[],
+            )
+            .await?;
+        let cooldowns = client
+            .query(
+                "SELECT provider, credential_id, until FROM oauth_cooldowns WHERE until > now()",
+                &[],
+            )
+            .await?;
+        Ok::<_, tokio_postgres::Error>((providers, cooldowns))
+    };
+    let Ok(Ok((providers, cooldowns))) =
+        tokio::time::timeout(config.operation_timeout, queries).await
+    else {
+        return false;
+    };
+    for row in providers {
+        let provider: String = row.get(0);
+        let _ = shared.changes.send(StoreChange::Resync { provider });
     }
+    for row in cooldowns {
+        let provider: String = row.get(0);
+        let Ok(id) = CredentialId::new(row.get::<_, String>(1)) else {
+            continue;
+        };
+        let until = row.get(2);
+        let _ = shared.changes.send(StoreChange::CooledDown {
+            provider,
+            id,
+            until,
+        });
+    }
+    true
 }
 
 /// Handles one notification; false when the connection failed while doing so.

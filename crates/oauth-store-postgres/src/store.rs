@@ -34,7 +34,10 @@ const CHANGE_BUFFER: usize = 1024;
 /// - [`changes`](CredentialStore::changes) delivers other replicas' writes, deletes and
 ///   [`publish_cooldown`](CredentialStore::publish_cooldown) calls through LISTEN/NOTIFY (sent in
 ///   the same statement as the write, so only committed changes are announced), and a
-///   [`StoreChange::Resync`] per provider after the LISTEN connection was lost and re-established.
+///   [`StoreChange::Resync`] per provider after the LISTEN connection was lost and re-established,
+///   followed by a [`StoreChange::CooledDown`] for every cooldown still in force. A pool sharing
+///   one `PostgresStore` between two managers of the same provider would not hear their changes
+///   to each other (a store skips its own notifications); give each its own store.
 /// - With the database down every call fails within the configured bounds with an error for
 ///   which [`is_unavailable`](crate::is_unavailable) holds; the pool and the LISTEN connection
 ///   reconnect by themselves. [`is_connected`](Self::is_connected) and

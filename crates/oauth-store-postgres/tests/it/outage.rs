@@ -19,6 +19,10 @@ async fn assert_unavailable<T: std::fmt::Debug>(
     let err = call.await.expect_err(what);
     let took = started.elapsed();
     assert!(is_unavailable(&err), "{what}: {err:?}");
+    assert!(
+        err.is_unavailable() && !err.is_contention(),
+        "{what}: {err:?}"
+    );
     assert!(err.is_retryable() && !err.is_conflict(), "{what}: {err:?}");
     assert_no_secret(&format!("{err} {err:?}"));
     assert!(took < Duration::from_secs(4), "{what} took {took:?}");
@@ -44,6 +48,15 @@ async fn a_database_restart_fails_calls_typed_then_recovers_with_a_resync() {
             id: id("x")
         }
     );
+
+    let cooling_until = chrono::Utc::now() + chrono::Duration::minutes(10);
+    a.publish_cooldown(P, &id("x"), cooling_until)
+        .await
+        .expect("cooldown");
+    assert!(matches!(
+        tokio::time::timeout(Duration::from_secs(5), feed.recv()).await,
+        Ok(Ok(StoreChange::CooledDown { .. }))
+    ));
 
     cluster.stop();
     let down_at = Instant::now();
@@ -102,6 +115,19 @@ async fn a_database_restart_fails_calls_typed_then_recovers_with_a_resync() {
     .await
     .expect("a resync after the reconnect");
     assert_eq!(resync, P);
+    // Followed by the cooldowns still in force, so a resync loses none.
+    let replayed = tokio::time::timeout(Duration::from_secs(5), feed.recv())
+        .await
+        .expect("in time")
+        .expect("open");
+    let StoreChange::CooledDown {
+        id: cooled, until, ..
+    } = replayed
+    else {
+        panic!("expected the cooldown replay, got {replayed:?}");
+    };
+    assert_eq!(cooled, id("x"));
+    assert!((until - cooling_until).num_milliseconds().abs() < 1);
     assert!(
         eventually(Duration::from_secs(15), || async {
             b.reconnects() >= 1 && a.reconnects() >= 1
@@ -125,7 +151,7 @@ async fn a_database_restart_fails_calls_typed_then_recovers_with_a_resync() {
     let change = tokio::time::timeout(Duration::from_secs(5), async {
         loop {
             match feed.recv().await {
-                Ok(StoreChange::Resync { .. }) => continue,
+                Ok(StoreChange::Resync { .. } | StoreChange::CooledDown { .. }) => continue,
                 other => return other,
             }
         }
