@@ -118,7 +118,7 @@ async fn the_go_sequence_receives_a_signed_refresh_post() {
 async fn reconfigured_url_takes_the_next_delivery_while_the_one_in_flight_finishes() {
     let a = receiver(vec![secret(SPEC_SECRET)]).await;
     let b = receiver(vec![secret(OTHER_SECRET)]).await;
-    a.fail_next(1, Fault::Slow(Duration::from_secs(2)));
+    a.fail_next(1, Fault::Slow(Duration::from_secs(3)));
     let monitor = Monitor::new(Some(config(a.url(), vec![secret(SPEC_SECRET)]))).expect("valid");
     assert_eq!(
         monitor.status(),
@@ -132,11 +132,14 @@ async fn reconfigured_url_takes_the_next_delivery_while_the_one_in_flight_finish
         a.wait_for_requests(1, WAIT).await,
         "the first delivery reached A"
     );
-    assert!(!a.requests()[0].answered, "A is still answering");
 
     monitor
         .reconfigure(Some(config(b.url(), vec![secret(OTHER_SECRET)])))
         .expect("valid");
+    assert!(
+        !a.requests()[0].answered,
+        "reconfigured while A was still answering"
+    );
     assert!(monitor.notify_event(&refresh_failed(2)));
     assert!(b.wait_for_accepted(1, WAIT).await);
     assert!(a.wait_for_accepted(1, WAIT).await, "A's delivery finished");
@@ -250,8 +253,8 @@ async fn a_new_retry_schedule_applies_to_the_next_delivery() {
     assert_eq!(statuses, [500, 500, 500, 200]);
 }
 
-/// Timeout: built with 30 s and reconfigured to 300 ms before the delivery, a 20 s answer is
-/// abandoned after 300 ms and retried (under 30 s it would have been waited for, and accepted).
+/// Timeout: built with 30 s and reconfigured to 1 s before the delivery, a 20 s answer is
+/// abandoned after 1 s and retried (under 30 s it would have been waited for, and accepted).
 #[tokio::test]
 async fn a_new_timeout_applies_to_the_next_delivery() {
     let rx = receiver(vec![secret(SPEC_SECRET)]).await;
@@ -263,7 +266,7 @@ async fn a_new_timeout_applies_to_the_next_delivery() {
     let monitor = Monitor::new(Some(patient.clone())).expect("valid");
     monitor
         .reconfigure(Some(MonitoringConfig {
-            timeout: Duration::from_millis(300),
+            timeout: Duration::from_secs(1),
             ..patient
         }))
         .expect("valid");
