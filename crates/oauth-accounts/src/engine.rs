@@ -546,10 +546,20 @@ impl Engine {
                 // Our own write: reconciled without announcing it.
                 let mut own = Vec::new();
                 self.observe(&mut st, &path, &mut own)?;
-                st.by_path
-                    .get(&path)
-                    .map(|e| e.version)
-                    .ok_or_else(|| conflict(&key, expected, None))
+                let State {
+                    by_path,
+                    last_version,
+                    ..
+                } = &mut *st;
+                let entry = by_path
+                    .get_mut(&path)
+                    .ok_or_else(|| conflict(&key, expected, None))?;
+                if Some(entry.version) == actual {
+                    // The same content written again is still a write: one version more.
+                    entry.version = entry.version.saturating_add(1);
+                    last_version.insert(key.clone(), entry.version);
+                }
+                Ok(entry.version)
             }
         };
         self.publish(events);

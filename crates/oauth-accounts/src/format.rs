@@ -11,6 +11,7 @@ use serde_json::{Map, Value};
 
 use crate::error::{AccountError, describe_json};
 use crate::jwt;
+use crate::order::{Ordered, Shape};
 
 /// The provider names this crate files accounts under (the `provider` argument of
 /// [`CredentialStore`](oauth_store::CredentialStore) calls).
@@ -207,7 +208,7 @@ impl Format {
     /// `provider` names the `"type"` of a new CLIProxyAPI file.
     ///
     /// The output is indented like `original` (pretty when it spans lines, compact otherwise) and
-    /// ends with a newline when `original` did. Key order follows serde_json's map (sorted).
+    /// ends with a newline when `original` did; the file's key order is kept (new keys follow).
     ///
     /// # Errors
     /// [`AccountError::Malformed`] when `original` is not a JSON object of this format.
@@ -235,10 +236,13 @@ impl Format {
             Self::CliProxy => write_cliproxy(path, &mut top, credential, provider)?,
         }
         let value = Value::Object(top);
+        // The file's own key order, replayed (new keys follow, sorted).
+        let shape: Option<Shape> = original.and_then(|b| serde_json::from_slice(b).ok());
+        let ordered = Ordered(&value, shape.as_ref());
         let mut out = if pretty {
-            serde_json::to_vec_pretty(&value)
+            serde_json::to_vec_pretty(&ordered)
         } else {
-            serde_json::to_vec(&value)
+            serde_json::to_vec(&ordered)
         }
         .map_err(|e| AccountError::malformed(path, describe_json(&e)))?;
         if newline {

@@ -69,6 +69,7 @@ mod error;
 mod format;
 mod fsio;
 mod jwt;
+mod order;
 mod stores;
 
 pub use engine::Problem;

@@ -313,3 +313,43 @@ async fn an_account_directory_holds_every_format_and_skips_bad_files() {
     );
     assert_eq!(v["agent_identity"]["kept"], "as is");
 }
+
+#[tokio::test]
+async fn every_successful_write_is_a_new_version_even_with_the_same_content() {
+    let dir = tempfile::tempdir().expect("dir");
+    let path = dir.path().join("oauth_creds.json");
+    fs::write(&path, fixture("qwen_oauth_creds.json")).expect("write");
+    let store =
+        CliFile::open_unwatched(oauth_accounts::Format::QwenCode, &path, "q").expect("open");
+    assert!(!store.is_watching());
+    let id = store.id().clone();
+    let v = store
+        .load(providers::QWEN, &id)
+        .await
+        .expect("load")
+        .expect("stored");
+    let before = fs::read(&path).expect("read");
+    let v2 = store
+        .save(providers::QWEN, &v.value, Some(v.version))
+        .await
+        .expect("same content");
+    assert_eq!(v2, v.version + 1);
+    assert_eq!(
+        fs::read(&path).expect("read"),
+        before,
+        "nothing of the file changed"
+    );
+    assert!(
+        store
+            .save(providers::QWEN, &v.value, Some(v.version))
+            .await
+            .expect_err("old version")
+            .is_conflict()
+    );
+    // Without a watcher, a read sees an outside change.
+    let mut cli = read_json(&path);
+    cli["refresh_token"] = "rt-outside".into();
+    replace_like_cli(&path, cli.to_string().as_bytes());
+    let v3 = store.versions(providers::QWEN).await.expect("versions");
+    assert_eq!(v3.get(&id), Some(&(v2 + 1)));
+}
