@@ -130,6 +130,18 @@ where
     }
 }
 
+/// A shared refresher is a refresher (so `Arc<MyRefresher>` plugs in wherever one is taken).
+#[async_trait]
+impl<R: Refresher + ?Sized> Refresher for std::sync::Arc<R> {
+    async fn refresh(&self, credential: &Credential) -> Result<TokenSet, RefreshError> {
+        (**self).refresh(credential).await
+    }
+
+    fn is_configured(&self) -> bool {
+        (**self).is_configured()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use chrono::Utc;

@@ -218,6 +218,64 @@ impl fmt::Debug for RefreshGuard {
     }
 }
 
+/// A shared store is a store (so `Arc<FileStore>` plugs in wherever one is taken).
+#[async_trait]
+impl<S: CredentialStore + ?Sized> CredentialStore for Arc<S> {
+    async fn load_all(&self, provider: &str) -> Result<Vec<Versioned<Credential>>, StoreError> {
+        (**self).load_all(provider).await
+    }
+
+    async fn load(
+        &self,
+        provider: &str,
+        id: &CredentialId,
+    ) -> Result<Option<Versioned<Credential>>, StoreError> {
+        (**self).load(provider, id).await
+    }
+
+    async fn save(
+        &self,
+        provider: &str,
+        credential: &Credential,
+        expected: Option<Version>,
+    ) -> Result<Version, StoreError> {
+        (**self).save(provider, credential, expected).await
+    }
+
+    async fn delete(
+        &self,
+        provider: &str,
+        id: &CredentialId,
+        expected: Option<Version>,
+    ) -> Result<(), StoreError> {
+        (**self).delete(provider, id, expected).await
+    }
+
+    async fn versions(
+        &self,
+        provider: &str,
+    ) -> Result<BTreeMap<CredentialId, Version>, StoreError> {
+        (**self).versions(provider).await
+    }
+
+    fn refresh_lock(&self) -> Option<Arc<dyn RefreshLock>> {
+        (**self).refresh_lock()
+    }
+
+    fn changes(&self) -> Option<broadcast::Receiver<StoreChange>> {
+        (**self).changes()
+    }
+
+    async fn publish_cooldown(
+        &self,
+        provider: &str,
+        id: &CredentialId,
+        until: DateTime<Utc>,
+    ) -> Result<(), StoreError> {
+        (**self).publish_cooldown(provider, id, until).await
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use std::sync::atomic::{AtomicUsize, Ordering};
