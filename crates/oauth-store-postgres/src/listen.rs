@@ -9,7 +9,8 @@ use oauth_core::CredentialId;
 use oauth_store::StoreChange;
 use serde::Deserialize;
 use tokio::sync::mpsc;
-use tokio_postgres::{AsyncMessage, Client, NoTls};
+use tokio_postgres::tls::{MakeTlsConnect, TlsConnect};
+use tokio_postgres::{AsyncMessage, Client, Socket};
 
 use crate::PostgresConfig;
 use crate::store::Shared;
@@ -88,11 +89,21 @@ struct Wire {
 
 /// The LISTEN task: runs sessions for as long as the store lives (it is aborted when the last
 /// handle drops).
-pub(crate) async fn run(shared: Arc<Shared>, pg: tokio_postgres::Config, config: PostgresConfig) {
+pub(crate) async fn run<T>(
+    shared: Arc<Shared>,
+    pg: tokio_postgres::Config,
+    tls: T,
+    config: PostgresConfig,
+) where
+    T: MakeTlsConnect<Socket> + Clone + Send + Sync + 'static,
+    T::Stream: Send + Sync + 'static,
+    T::TlsConnect: Send + Sync,
+    <T::TlsConnect as TlsConnect<Socket>>::Future: Send,
+{
     let mut sessions: u64 = 0;
     let mut delay = config.reconnect_delay;
     loop {
-        let established = session(&shared, &pg, &config, sessions > 0).await;
+        let established = session(&shared, &pg, tls.clone(), &config, sessions > 0).await;
         shared.connected.send_replace(false);
         if established {
             sessions += 1;
@@ -118,15 +129,22 @@ impl Drop for AbortOnDrop {
 }
 
 /// One connection's life; returns whether LISTEN was established at all.
-async fn session(
+async fn session<T>(
     shared: &Shared,
     pg: &tokio_postgres::Config,
+    tls: T,
     config: &PostgresConfig,
     resync: bool,
-) -> bool {
+) -> bool
+where
+    T: MakeTlsConnect<Socket> + Send,
+    T::Stream: Send + 'static,
+    T::TlsConnect: Send,
+    <T::TlsConnect as TlsConnect<Socket>>::Future: Send,
+{
     let (client, mut connection) = match tokio::time::timeout(
         config.connect_timeout,
-        pg.connect(NoTls),
+        pg.connect(tls),
     )
     .await
     {

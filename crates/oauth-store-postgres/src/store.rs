@@ -14,6 +14,8 @@ use oauth_store::{CredentialStore, RefreshLock, StoreChange, StoreError, Version
 use tokio::sync::{Notify, broadcast, watch};
 use tokio::task::JoinHandle;
 use tokio_postgres::NoTls;
+use tokio_postgres::Socket;
+use tokio_postgres::tls::{MakeTlsConnect, TlsConnect};
 
 use crate::lease::PostgresRefreshLock;
 use crate::listen::{self, CHANNEL, Notice};
@@ -87,10 +89,27 @@ impl PostgresStore {
     /// replica already migrated it to a newer schema, [`PostgresError::Config`] for settings the
     /// pool refuses.
     pub async fn connect(config: PostgresConfig) -> Result<Self, PostgresError> {
+        Self::connect_with_tls(config, NoTls).await
+    }
+
+    /// [`connect`](Self::connect) through a TLS connector, for example
+    /// `tokio_postgres_rustls::MakeRustlsConnect` or `postgres_native_tls::MakeTlsConnector`
+    /// (used for the pooled connections and the LISTEN connection alike; `sslmode` in the URL
+    /// decides whether TLS is required). This crate itself is tested without TLS.
+    ///
+    /// # Errors
+    /// As [`connect`](Self::connect).
+    pub async fn connect_with_tls<T>(config: PostgresConfig, tls: T) -> Result<Self, PostgresError>
+    where
+        T: MakeTlsConnect<Socket> + Clone + Send + Sync + 'static,
+        T::Stream: Send + Sync + 'static,
+        T::TlsConnect: Send + Sync,
+        <T::TlsConnect as TlsConnect<Socket>>::Future: Send,
+    {
         let pg = config.client_config();
         let manager = Manager::from_config(
             pg.clone(),
-            NoTls,
+            tls.clone(),
             ManagerConfig {
                 recycling_method: RecyclingMethod::Fast,
             },
@@ -133,7 +152,7 @@ impl PostgresStore {
             reconnects: AtomicU64::new(0),
             notifications: AtomicU64::new(0),
         });
-        let listener = tokio::spawn(listen::run(Arc::clone(&shared), pg, config.clone()));
+        let listener = tokio::spawn(listen::run(Arc::clone(&shared), pg, tls, config.clone()));
         let store = Self {
             inner: Arc::new(Inner {
                 pool,
