@@ -380,6 +380,21 @@ impl RefreshError {
         !matches!(self, Self::CommitFailed { .. }) && self.kind().is_retryable()
     }
 
+    /// A configuration mistake (`invalid_client`, `unauthorized_client`,
+    /// `unsupported_grant_type`, `invalid_request`, `invalid_scope`, a client id or secret the
+    /// client authentication needs and nobody configured, no refresher): fixing the configuration
+    /// clears it, no sign-in is needed. Never true for a dead grant.
+    pub fn is_misconfiguration(&self) -> bool {
+        self.kind() == FailureKind::Misconfigured
+    }
+
+    /// The grant is dead (`invalid_grant`, a reused, expired or revoked refresh token,
+    /// `access_denied`, no refresh token at all): the account must be signed in again. Never
+    /// true for a configuration mistake.
+    pub fn is_dead_grant(&self) -> bool {
+        self.kind() == FailureKind::PermanentAuth
+    }
+
     /// The refreshed credential a failed commit left behind, if that is what happened.
     pub fn refreshed_credential(&self) -> Option<&Credential> {
         match self {

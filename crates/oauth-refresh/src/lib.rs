@@ -94,10 +94,10 @@ pub use coordinator::{
 pub use error::{MalformedReason, OAuthErrorCode, RefreshError, StrategyError};
 #[cfg(feature = "http")]
 pub use http::{
-    ClientAuth, DEFAULT_CONNECT_TIMEOUT, DEFAULT_MAX_ERROR_BODY_BYTES, DEFAULT_MAX_RESPONSE_BYTES,
-    DEFAULT_REQUEST_TIMEOUT, Encoding, HttpBuildError, HttpRefresher, HttpRefresherBuilder,
-    MAX_ACCESS_TOKEN_LIFETIME, MissingExpiry, TokenEndpoint, TokenResponse, parse_error_response,
-    parse_token_response,
+    ClientAuth, ClientRequirement, DEFAULT_CONNECT_TIMEOUT, DEFAULT_MAX_ERROR_BODY_BYTES,
+    DEFAULT_MAX_RESPONSE_BYTES, DEFAULT_REQUEST_TIMEOUT, Encoding, HttpBuildError, HttpRefresher,
+    HttpRefresherBuilder, MAX_ACCESS_TOKEN_LIFETIME, MissingExpiry, TokenEndpoint, TokenResponse,
+    parse_error_response, parse_token_response,
 };
 pub use refresher::{FnRefresher, NoopRefresher, Refresher};
 pub use strategy::RefreshStrategy;

@@ -45,6 +45,25 @@ pub enum Encoding {
     Json,
 }
 
+/// What client configuration an endpoint must carry itself, before any credential is seen.
+///
+/// The provider presets require their CLI's client (the credential files the CLIs write carry
+/// no client id), so a preset stripped of it fails at
+/// [`build`](HttpRefresherBuilder::build) with a typed [`HttpBuildError`] instead of failing
+/// every refresh later as misconfigured.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[non_exhaustive]
+pub enum ClientRequirement {
+    /// Nothing: each credential may carry its own client id (and secret). The default of
+    /// [`TokenEndpoint::new`].
+    #[default]
+    None,
+    /// A default client id ([`TokenEndpoint::default_client_id`]).
+    ClientId,
+    /// A default client id and secret (an installed-application client such as Gemini CLI's).
+    ClientIdAndSecret,
+}
+
 /// A token endpoint and how to talk to it. Start from [`TokenEndpoint::new`] or a
 /// [preset](crate::presets); every field stays configurable.
 ///
@@ -71,6 +90,9 @@ pub struct TokenEndpoint {
     pub default_client_secret: Option<SecretString>,
     /// What to assume when the response has no `expires_in`.
     pub missing_expiry: MissingExpiry,
+    /// What client configuration the endpoint itself must carry (checked by
+    /// [`build`](HttpRefresherBuilder::build)).
+    pub client_requirement: ClientRequirement,
 }
 
 impl fmt::Debug for TokenEndpoint {
@@ -92,6 +114,7 @@ impl fmt::Debug for TokenEndpoint {
             .field("default_client_id", &self.default_client_id)
             .field("default_client_secret", &self.default_client_secret)
             .field("missing_expiry", &self.missing_expiry)
+            .field("client_requirement", &self.client_requirement)
             .finish()
     }
 }
@@ -109,6 +132,7 @@ impl TokenEndpoint {
             default_client_id: None,
             default_client_secret: None,
             missing_expiry: MissingExpiry::default(),
+            client_requirement: ClientRequirement::None,
         }
     }
 
@@ -162,6 +186,13 @@ impl TokenEndpoint {
         self
     }
 
+    /// Sets what client configuration the endpoint itself must carry.
+    #[must_use]
+    pub const fn with_client_requirement(mut self, requirement: ClientRequirement) -> Self {
+        self.client_requirement = requirement;
+        self
+    }
+
     /// Sets what to assume when the response has no `expires_in`.
     #[must_use]
     pub const fn with_missing_expiry(mut self, missing: MissingExpiry) -> Self {
@@ -192,6 +223,24 @@ pub enum HttpBuildError {
     /// The HTTP client could not be built (TLS initialisation).
     #[error("could not build the HTTP client")]
     Client,
+    /// The endpoint requires a default client id ([`ClientRequirement`]) and has none: a
+    /// configuration mistake, reported before any refresh (set it with
+    /// [`TokenEndpoint::with_default_client`]).
+    #[error("the token endpoint needs a default client id and has none")]
+    MissingClientId,
+    /// The endpoint requires a default client secret ([`ClientRequirement::ClientIdAndSecret`])
+    /// and has none.
+    #[error("the token endpoint needs a default client secret and has none")]
+    MissingClientSecret,
+}
+
+impl HttpBuildError {
+    /// The [`FailureKind`](oauth_core::FailureKind) a refresh would have failed with:
+    /// [`Misconfigured`](oauth_core::FailureKind::Misconfigured) for every build error (they are
+    /// all configuration mistakes, which a configuration fix clears without a sign-in).
+    pub const fn kind(&self) -> oauth_core::FailureKind {
+        oauth_core::FailureKind::Misconfigured
+    }
 }
 
 /// The default connect timeout.
@@ -288,6 +337,26 @@ impl HttpRefresherBuilder {
             .find(|(name, _)| GRANT_FIELDS.contains(&name.as_str()))
         {
             return Err(HttpBuildError::ReservedParam { name: name.clone() });
+        }
+        let ep = &self.endpoint;
+        let has_id = ep
+            .default_client_id
+            .as_deref()
+            .is_some_and(|id| !id.is_empty());
+        let has_secret = ep
+            .default_client_secret
+            .as_ref()
+            .is_some_and(|s| !s.expose_secret().is_empty());
+        match ep.client_requirement {
+            ClientRequirement::None => {}
+            ClientRequirement::ClientId if !has_id => return Err(HttpBuildError::MissingClientId),
+            ClientRequirement::ClientIdAndSecret if !has_id => {
+                return Err(HttpBuildError::MissingClientId);
+            }
+            ClientRequirement::ClientIdAndSecret if !has_secret => {
+                return Err(HttpBuildError::MissingClientSecret);
+            }
+            ClientRequirement::ClientId | ClientRequirement::ClientIdAndSecret => {}
         }
         let mut headers = HeaderMap::new();
         headers.insert(ACCEPT, HeaderValue::from_static("application/json"));

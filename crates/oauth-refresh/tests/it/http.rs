@@ -478,3 +478,48 @@ fn the_endpoint_debug_hides_header_and_parameter_values_and_the_query() {
         );
     }
 }
+
+#[tokio::test]
+async fn configuration_mistakes_are_misconfigured_and_dead_grants_are_not() {
+    let f = Fixture::start().await;
+    for code in [
+        "invalid_client",
+        "unauthorized_client",
+        "unsupported_grant_type",
+    ] {
+        let err = f
+            .fail_once(Fault::OAuthError {
+                status: 400,
+                error: code.into(),
+            })
+            .await;
+        assert!(
+            err.is_misconfiguration() && !err.is_dead_grant(),
+            "{code}: {err:?}"
+        );
+        assert_eq!(err.kind(), FailureKind::Misconfigured, "{code}");
+    }
+    for code in ["invalid_grant", "refresh_token_reused", "access_denied"] {
+        let err = f
+            .fail_once(Fault::OAuthError {
+                status: 400,
+                error: code.into(),
+            })
+            .await;
+        assert!(
+            err.is_dead_grant() && !err.is_misconfiguration(),
+            "{code}: {err:?}"
+        );
+    }
+    // No client id anywhere for client authentication in the body: refused before any request.
+    let before = f.server.stats().requests;
+    let anonymous = seeded("n", &f.server.issue_grant("c")).with_client("", None);
+    let err = f
+        .refresher
+        .refresh(&anonymous)
+        .await
+        .expect_err("no client id");
+    assert!(matches!(err, RefreshError::ClientConfig { .. }));
+    assert!(err.is_misconfiguration());
+    assert_eq!(f.server.stats().requests, before);
+}
