@@ -4,7 +4,9 @@ use std::collections::HashMap;
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
-use oauth_core::{CredentialId, Event, EventKind, HealthSnapshot, UsageSnapshot, after, delta};
+use oauth_core::{
+    Credential, CredentialId, Event, EventKind, HealthSnapshot, UsageSnapshot, after, delta,
+};
 use serde_json::{Map, json};
 
 use crate::config::{MonitoringConfig, WebhookEventType};
@@ -66,6 +68,21 @@ impl<'a> AlertFacts<'a> {
             refresh_token_expires_at: None,
             refreshable: false,
         }
+    }
+
+    /// The facts of a pool credential: its id, both expiries, and `refreshable` when the pool has
+    /// a working refresher (`refresher_configured`, i.e. `Refresher::is_configured`) and the
+    /// credential holds a refresh token.
+    pub fn for_credential(
+        credential: &'a Credential,
+        health: &'a HealthSnapshot,
+        usage: &'a UsageSnapshot,
+        refresher_configured: bool,
+    ) -> Self {
+        Self::new(&credential.id, health, usage)
+            .with_access_token_expiry(credential.expires_at)
+            .with_refresh_token_expiry(credential.refresh_token_expires_at)
+            .with_refreshable(refresher_configured && credential.refresh_token.is_some())
     }
 
     /// Sets the access token's expiry.
@@ -515,4 +532,38 @@ fn high_failure_rate(
         format!("High failure rate detected: {:.1}%", rate * 100.0),
         d,
     ))
+}
+
+#[cfg(test)]
+mod tests {
+    use chrono::TimeZone;
+    use oauth_core::{CredentialHealth, HealthPolicy};
+
+    use super::*;
+
+    #[test]
+    fn facts_of_a_credential_are_refreshable_only_with_a_refresher_and_a_refresh_token() {
+        let now = Utc
+            .with_ymd_and_hms(2026, 1, 1, 0, 0, 0)
+            .single()
+            .expect("valid date");
+        let health = CredentialHealth::default().snapshot(&HealthPolicy::default(), now);
+        let usage = UsageSnapshot::default();
+        let mut bare = Credential::new("c", "at", now).expect("valid");
+        bare.expires_at = Some(now + chrono::TimeDelta::hours(1));
+        bare.refresh_token_expires_at = Some(now + chrono::TimeDelta::days(30));
+        let with_rt = bare.clone().with_refresh_token("rt");
+        for (cred, configured, refreshable) in [
+            (&bare, true, false),
+            (&with_rt, false, false),
+            (&with_rt, true, true),
+        ] {
+            let f = AlertFacts::for_credential(cred, &health, &usage, configured);
+            assert_eq!(f.refreshable, refreshable);
+            assert_eq!(f.access_token_renewed(), refreshable);
+            assert_eq!(f.access_token_expires_at, cred.expires_at);
+            assert_eq!(f.refresh_token_expires_at, cred.refresh_token_expires_at);
+            assert_eq!(f.id, &cred.id);
+        }
+    }
 }

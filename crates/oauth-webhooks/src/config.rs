@@ -491,11 +491,6 @@ pub enum ConfigError {
         /// The rejected value.
         value: f64,
     },
-    /// `WebhookNotifier::new` was called outside a tokio runtime.
-    #[error(
-        "a webhook notifier spawns its delivery task: create it inside a tokio runtime (multi-thread or current-thread)"
-    )]
-    NoRuntime,
     /// The HTTP client could not be built (TLS backend initialisation).
     #[error("cannot build the webhook HTTP client")]
     HttpClient(#[source] Box<dyn std::error::Error + Send + Sync>),

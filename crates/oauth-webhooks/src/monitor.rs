@@ -321,3 +321,21 @@ impl std::fmt::Debug for Monitor {
             .finish_non_exhaustive()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn send_sync<T: Send + Sync>(_: &T) {}
+    fn send<T: Send>(_: T) {}
+
+    /// The pool holds a `Monitor` in a cheaply cloned, `Send + Sync` manager and awaits its
+    /// shutdown on any task.
+    #[tokio::test]
+    async fn monitor_is_send_sync_and_its_shutdown_is_send() {
+        let monitor = Monitor::with_notifier(None, Arc::new(crate::NoopNotifier)).expect("valid");
+        send_sync(&monitor);
+        send(monitor.shutdown(Duration::ZERO));
+        assert_eq!(monitor.status(), DeliveryStatus::Discarding);
+    }
+}
