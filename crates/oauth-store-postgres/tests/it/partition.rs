@@ -94,9 +94,12 @@ async fn a_partitioned_replica_fails_typed_within_its_bounds_and_recovers_when_h
     let err = cut_off.load(P, &id("x")).await.expect_err("partitioned");
     let took = started.elapsed();
     assert!(is_unavailable(&err) && !err.is_conflict(), "{err:?}");
-    // Bounded by the operation timeout (2 s in these tests), not by TCP's minutes.
-    assert!(took < Duration::from_secs(4), "{took:?}");
-    tokio::time::timeout(Duration::from_secs(6), status.wait_for(|up| !*up))
+    // Bounded by the operation timeout (3 s in these tests), not by TCP's minutes.
+    assert!(
+        took >= Duration::from_secs(2) && took < Duration::from_secs(5),
+        "{took:?}"
+    );
+    tokio::time::timeout(Duration::from_secs(8), status.wait_for(|up| !*up))
         .await
         .expect("the health ping notices the partition")
         .expect("status");

@@ -276,14 +276,15 @@ pub(crate) fn shared() -> &'static Cluster {
     CLUSTER.get_or_init(Cluster::start)
 }
 
-/// Settings for tests: short timeouts so outages show within a second or two.
+/// Settings for tests: short timeouts (2 s connect, 3 s per operation, a ping every 0.5 s) so
+/// outages show within seconds, with room for a loaded machine.
 pub(crate) fn config(url: &str, replica: &str) -> PostgresConfig {
     PostgresConfig::from_url(url)
         .expect("url")
         .replica_id(replica)
         .pool_size(4)
-        .connect_timeout(Duration::from_secs(1))
-        .operation_timeout(Duration::from_secs(2))
+        .connect_timeout(Duration::from_secs(2))
+        .operation_timeout(Duration::from_secs(3))
         .health_interval(Duration::from_millis(500))
         .reconnect_delay(Duration::from_millis(50), Duration::from_millis(500))
 }
