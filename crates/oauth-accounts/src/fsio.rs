@@ -72,7 +72,18 @@ fn tmp_prefix(target: &Path) -> String {
 
 /// Writes `bytes` to a new temporary file in `target`'s directory with permission bits `mode`
 /// (set explicitly, so the umask does not change them), and flushes it to disk.
+///
+/// A `target` that is a symbolic link is resolved first: the file it points to is replaced and the
+/// link stays a link (users link `~/.gemini/oauth_creds.json` into a synced directory).
 pub(crate) fn stage(target: &Path, bytes: &[u8], mode: u32) -> io::Result<Staged> {
+    let resolved;
+    let target = match fs::symlink_metadata(target) {
+        Ok(m) if m.file_type().is_symlink() => {
+            resolved = fs::canonicalize(target)?;
+            resolved.as_path()
+        }
+        _ => target,
+    };
     let dir = parent(target);
     let prefix = tmp_prefix(target);
     let tmp = dir.join(format!(

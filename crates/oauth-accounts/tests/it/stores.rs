@@ -353,3 +353,42 @@ async fn every_successful_write_is_a_new_version_even_with_the_same_content() {
     let v3 = store.versions(providers::QWEN).await.expect("versions");
     assert_eq!(v3.get(&id), Some(&(v2 + 1)));
 }
+
+#[tokio::test]
+async fn a_symlinked_cli_file_stays_a_link() {
+    let dir = tempfile::tempdir().expect("dir");
+    let real_dir = dir.path().join("synced");
+    fs::create_dir(&real_dir).expect("mkdir");
+    let real = real_dir.join("gemini.json");
+    fs::write(&real, fixture("gemini_oauth_creds.json")).expect("write");
+    let cli_dir = dir.path().join(".gemini");
+    fs::create_dir(&cli_dir).expect("mkdir");
+    let link = cli_dir.join("oauth_creds.json");
+    std::os::unix::fs::symlink(&real, &link).expect("symlink");
+
+    let store = CliFile::gemini(&link).expect("open");
+    let id = store.id().clone();
+    let v = store
+        .load(providers::GEMINI, &id)
+        .await
+        .expect("load")
+        .expect("stored");
+    store
+        .save(
+            providers::GEMINI,
+            &rotate(&v.value, "linked"),
+            Some(v.version),
+        )
+        .await
+        .expect("save");
+    assert!(
+        fs::symlink_metadata(&link)
+            .expect("meta")
+            .file_type()
+            .is_symlink()
+    );
+    assert_eq!(
+        read_json(&real)["refresh_token"],
+        format!("rt-linked-{SECRET_MARKER}")
+    );
+}
