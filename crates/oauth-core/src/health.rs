@@ -494,7 +494,8 @@ impl CredentialHealth {
         // The earliest moment the token is known to stop working wins: a later failure that
         // learned the token is rejected (None) tightens it to now.
         let gate = access_valid_until.unwrap_or(now).max(now);
-        self.refresh_gates_use_from = Some(self.refresh_gates_use_from.map_or(gate, |g| g.min(gate)));
+        self.refresh_gates_use_from =
+            Some(self.refresh_gates_use_from.map_or(gate, |g| g.min(gate)));
         Some(if was_healthy && !self.is_healthy(policy) {
             HealthChange::BecameUnhealthy
         } else {

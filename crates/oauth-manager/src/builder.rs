@@ -381,10 +381,15 @@ impl OAuthKeyManagerBuilder {
             rotation: Rotating::new(tracker, self.hooks),
             structure: tokio::sync::Mutex::new(()),
             seed: self.seed,
+            gauges: std::sync::OnceLock::new(),
         };
-        Ok(OAuthKeyManager {
+        let manager = OAuthKeyManager {
             inner: Arc::new(inner),
-        })
+        };
+        let gauges = manager.gauge_source();
+        manager.inner.telemetry.attach_gauges(Arc::downgrade(&gauges));
+        let _ = manager.inner.gauges.set(gauges);
+        Ok(manager)
     }
 }
 

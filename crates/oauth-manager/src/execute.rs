@@ -5,6 +5,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use chrono::{DateTime, Utc};
+use tracing::Instrument as _;
 
 use oauth_core::{ClassifyFailure, Credential, CredentialId, FailureKind, Usage};
 use oauth_metrics::RequestOutcome;
@@ -87,18 +88,29 @@ impl OAuthKeyManager {
         // An owned copy of what a call needs (no heap: durations and flags), so no guard on the
         // shared settings is held while the operation runs.
         let settings = CallSettings::from(&**self.settings());
-        match settings.failover.deadline {
-            None => self.execute_inner(operation, &settings).await,
-            Some(deadline) => {
-                tokio::time::timeout(deadline, self.execute_inner(operation, &settings))
-                    .await
-                    .unwrap_or_else(|_| {
-                        Err(ExecuteError::DeadlineExceeded {
-                            provider: self.inner.provider.clone(),
+        // One span per call (and one per attempt inside it): provider, credentials, attempts and
+        // outcome classes, never a token.
+        let span = tracing::info_span!(
+            "oauth.execute",
+            provider = %self.inner.provider,
+            credential = tracing::field::Empty,
+            attempts = tracing::field::Empty,
+        );
+        let call = async {
+            match settings.failover.deadline {
+                None => self.execute_inner(operation, &settings).await,
+                Some(deadline) => {
+                    tokio::time::timeout(deadline, self.execute_inner(operation, &settings))
+                        .await
+                        .unwrap_or_else(|_| {
+                            Err(ExecuteError::DeadlineExceeded {
+                                provider: self.inner.provider.clone(),
+                            })
                         })
-                    })
+                }
             }
-        }
+        };
+        call.instrument(span).await
     }
 
     async fn execute_inner<T, E, F, Fut>(
@@ -167,8 +179,28 @@ impl OAuthKeyManager {
             };
             attempts += 1;
             let now_ms = clock.get();
-            match self.attempt(&slot, &mut operation, settings, now_ms).await {
+            let attempt_span = tracing::info_span!(
+                "oauth.attempt",
+                credential = %slot.id,
+                attempt = attempts,
+                outcome = tracing::field::Empty,
+            );
+            let result = self
+                .attempt(&slot, &mut operation, settings, now_ms)
+                .instrument(attempt_span.clone())
+                .await;
+            attempt_span.record(
+                "outcome",
+                match &result {
+                    Ok(_) => "success",
+                    Err(failed) => failed.kind.as_str(),
+                },
+            );
+            match result {
                 Ok((value, usage)) => {
+                    let span = tracing::Span::current();
+                    span.record("credential", tracing::field::display(&slot.id));
+                    span.record("attempts", attempts);
                     return Ok(Served {
                         value,
                         usage,
@@ -188,6 +220,12 @@ impl OAuthKeyManager {
                 }
                 Err(failed) => {
                     if attempts < max_attempts {
+                        tracing::warn!(
+                            credential = %slot.id,
+                            reason = failed.kind.as_str(),
+                            attempt = attempts,
+                            "failing over to another credential"
+                        );
                         self.inner.telemetry.record_failover(&slot.id, failed.kind);
                     }
                     last = Some((slot.id.clone(), failed));

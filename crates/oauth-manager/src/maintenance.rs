@@ -3,7 +3,8 @@
 use std::time::Duration;
 
 use oauth_core::CredentialId;
-use tokio::sync::watch;
+use oauth_store::StoreChange;
+use tokio::sync::{broadcast, watch};
 use tokio::task::JoinHandle;
 
 use crate::manager::OAuthKeyManager;
@@ -127,12 +128,14 @@ impl OAuthKeyManager {
         config.validate()?;
         let (stop, mut stopped) = watch::channel(false);
         let this = self.clone();
+        let mut changes = self.inner.refreshing.changes();
         let task = tokio::spawn(async move {
             let mut ticker = tokio::time::interval(config.interval);
             ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
             loop {
                 tokio::select! {
                     _ = ticker.tick() => { this.run_maintenance_once(&config).await; }
+                    change = next_change(&mut changes) => { this.apply_store_change(change).await; }
                     _ = stopped.changed() => break,
                 }
             }
@@ -156,6 +159,70 @@ impl OAuthKeyManager {
         report.decommissioned = decommissioned.decommissioned;
         report.alerts = self.check_alerts().len();
         report
+    }
+
+    /// Adopts one change the store's feed reported (another process refreshed, a file was dropped
+    /// into an account directory, a replica saw a rate limit...). A gap in the feed reloads all.
+    pub(crate) async fn apply_store_change(&self, change: Option<StoreChange>) {
+        let change = change.unwrap_or(StoreChange::Resync {
+            provider: self.provider().to_owned(),
+        });
+        match change {
+            StoreChange::Changed { provider, id } if provider == self.provider() => {
+                match self.slot(id.as_str()) {
+                    Some(slot) => {
+                        self.inner.refreshing.adopt_from_store(self, &slot).await;
+                    }
+                    None => self.join_from_store(&id).await,
+                }
+            }
+            StoreChange::Removed { provider, id } if provider == self.provider() => {
+                let _structure = self.inner.structure.lock().await;
+                if self.slot(id.as_str()).is_some() && self.inner.selection.len() > 1 {
+                    self.remove_slot(&id);
+                }
+            }
+            StoreChange::CooledDown {
+                provider,
+                id,
+                until,
+            } if provider == self.provider() => {
+                if let Some(slot) = self.slot(id.as_str()) {
+                    let time = &self.inner.time;
+                    let (now, until) = (time.health(), time.from_wall(until));
+                    let policy = self.settings().health.clone();
+                    let (change, published) =
+                        slot.with_health(now, |h| h.cool_down_until(until, &policy, now));
+                    // Reported, but not published again: it came from the store.
+                    self.inner.selection.republished(published, time.now_ms());
+                    let change = crate::reporting::change_to_wall(change, time);
+                    self.inner.telemetry.emit(oauth_core::Event::from_health(
+                        slot.id.clone(),
+                        change,
+                        time.wall(),
+                    ));
+                }
+            }
+            StoreChange::Resync { provider } if provider == self.provider() => {
+                let mut report = MaintenanceReport::default();
+                self.adopt_store_changes(&mut report).await;
+            }
+            _ => {}
+        }
+    }
+
+    /// A credential that appeared in the store (not added through this pool) joins it.
+    async fn join_from_store(&self, id: &CredentialId) {
+        let _structure = self.inner.structure.lock().await;
+        if self.slot(id.as_str()).is_some() {
+            return;
+        }
+        if let Ok(Some(stored)) = self.inner.refreshing.load(id).await {
+            let cred = stored.value;
+            if self.inner.rotation.track(cred.id.clone(), cred.created_at).is_ok() {
+                self.insert_slot(cred, stored.version);
+            }
+        }
     }
 
     async fn refresh_ahead(&self, config: &MaintenanceConfig, report: &mut MaintenanceReport) {
@@ -204,6 +271,11 @@ impl OAuthKeyManager {
         };
         for (id, version) in versions {
             let Some(slot) = self.slot(id.as_str()) else {
+                // Stored by another process or dropped into the store's directory.
+                self.join_from_store(&id).await;
+                if self.slot(id.as_str()).is_some() {
+                    report.adopted.push(id);
+                }
                 continue;
             };
             if slot.version() == version || slot.persist_pending() {
@@ -212,6 +284,22 @@ impl OAuthKeyManager {
             if self.inner.refreshing.adopt_from_store(self, &slot).await {
                 report.adopted.push(id);
             }
+        }
+    }
+}
+
+/// The next change of an optional feed: pending forever without one; `None` when the feed lagged
+/// or closed (then everything is reloaded, and a closed feed is dropped).
+async fn next_change(feed: &mut Option<broadcast::Receiver<StoreChange>>) -> Option<StoreChange> {
+    let Some(rx) = feed.as_mut() else {
+        return std::future::pending().await;
+    };
+    match rx.recv().await {
+        Ok(change) => Some(change),
+        Err(broadcast::error::RecvError::Lagged(_)) => None,
+        Err(broadcast::error::RecvError::Closed) => {
+            *feed = None;
+            None
         }
     }
 }

@@ -70,6 +70,8 @@ pub(crate) struct Inner {
     /// store write they make.
     pub(crate) structure: tokio::sync::Mutex<()>,
     pub(crate) seed: u64,
+    /// The scrape-time gauges handed (weakly) to the recorder; kept alive here.
+    pub(crate) gauges: std::sync::OnceLock<Arc<dyn oauth_metrics::GaugeSource>>,
 }
 
 impl OAuthKeyManager {
@@ -371,6 +373,11 @@ impl OAuthKeyManager {
             .republished(published, self.inner.time.now_ms());
         if let Some(change) = change {
             let time = &self.inner.time;
+            if let HealthChange::CooledDown { until } = change {
+                self.inner
+                    .refreshing
+                    .publish_cooldown(&slot.id, time.to_wall(until));
+            }
             let change = crate::reporting::change_to_wall(change, time);
             self.inner
                 .telemetry

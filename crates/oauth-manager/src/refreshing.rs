@@ -56,6 +56,17 @@ pub(crate) enum RefreshNeed {
     Forced,
 }
 
+impl RefreshNeed {
+    fn as_str(&self) -> &'static str {
+        match self {
+            Self::Strategy => "expiring",
+            Self::Rejected(_) => "rejected",
+            Self::Ahead(_) => "ahead",
+            Self::Forced => "forced",
+        }
+    }
+}
+
 /// Where an externally changed credential comes from.
 #[derive(Debug, Clone, Copy)]
 pub(crate) enum Origin {
@@ -79,6 +90,9 @@ pub(crate) struct Refreshing {
     store: Arc<dyn CredentialStore>,
     credential_provider: ArcSwap<ProviderCell>,
     outage: StoreOutage,
+    /// The store shares changes between processes (it has a change feed): rate-limit cooldowns
+    /// seen here are published to it.
+    shared: bool,
 }
 
 impl std::fmt::Debug for Refreshing {
@@ -100,6 +114,7 @@ impl Refreshing {
         credential_provider: Arc<dyn CredentialProvider>,
         outage: StoreOutage,
     ) -> Self {
+        let shared = store.changes().is_some();
         Self {
             provider,
             refresher: ArcSwap::from_pointee(RefresherCell(refresher)),
@@ -107,7 +122,39 @@ impl Refreshing {
             store,
             credential_provider: ArcSwap::from_pointee(ProviderCell(credential_provider)),
             outage,
+            shared,
         }
+    }
+
+    /// The store's change feed, if it has one.
+    pub(crate) fn changes(
+        &self,
+    ) -> Option<tokio::sync::broadcast::Receiver<oauth_store::StoreChange>> {
+        self.store.changes()
+    }
+
+    /// Shares a cooldown with the other processes using the store (on its own task; nothing for a
+    /// store without a change feed).
+    pub(crate) fn publish_cooldown(&self, id: &oauth_core::CredentialId, until: DateTime<Utc>) {
+        if !self.shared {
+            return;
+        }
+        let (store, provider, id) = (Arc::clone(&self.store), self.provider.clone(), id.clone());
+        if let Ok(rt) = tokio::runtime::Handle::try_current() {
+            rt.spawn(async move {
+                if let Err(e) = store.publish_cooldown(&provider, &id, until).await {
+                    tracing::warn!(provider = %provider, credential = %id, error = %e, "sharing a cooldown failed");
+                }
+            });
+        }
+    }
+
+    /// One stored credential, for a credential that joined the store from elsewhere.
+    pub(crate) async fn load(
+        &self,
+        id: &oauth_core::CredentialId,
+    ) -> Result<Option<oauth_store::Versioned<Credential>>, StoreError> {
+        self.store.load(&self.provider, id).await
     }
 
     pub(crate) fn refresher(&self) -> Arc<dyn Refresher> {
@@ -161,15 +208,34 @@ impl Refreshing {
         slot: &Arc<Slot>,
         need: RefreshNeed,
     ) -> Result<Arc<Credential>, RefreshError> {
+        use tracing::Instrument as _;
+        let span = tracing::info_span!(
+            "oauth.refresh",
+            provider = %self.provider,
+            credential = %slot.id,
+            need = need.as_str(),
+            outcome = tracing::field::Empty,
+        );
         let target = Arc::new(SlotRefresh {
             manager: manager.clone(),
             slot: Arc::clone(slot),
             need,
             guard: Mutex::new(None),
         });
-        self.coordinator
+        let result = self
+            .coordinator
             .refresh(&slot.id, target, self.refresher())
-            .await?;
+            .instrument(span.clone())
+            .await;
+        span.record(
+            "outcome",
+            match &result {
+                Ok(outcome) if outcome.refreshed => "refreshed",
+                Ok(_) => "current",
+                Err(e) => e.kind().as_str(),
+            },
+        );
+        result?;
         Ok(slot.credential())
     }
 
@@ -618,6 +684,12 @@ impl RefreshTarget for SlotRefresh {
             let change = h.record_refresh_failure(kind, usable_until, &policy, now);
             (change, h.refresh_failures())
         });
+        tracing::warn!(
+            credential = %slot.id,
+            reason = kind.as_str(),
+            consecutive_failures = failures,
+            "token refresh failed"
+        );
         manager.emit(EventKind::RefreshFailed {
             credential: slot.id.clone(),
             reason: kind,

@@ -175,9 +175,10 @@ impl OAuthKeyManager {
     }
 
     /// The scrape-time view of the pool's gauges (what a `PrometheusRecorder` reads when scraped:
-    /// state, token expiry, cooldown left, computed at that moment).
+    /// state, token expiry, cooldown left, computed at that moment). The pool hands it to its
+    /// recorder when it is built; a recorder keeps only a weak reference.
     pub fn gauge_source(&self) -> std::sync::Arc<dyn GaugeSource> {
-        std::sync::Arc::new(PoolGauges(self.clone()))
+        std::sync::Arc::new(PoolGauges(std::sync::Arc::downgrade(&self.inner)))
     }
 }
 
@@ -188,18 +189,22 @@ struct Slot2 {
     refreshable: bool,
 }
 
-/// The pool as a [`GaugeSource`]: every gauge is read from the pool when scraped.
-struct PoolGauges(OAuthKeyManager);
+/// The pool as a [`GaugeSource`]: every gauge is read from the pool when scraped. Weak, so the
+/// recorder it is attached to does not keep the pool alive.
+struct PoolGauges(std::sync::Weak<crate::manager::Inner>);
 
 impl std::fmt::Debug for PoolGauges {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_tuple("PoolGauges").field(&self.0.provider()).finish()
+        f.debug_struct("PoolGauges").finish_non_exhaustive()
     }
 }
 
 impl GaugeSource for PoolGauges {
     fn visit(&self, f: &mut dyn FnMut(GaugeRow<'_>)) {
-        let manager = &self.0;
+        let Some(inner) = self.0.upgrade() else {
+            return; // the pool is gone: no gauges
+        };
+        let manager = OAuthKeyManager { inner };
         let now = manager.now();
         for slot in manager.inner.selection.slots().iter() {
             let health = manager.slot_health(slot);

@@ -70,6 +70,11 @@ impl Telemetry {
         self.recorder.remove(id);
     }
 
+    /// Hands the pool's scrape-time gauges to the application's recorder.
+    pub(crate) fn attach_gauges(&self, source: std::sync::Weak<dyn oauth_metrics::GaugeSource>) {
+        self.recorder.attach_gauges(source);
+    }
+
     /// The in-memory recorder behind the manager's own reports.
     pub(crate) fn usage(&self) -> &InMemoryRecorder {
         &self.usage

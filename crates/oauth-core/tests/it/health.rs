@@ -456,8 +456,15 @@ fn a_refresh_backoff_gates_attempts_not_the_use_of_a_working_token() {
         h.record_refresh_failure(FailureKind::Transient, Some(expires), &p, t0());
     }
     let until = h.refresh_backoff_until(t0()).expect("backing off");
-    assert!(until > expires, "the long refresh backoff outlasts the token");
-    assert_eq!(h.available_until(), Some(expires), "recheck when the token expires");
+    assert!(
+        until > expires,
+        "the long refresh backoff outlasts the token"
+    );
+    assert_eq!(
+        h.available_until(),
+        Some(expires),
+        "recheck when the token expires"
+    );
     assert!(h.is_available(expires - TimeDelta::seconds(1)));
     assert_eq!(h.availability(expires), Availability::At(until));
     // A token the provider rejected is unusable at once.
@@ -519,6 +526,10 @@ fn a_permanent_refresh_failure_counts_as_a_consecutive_failure() {
     let p = HealthPolicy::default();
     let mut h = CredentialHealth::default();
     h.record_refresh_failure(FailureKind::PermanentAuth, None, &p, t0());
-    assert_eq!(h.refresh_failures(), 1, "the event reports 1, as its doc says");
+    assert_eq!(
+        h.refresh_failures(),
+        1,
+        "the event reports 1, as its doc says"
+    );
     assert_eq!(h.snapshot(&p, t0()).refresh_fail_count, 1);
 }
