@@ -254,3 +254,111 @@ async fn the_refresh_lock_trait_uses_the_lease() {
     );
     drop(next);
 }
+
+const CHILD_URL: &str = "OAUTH_STORE_PG_CHILD_URL";
+const LINE: &str = "@@ lease ";
+
+/// Child process of the SIGKILL test: takes the lease, tells the parent its fence and expiry,
+/// then waits to be killed (at most a minute, so a forgotten child ends by itself).
+#[test]
+#[ignore = "a child process of a_holder_killed_with_sigkill_loses_its_lease_at_its_expiry"]
+fn child_lease_holder() {
+    let Ok(url) = std::env::var(CHILD_URL) else {
+        return;
+    };
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    rt.block_on(async {
+        let store = connect(config(&url, "killed").lease_ttl(Duration::from_millis(1500))).await;
+        let lease = store
+            .leases()
+            .try_acquire(P, &id("x"))
+            .await
+            .expect("db")
+            .expect("free");
+        {
+            use std::io::Write;
+            let mut out = std::io::stdout().lock();
+            writeln!(
+                out,
+                "{LINE}{} {}",
+                lease.fence(),
+                lease.expires_at().timestamp_micros()
+            )
+            .expect("write");
+            out.flush().expect("flush");
+        }
+        tokio::time::sleep(Duration::from_secs(60)).await;
+        drop(lease);
+    });
+}
+
+/// The scenario with a real process: a replica holding a lease is killed with SIGKILL
+/// (nothing runs on its way out). Another replica takes the lease once it expired on the
+/// database clock, with a higher fence.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_holder_killed_with_sigkill_loses_its_lease_at_its_expiry() {
+    use std::io::BufRead;
+    let url = shared().fresh_database().await;
+    let survivor = connect(config(&url, "survivor").lease_ttl(Duration::from_secs(30))).await;
+    let mut child = std::process::Command::new(std::env::current_exe().expect("test binary"))
+        .args([
+            "--exact",
+            "leases::child_lease_holder",
+            "--ignored",
+            "--nocapture",
+            "--test-threads=1",
+        ])
+        .env(CHILD_URL, &url)
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("spawn the holder");
+    let stdout = child.stdout.take().expect("stdout");
+    let line = tokio::task::spawn_blocking(move || {
+        std::io::BufReader::new(stdout)
+            .lines()
+            .map_while(Result::ok)
+            .find_map(|l| l.find(LINE).map(|at| l[at + LINE.len()..].to_owned()))
+    })
+    .await
+    .expect("reader")
+    .expect("the holder reports its lease");
+    let mut parts = line.split_whitespace();
+    let fence: u64 = parts.next().and_then(|f| f.parse().ok()).expect("fence");
+    let expires_at = parts
+        .next()
+        .and_then(|e| e.parse().ok())
+        .and_then(chrono::DateTime::from_timestamp_micros)
+        .expect("expiry");
+
+    child.kill().expect("SIGKILL the holder"); // Child::kill sends SIGKILL on Unix
+    child.wait().expect("reaped");
+    let state = survivor
+        .lease_state(P, &id("x"))
+        .await
+        .expect("db")
+        .expect("row");
+    assert!(
+        state.held && state.owner.as_deref() == Some("killed"),
+        "{state:?}"
+    );
+    assert!(
+        survivor
+            .leases()
+            .try_acquire(P, &id("x"))
+            .await
+            .expect("db")
+            .is_none(),
+        "not before its expiry"
+    );
+    let lease = survivor
+        .leases()
+        .acquire_lease(P, &id("x"), Duration::from_secs(10))
+        .await
+        .expect("taken over after the expiry");
+    assert_eq!(lease.fence(), fence + 1);
+    let acquired_at = lease.expires_at() - chrono::Duration::seconds(30);
+    assert!(acquired_at >= expires_at, "{acquired_at} < {expires_at}");
+}
