@@ -1,6 +1,8 @@
 //! The cost of `notify` when the endpoint never answers: a loop of 100,000 notifications against a
 //! TCP listener that accepts connections and never responds, compared with a bare `VecDeque` push
-//! (the cost of enqueueing) and with `NoopNotifier` (the cost of the async trait call).
+//! (the cost of enqueueing) and with `NoopNotifier` (the cost of the async trait call); and
+//! `Monitor::notify_event` (routing an oauth-core event under the current configuration, read
+//! through arc-swap, then enqueueing).
 
 use std::collections::VecDeque;
 use std::hint::black_box;
@@ -8,9 +10,10 @@ use std::time::Duration;
 
 use chrono::Utc;
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
+use oauth_core::{CredentialId, Event, EventKind, FailureKind};
 use oauth_webhooks::{
-    MonitoringConfig, NoopNotifier, Notifier, WebhookEvent, WebhookEventType, WebhookNotifier,
-    WebhookSecret,
+    Monitor, MonitoringConfig, NoopNotifier, Notifier, WebhookEvent, WebhookEventType,
+    WebhookNotifier, WebhookSecret,
 };
 use serde_json::{Map, json};
 
@@ -76,6 +79,24 @@ fn bench(c: &mut Criterion) {
             });
         });
     });
+    let monitor = Monitor::new(Some(config.clone())).expect("monitor");
+    let core = Event::new(
+        Utc::now(),
+        EventKind::RefreshFailed {
+            credential: CredentialId::new("team").expect("valid id"),
+            reason: FailureKind::Transient,
+            consecutive_failures: 1,
+        },
+    );
+    group.bench_function("monitor_route_and_enqueue_never_answers", |b| {
+        b.iter(|| {
+            rt.block_on(async {
+                for _ in 0..N {
+                    black_box(monitor.notify_event(black_box(&core)));
+                }
+            });
+        });
+    });
     group.bench_function("noop_notifier", |b| {
         b.iter(|| {
             rt.block_on(async {
@@ -104,6 +125,7 @@ fn bench(c: &mut Criterion) {
         stats.delivered, stats.dropped, stats.in_flight, stats.queued
     );
     drop(notifier);
+    drop(monitor);
     rt.shutdown_timeout(Duration::from_millis(100));
 }
 
