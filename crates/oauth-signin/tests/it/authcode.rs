@@ -116,7 +116,12 @@ async fn success_gives_a_credential_the_token_server_refreshes() {
     // The listener is gone, and nothing secret was shown.
     assert!(port_is_closed(addr).await, "no listener is left behind");
     assert_hidden(
-        &[format!("{cred:?}"), debug_signin, page],
+        &[
+            format!("{cred:?}"),
+            debug_signin,
+            page,
+            format!("{:?}", config(&server)),
+        ],
         &[&access, &refresh, id_token.expose_secret(), SECRET, &state],
     );
 }

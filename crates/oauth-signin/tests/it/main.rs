@@ -2,4 +2,5 @@
 
 mod authcode;
 mod device;
+mod presets;
 mod support;
