@@ -14,11 +14,12 @@ use serde::Deserialize;
 use crate::ci::{cargo, root};
 
 /// The benchmarks of the workspace: (package, bench target).
-const BENCHES: [(&str, &str); 4] = [
+const BENCHES: [(&str, &str); 5] = [
     ("oauth-metrics", "record"),
     ("oauth-metrics", "scrape"),
     ("oauth-webhooks", "notify"),
     ("oauth-manager", "pool"),
+    ("oauth-http", "adapter"),
 ];
 
 #[derive(Deserialize)]
