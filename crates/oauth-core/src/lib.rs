@@ -8,6 +8,9 @@
 //!   taking `now`, tuned by a [`HealthPolicy`] whose defaults are the Go constants.
 //! - [`FailureKind`] and [`ClassifyFailure`]: what an attempt's failure means, and the trait a
 //!   caller's error type implements to say so. [`parse_retry_after`] reads `Retry-After`.
+//! - [`TokenSet`]: what a refresh returns, applied by [`Credential::apply_tokens`] (RFC 6749
+//!   section 6 in one place); [`RefreshWindow`]: when to refresh, clamped to the token's lifetime
+//!   with a minimum interval between refreshes.
 //! - [`Clock`]: injected time ([`SystemClock`]; `ManualClock` with the `test-util` feature).
 //! - [`Event`]: every state change the pool reports; never secret material.
 //! - [`UsageSnapshot`] and [`CredentialHealthInfo`]: the reports concern crates exchange.

@@ -1,11 +1,16 @@
 //! OAuth 2.0 token refresh for an OAuth credential pool.
 //!
-//! - [`Refresher`]: the async, dyn-compatible trait that exchanges a credential's refresh token,
-//!   with [`NoopRefresher`] (refresh not configured) and [`FnRefresher`] (a closure).
+//! - [`Refresher`]: the async, dyn-compatible trait that exchanges a credential's refresh token
+//!   and returns a [`TokenSet`] (applied with `Credential::apply_tokens`), with
+//!   [`NoopRefresher`] (refresh not configured) and [`FnRefresher`] (a closure).
 //! - [`HttpRefresher`] (feature `http`, on by default): the RFC 6749 section 6 grant over reqwest
-//!   with rustls, with classified errors ([`RefreshError::kind`]), timeouts and a response size
-//!   cap, and [`presets`] for Google Gemini, Anthropic Claude, OpenAI Codex and Qwen.
-//! - [`RefreshStrategy`]: *when* to refresh (the Go formulas, with continuous requests per hour).
+//!   with rustls, with classified errors ([`RefreshError::kind`]; configuration mistakes apart
+//!   from dead grants), timeouts, a lenient success parser that never discards a usable token
+//!   (oddities become [`TokenQuirk`]s), size caps (1 MiB for successes, 16 KiB for errors), and
+//!   [`presets`] for Gemini CLI, Claude Code, Codex and Qwen Code accounts that need no other
+//!   configuration.
+//! - [`RefreshStrategy`]: *when* to refresh (the Go formulas, with continuous requests per hour),
+//!   through an `oauth_core::RefreshWindow` that clamps the buffer to the token's lifetime.
 //! - [`RefreshCoordinator`]: single-flight refresh, so a credential has at most one refresh in
 //!   flight, every concurrent caller gets its result, and an exchanged refresh token is never sent
 //!   again.
@@ -64,7 +69,7 @@
 //!
 //! # Implementing [`Refresher`]
 //! Implement it with `#[async_trait]` for your provider when neither [`HttpRefresher`] nor a
-//! closure fits. Return a [`TokenSet`](oauth_core::TokenSet): the new access token, its expiry as
+//! closure fits. Return a [`TokenSet`]: the new access token, its expiry as
 //! an absolute time, the rotated refresh token only if the provider sent one, and what else it
 //! said. Do no bookkeeping: the caller applies the set with
 //! [`Credential::apply_tokens`](oauth_core::Credential::apply_tokens), which keeps the old refresh

@@ -525,6 +525,22 @@ mod tests {
     }
 
     #[test]
+    fn debug_shows_no_token_id_token_or_extra_value() {
+        let body = br#"{"access_token":"AT-SECRET","refresh_token":"RT-SECRET","id_token":"ID-SECRET","session_key":"EXTRA-SECRET","scope":["a"]}"#;
+        let r = parse_token_response(body).expect("valid");
+        let t = r.clone().into_token_set(now(), MissingExpiry::default());
+        for shown in [format!("{r:?}"), format!("{t:?}")] {
+            for secret in ["AT-SECRET", "RT-SECRET", "ID-SECRET", "EXTRA-SECRET"] {
+                assert!(!shown.contains(secret), "{shown}");
+            }
+            assert!(
+                shown.contains("session_key") && shown.contains("OddScope"),
+                "{shown}"
+            );
+        }
+    }
+
+    #[test]
     fn error_bodies_in_both_shapes() {
         assert_eq!(
             parse_error_response(br#"{"error":"invalid_grant","error_description":"x"}"#),

@@ -54,3 +54,61 @@ proptest! {
         let _ = parse_error_response(body.as_bytes());
     }
 }
+
+fn any_json() -> impl Strategy<Value = Value> {
+    any_json_scalar().prop_recursive(2, 8, 4, |inner| {
+        prop_oneof![
+            proptest::collection::vec(inner.clone(), 0..4).prop_map(Value::from),
+            proptest::collection::btree_map("[a-z_]{1,12}", inner, 0..4)
+                .prop_map(|m| Value::Object(m.into_iter().collect())),
+        ]
+    })
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(1_000))]
+
+    /// Issue 13: a success body with a usable access token is never rejected, whatever the other
+    /// fields hold, and a rotated refresh token sent as a string is always kept.
+    #[test]
+    fn a_usable_token_is_never_discarded(
+        access in "[A-Za-z0-9._-]{1,64}",
+        refresh in proptest::option::of("[A-Za-z0-9._-]{1,64}"),
+        fields in proptest::collection::btree_map(
+            prop_oneof![
+                Just("expires_in".to_owned()),
+                Just("refresh_token_expires_in".to_owned()),
+                Just("scope".to_owned()),
+                Just("token_type".to_owned()),
+                Just("id_token".to_owned()),
+                Just("error".to_owned()),
+                "[a-z_]{1,16}",
+            ],
+            any_json(),
+            0..8,
+        ),
+    ) {
+        let mut body: serde_json::Map<String, Value> = fields.into_iter().collect();
+        body.insert("access_token".into(), Value::from(access.clone()));
+        match &refresh {
+            Some(rt) => body.insert("refresh_token".into(), Value::from(rt.clone())),
+            None => body.remove("refresh_token"),
+        };
+        let text = Value::Object(body).to_string();
+        let parsed = parse_token_response(text.as_bytes());
+        prop_assert!(parsed.is_ok(), "{text}: {parsed:?}");
+        let tokens = parsed
+            .expect("checked")
+            .into_token_set(chrono::Utc::now(), oauth_refresh::MissingExpiry::default());
+        use oauth_core::ExposeSecret;
+        prop_assert_eq!(tokens.access_token.expose_secret(), access.as_str());
+        prop_assert_eq!(
+            tokens.refresh_token.as_ref().map(|t| t.expose_secret().to_owned()),
+            refresh.clone()
+        );
+        // Neither token is copied into the extra fields.
+        for value in tokens.extra.values() {
+            prop_assert!(value != &access && Some(value) != refresh.as_ref());
+        }
+    }
+}
