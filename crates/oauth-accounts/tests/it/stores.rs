@@ -392,3 +392,63 @@ async fn a_symlinked_cli_file_stays_a_link() {
         format!("rt-linked-{SECRET_MARKER}")
     );
 }
+
+#[tokio::test]
+async fn store_contract_edge_cases_and_no_secret_in_any_output() {
+    let dir = tempfile::tempdir().expect("dir");
+    let d = dir.path();
+    fs::write(d.join("b.json"), fixture("cliproxy_claude.json")).expect("w");
+    fs::write(d.join("a.json"), fixture("claude_credentials.json")).expect("w");
+    let store = AccountDir::open_unwatched(d).expect("open");
+    let mut changes = store.changes().expect("feed");
+    let p = providers::ANTHROPIC;
+    let mut outputs = vec![format!("{store:?}")];
+
+    assert!(matches!(
+        store.load_all("").await,
+        Err(StoreError::InvalidProvider { .. })
+    ));
+    let all = store.load_all(p).await.expect("all");
+    let ids: Vec<_> = all.iter().map(|v| v.value.id.to_string()).collect();
+    assert_eq!(ids, ["a", "b"], "sorted by id");
+    outputs.push(format!("{all:?}"));
+
+    let a = CredentialId::new("a").expect("id");
+    let err = store
+        .delete(p, &a, Some(7))
+        .await
+        .expect_err("wrong version");
+    assert!(err.is_conflict());
+    outputs.push(format!("{err} {err:?}"));
+    let err = store
+        .delete(p, &CredentialId::new("nope").expect("id"), None)
+        .await
+        .expect_err("missing");
+    assert!(matches!(err, StoreError::NotFound { .. }));
+    store.delete(p, &a, Some(1)).await.expect("delete");
+    assert!(!d.join("a.json").exists());
+    assert!(store.load(p, &a).await.expect("load").is_none());
+
+    // An outside change is announced by the read that finds it, even without a watcher.
+    let mut v = read_json(&d.join("b.json"));
+    v["refresh_token"] = format!("rt-outside-{SECRET_MARKER}").into();
+    replace_like_cli(&d.join("b.json"), v.to_string().as_bytes());
+    let versions = store.versions(p).await.expect("versions");
+    assert_eq!(versions.len(), 1);
+    let change = changes.try_recv().expect("announced");
+    assert!(matches!(change, oauth_store::StoreChange::Changed { .. }));
+    outputs.push(format!("{change:?} {versions:?}"));
+    let lock = store.refresh_lock().expect("lock");
+    let guard = lock
+        .acquire(
+            p,
+            &CredentialId::new("b").expect("id"),
+            std::time::Duration::from_secs(1),
+        )
+        .await
+        .expect("acquire");
+    outputs.push(format!("{lock:?} {guard:?}"));
+    for o in outputs {
+        assert_no_secret(&o);
+    }
+}
