@@ -472,12 +472,20 @@ fn fault_response(shared: &Shared, fault: &ProviderFault) -> Response {
                 answer.body.clone(),
             )
                 .into_response();
+            // A scripted header replaces the default of that name (a scripted Content-Type
+            // makes the body a stream, say); repeated names are all sent.
+            let mut scripted = Vec::new();
             for (name, value) in &answer.headers {
                 if let (Ok(n), Ok(v)) = (
                     HeaderName::from_bytes(name.as_bytes()),
                     HeaderValue::from_str(value),
                 ) {
-                    r.headers_mut().append(n, v);
+                    if scripted.contains(&n) {
+                        r.headers_mut().append(n, v);
+                    } else {
+                        r.headers_mut().insert(n.clone(), v);
+                        scripted.push(n);
+                    }
                 }
             }
             r

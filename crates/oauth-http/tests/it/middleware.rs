@@ -446,3 +446,72 @@ async fn account_headers_and_resource_urls_come_from_the_credential() {
     assert_eq!(r.status(), 200);
     assert!(r.url().as_str().starts_with(&world.provider.base_url()));
 }
+
+#[tokio::test]
+async fn an_error_event_inside_a_stream_is_reported_against_the_account() {
+    let world = World::start(Dialect::Gemini).await;
+    let (a, ga) = world.grant("a");
+    let (b, _) = world.grant("b");
+    let pool = world.pool("gemini", vec![a, b]).await;
+    let client = client(&world, &pool, Provider::Gemini);
+    world.provider.inject_times(
+        ga.family,
+        ProviderFault::Answer(dialect::gemini_stream_error(Duration::from_secs(20))),
+        1,
+    );
+    let case = &CASES[3];
+    let r = client
+        .post(format!("{}{}", world.provider.base_url(), case.stream_path))
+        .json(&request_body(Dialect::Gemini, "hi", true))
+        .send()
+        .await
+        .expect("the stream starts");
+    assert_eq!(
+        (r.status().as_u16(), served_by(&r).credential.as_str()),
+        (200, "a")
+    );
+    let report = r
+        .extensions()
+        .get::<StreamUsage>()
+        .cloned()
+        .expect("StreamUsage");
+    let text = r.text().await.expect("the whole stream");
+    assert!(text.contains("RESOURCE_EXHAUSTED"));
+    let error = report.error().expect("the error event");
+    assert_eq!(
+        error.kind,
+        FailureKind::rate_limited(Some(Duration::from_secs(20)))
+    );
+    assert_eq!(report.end(), Some(StreamEnd::Complete));
+    // Not retried, but the account cools down for the event's retryDelay.
+    assert_eq!(world.provider.stats().requests, 1);
+    assert_eq!(
+        pool.credential_health("a").expect("known").cooldown_until,
+        Some(world.now() + TimeDelta::seconds(20))
+    );
+}
+
+#[tokio::test]
+async fn no_token_in_debug_or_errors() {
+    let world = World::start(Dialect::OpenAi).await;
+    let (a, ga) = world.grant("a");
+    let pool = world.pool("openai", vec![a]).await;
+    let middleware = OAuthMiddleware::new(pool.clone(), Provider::OpenAi);
+    let client = client(&world, &pool, Provider::OpenAi);
+    world.provider.inject(
+        ga.family,
+        ProviderFault::Answer(dialect::openai_rate_limit(Duration::from_secs(360))),
+    );
+    let r = call(&client, &world, &CASES[0], "x")
+        .await
+        .expect("the 429");
+    let by = served_by(&r);
+    let first = format!("{middleware:?} {by:?} {r:?}");
+    // `a` is cooling down: no credential for the next call.
+    let err = call(&client, &world, &CASES[0], "x")
+        .await
+        .expect_err("none available");
+    let text = format!("{first} {err} {err:?}");
+    assert!(!text.contains(&ga.access_token), "{text}");
+    assert!(!text.contains(&ga.refresh_token), "{text}");
+}

@@ -197,6 +197,21 @@ pub fn qwen_free_quota() -> ScriptedAnswer {
     )
 }
 
+/// A `200` stream whose second event is Gemini's `RESOURCE_EXHAUSTED` error with a
+/// `retryDelay` (a stream that fails after its first bytes with the provider's own error event).
+pub fn gemini_stream_error(retry_delay: Duration) -> ScriptedAnswer {
+    let first = json!({"candidates": [{"content": {"parts": [{"text": "Hel"}], "role": "model"}}]});
+    let error = json!({"error": {"code": 429, "status": "RESOURCE_EXHAUSTED",
+        "message": "Resource has been exhausted (e.g. check quota).",
+        "details": [{"@type": "type.googleapis.com/google.rpc.RetryInfo",
+            "retryDelay": format!("{}s", ceil_secs(retry_delay))}]}});
+    ScriptedAnswer {
+        status: 200,
+        headers: vec![("content-type".to_owned(), "text/event-stream".to_owned())],
+        body: format!("{}{}", event(None, &first), event(None, &error)),
+    }
+}
+
 /// A successful whole answer in `dialect`.
 pub(crate) fn success_body(dialect: Dialect, id: u64, text: &str, usage: Usage) -> Value {
     match dialect {
