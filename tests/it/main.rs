@@ -7,6 +7,7 @@ mod cross_process;
 mod endpoint_down;
 mod invalid_grant;
 mod metrics;
+mod outage_flow;
 mod rate_limit;
 mod restart;
 mod rotation;

@@ -145,7 +145,10 @@ impl OAuthKeyManager {
                     if failed_on.iter().any(|f| Arc::ptr_eq(f, &slot))
                         && !slot.is_available_at(clock.get())
                     {
-                        Err(self.inner.selection.none_available(clock.get()))
+                        self.inner
+                            .selection
+                            .soonest_except(clock.get(), &failed_on)
+                            .ok_or_else(|| self.inner.selection.none_available(clock.get()))
                     } else {
                         Ok(slot)
                     }

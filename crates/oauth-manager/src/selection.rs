@@ -295,7 +295,11 @@ impl Slot {
         };
         let at = encode(h.availability(now));
         let hard = encode(h.hard_availability(now));
-        let until = h.available_until().map_or(i64::MAX, millis);
+        // A limit already reached is in `at` (availability counts it from then on).
+        let until = h
+            .available_until()
+            .filter(|u| *u > now)
+            .map_or(i64::MAX, millis);
         let troubled = h.consecutive_failures() > 0
             || at != NOW
             || until != i64::MAX
@@ -738,6 +742,20 @@ impl Selector {
         self.rebuild(now.get());
         self.try_select(now, selection, soft, &f)
             .ok_or_else(|| self.none_available(now.get()))
+    }
+
+    /// When everything is in backoff: the slot kept out only by a transient backoff that
+    /// recovers first, other than those in `except` (a call's own failed attempts). Scans the pool:
+    /// only for that failure path.
+    pub(crate) fn soonest_except(&self, now_ms: i64, except: &[Arc<Slot>]) -> Option<Arc<Slot>> {
+        let pool = self.pool.load();
+        pool.slots
+            .iter()
+            .filter(|s| !except.iter().any(|e| Arc::ptr_eq(e, s)))
+            .filter(|s| s.hard_at_ms.load(Ordering::Acquire) <= now_ms)
+            .filter(|s| s.available_until_ms.load(Ordering::Acquire) > now_ms)
+            .min_by_key(|s| s.available_at_ms.load(Ordering::Acquire))
+            .cloned()
     }
 
     /// Why nothing can be selected at `now_ms`.

@@ -5,6 +5,7 @@ mod failover;
 mod maintenance;
 mod mocks;
 mod refresh;
+mod reliability;
 mod reporting;
 mod rotation;
 mod selection;

@@ -162,7 +162,7 @@ pub(crate) fn counting_refresher(
             let now = oauth_manager::Clock::now(&clock);
             Ok(TokenSet::new(format!("access-{}-{n}", cred.id))
                 .with_refresh_token(format!("refresh-{}-{n}", cred.id))
-                .with_expires_at(now + TimeDelta::hours(1)))
+                .with_expires_at(oauth_core::after(now, Duration::from_secs(3600))))
         }
     });
     CountingRefresher {
