@@ -662,11 +662,30 @@ impl RefreshTarget for SlotRefresh {
     }
 
     async fn failed(&self, current: &Credential, error: &RefreshError, took: Duration) {
-        drop(self.guard.lock().unwrap_or_else(PoisonError::into_inner).take());
         let manager = &self.manager;
         let slot = &self.slot;
         let time = &manager.inner.time;
         let kind = error.kind();
+        // Before declaring a grant dead, look again: another process (a replica, a CLI) may have
+        // rotated it since our read, and the store then holds the live refresh token.
+        if kind == FailureKind::PermanentAuth {
+            let refreshing = self.refreshing();
+            if let Ok(Some(stored)) = refreshing.store.load(&refreshing.provider, &slot.id).await
+                && stored.value.refresh_token_differs(current)
+            {
+                drop(self.guard.lock().unwrap_or_else(PoisonError::into_inner).take());
+                refreshing.adopt_external(
+                    manager,
+                    slot,
+                    stored.value,
+                    Origin::Store {
+                        version: stored.version,
+                    },
+                );
+                return;
+            }
+        }
+        drop(self.guard.lock().unwrap_or_else(PoisonError::into_inner).take());
         slot.record_refresh(RefreshResult::Failure(kind), took, time.wall());
         let policy = manager.settings().health.clone();
         // After a 401 the provider has already rejected the access token: it is not usable, whatever
