@@ -2,6 +2,10 @@
 //!
 //! `cargo run -p oauth-manager --example prometheus_endpoint` then
 //! `curl 127.0.0.1:9898/metrics` and `curl 127.0.0.1:9898/health`.
+//!
+//! `/metrics` honours content negotiation as Prometheus asks for it: OpenMetrics 1.0.0 when the
+//! scraper's `Accept` prefers it, the 0.0.4 text format otherwise, gzip when `Accept-Encoding`
+//! allows it. The gauges (state, token expiry, cooldown) are computed when scraped.
 
 #![allow(clippy::print_stdout)] // an example prints what it shows
 
@@ -9,10 +13,11 @@ use std::sync::{Arc, Mutex};
 
 use axum::Router;
 use axum::extract::State;
-use axum::http::header::CONTENT_TYPE;
+use axum::http::HeaderMap;
+use axum::http::header::{ACCEPT, ACCEPT_ENCODING, CONTENT_ENCODING, CONTENT_TYPE};
 use axum::response::IntoResponse;
 use axum::routing::get;
-use oauth_manager::metrics::{OPENMETRICS_CONTENT_TYPE, PrometheusRecorder, encode_openmetrics};
+use oauth_manager::metrics::{PrometheusRecorder, encode_scrape};
 use oauth_manager::{Credential, OAuthKeyManager};
 use prometheus_client::registry::Registry;
 
@@ -22,13 +27,23 @@ struct App {
     registry: Arc<Mutex<Registry>>,
 }
 
-async fn metrics(State(app): State<App>) -> impl IntoResponse {
+async fn metrics(State(app): State<App>, headers: HeaderMap) -> impl IntoResponse {
+    let header = |name| headers.get(name).and_then(|v| v.to_str().ok());
     let registry = app
         .registry
         .lock()
         .unwrap_or_else(std::sync::PoisonError::into_inner);
-    match encode_openmetrics(&registry) {
-        Ok(body) => ([(CONTENT_TYPE, OPENMETRICS_CONTENT_TYPE)], body).into_response(),
+    match encode_scrape(&registry, header(ACCEPT), header(ACCEPT_ENCODING)) {
+        Ok(scrape) => {
+            let mut response = ([(CONTENT_TYPE, scrape.content_type)], scrape.body).into_response();
+            if let Some(encoding) = scrape.content_encoding {
+                response.headers_mut().insert(
+                    CONTENT_ENCODING,
+                    axum::http::HeaderValue::from_static(encoding),
+                );
+            }
+            response
+        }
         Err(_) => axum::http::StatusCode::INTERNAL_SERVER_ERROR.into_response(),
     }
 }
@@ -40,7 +55,7 @@ async fn health(State(app): State<App>) -> impl IntoResponse {
 #[tokio::main]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let mut registry = Registry::with_prefix("oauth_pool");
-    let recorder = Arc::new(PrometheusRecorder::new(&mut registry, "gemini"));
+    let recorder = PrometheusRecorder::new(&mut registry, "gemini");
     let now = chrono::Utc::now();
     let pool = OAuthKeyManager::builder("gemini")
         .credential(Credential::new("team", "access-1", now)?)

@@ -30,7 +30,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use base64::Engine as _;
 use chrono::Utc;
-use oauth_manager::metrics::{OPENMETRICS_CONTENT_TYPE, PrometheusRecorder, encode_openmetrics};
+use oauth_manager::metrics::PrometheusRecorder;
 use oauth_manager::refresh::{ClientAuth, HttpRefresher, TokenEndpoint};
 use oauth_manager::rotation::RotationPolicy;
 use oauth_manager::webhooks::{
@@ -344,9 +344,25 @@ struct Endpoints {
     registry: Arc<Registry>,
 }
 
-async fn metrics(State(app): State<Endpoints>) -> Response {
-    match encode_openmetrics(&app.registry) {
-        Ok(body) => ([(CONTENT_TYPE, OPENMETRICS_CONTENT_TYPE)], body).into_response(),
+/// `/metrics` with content negotiation and gzip, as Prometheus asks for them.
+async fn metrics(State(app): State<Endpoints>, headers: HeaderMap) -> Response {
+    use axum::http::header::{ACCEPT, ACCEPT_ENCODING, CONTENT_ENCODING};
+    let header = |name| headers.get(name).and_then(|v| v.to_str().ok());
+    match oauth_manager::metrics::encode_scrape(
+        &app.registry,
+        header(ACCEPT),
+        header(ACCEPT_ENCODING),
+    ) {
+        Ok(scrape) => {
+            let mut response = ([(CONTENT_TYPE, scrape.content_type)], scrape.body).into_response();
+            if let Some(encoding) = scrape.content_encoding {
+                response.headers_mut().insert(
+                    CONTENT_ENCODING,
+                    axum::http::HeaderValue::from_static(encoding),
+                );
+            }
+            response
+        }
         Err(_) => StatusCode::INTERNAL_SERVER_ERROR.into_response(),
     }
 }
@@ -379,7 +395,12 @@ async fn serve(
 
 /// GETs one of the demo's own endpoints, as a person with curl would.
 async fn scrape(url: &str) -> Scrape {
-    let response = match reqwest::get(url).await {
+    // The Accept header Prometheus itself sends: OpenMetrics preferred.
+    let request = reqwest::Client::new().get(url).header(
+        "accept",
+        "application/openmetrics-text;version=1.0.0,text/plain;version=0.0.4;q=0.5,*/*;q=0.1",
+    );
+    let response = match request.send().await {
         Ok(r) => r,
         Err(e) => {
             return Scrape {
