@@ -1,5 +1,6 @@
 //! The reqwest-middleware adapter.
 
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Mutex, PoisonError};
 
 use http::Extensions;
@@ -164,10 +165,12 @@ impl Middleware for OAuthMiddleware {
         let once = Mutex::new(Some(request));
         let stash = Mutex::new(None);
         let template = &once;
+        let calls = AtomicU32::new(0);
         let result = self
             .pool
             .manager
             .execute_with_failover(|credential| {
+                calls.fetch_add(1, Ordering::Relaxed);
                 let request = if replayable {
                     template
                         .lock()
@@ -201,7 +204,7 @@ impl Middleware for OAuthMiddleware {
             }
             Err(error) => {
                 let stash = stash.into_inner().unwrap_or_else(PoisonError::into_inner);
-                match ended(error, stash, 1) {
+                match ended(error, stash, calls.load(Ordering::Relaxed)) {
                     Ended::Answer(mut response, served_by) => {
                         response.extensions_mut().insert(served_by);
                         Ok(response)

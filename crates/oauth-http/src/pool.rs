@@ -317,11 +317,12 @@ pub(crate) enum Ended<R, T> {
 }
 
 /// Maps the pool's error to what the caller gets; `stash` holds the answer of a request that
-/// could not be replayed.
+/// could not be replayed; `calls` is how many times the operation ran (the attempt count where
+/// the pool's error does not carry one; a 401's retry on the same credential counts too).
 pub(crate) fn ended<R, T>(
     error: ExecuteError<Failure<R, T>>,
     stash: Option<(R, CredentialId, Classification)>,
-    attempts_hint: u32,
+    calls: u32,
 ) -> Ended<R, T> {
     let from_failure =
         |credential: CredentialId, attempts: u32, failure: Failure<R, T>| match failure {
@@ -364,7 +365,7 @@ pub(crate) fn ended<R, T>(
                         "the request body cannot be replayed".to_owned(),
                     ))
                 }),
-            other => from_failure(credential, attempts_hint, other),
+            other => from_failure(credential, calls.max(1), other),
         },
         ExecuteError::AttemptsExhausted {
             credential,
@@ -389,7 +390,7 @@ pub(crate) fn ended<R, T>(
                 ),
             ))
             | Some((credential, AttemptError::Operation(f @ Failure::Transport(_)))) => {
-                from_failure(credential, attempts_hint, f)
+                from_failure(credential, calls.max(1), f)
             }
             _ => stashed(stash).unwrap_or_else(|| {
                 Ended::Error(OAuthHttpError::NoCredential {

@@ -5,6 +5,7 @@ use std::convert::Infallible;
 use std::fmt;
 use std::future::{Future, poll_fn};
 use std::pin::Pin;
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Mutex, PoisonError};
 use std::task::{Context, Poll};
 
@@ -218,9 +219,11 @@ where
     let replayable = body.try_clone().is_some();
     let template = Mutex::new(Some(body));
     let stash: Stash<RB> = Mutex::new(None);
+    let calls = AtomicU32::new(0);
     let result = pool
         .manager
         .execute_with_failover(|credential| {
+            calls.fetch_add(1, Ordering::Relaxed);
             let body = {
                 let mut guard = template.lock().unwrap_or_else(PoisonError::into_inner);
                 if replayable {
@@ -247,7 +250,7 @@ where
         }
         Err(error) => {
             let stash = stash.into_inner().unwrap_or_else(PoisonError::into_inner);
-            match ended(error, stash, 1) {
+            match ended(error, stash, calls.load(Ordering::Relaxed)) {
                 Ended::Answer(mut response, served_by) => {
                     response.extensions_mut().insert(served_by);
                     Ok(response)

@@ -515,3 +515,28 @@ async fn no_token_in_debug_or_errors() {
     assert!(!text.contains(&ga.access_token), "{text}");
     assert!(!text.contains(&ga.refresh_token), "{text}");
 }
+
+#[tokio::test]
+async fn a_request_scoped_answer_after_a_failover_counts_both_attempts() {
+    let world = World::start(Dialect::OpenAi).await;
+    let (a, ga) = world.grant("a");
+    let (b, gb) = world.grant("b");
+    let pool = world.pool("openai", vec![a, b]).await;
+    let client = client(&world, &pool, Provider::OpenAi);
+    world
+        .provider
+        .inject_times(ga.family, ProviderFault::ServerError(503), 1);
+    world
+        .provider
+        .inject_times(gb.family, ProviderFault::BadRequest, 1);
+    let r = call(&client, &world, &CASES[0], "x")
+        .await
+        .expect("the 400");
+    assert_eq!(r.status(), 400);
+    let by = served_by(&r);
+    assert_eq!((by.credential.as_str(), by.attempts), ("b", 2));
+    assert_eq!(by.failure.map(|c| c.kind), Some(FailureKind::RequestScoped));
+    // `b` is not penalized for the request's fault; `a` backs off for its 503.
+    assert!(pool.credential_health("b").expect("known").is_available);
+    assert_eq!(pool.credential_health("a").expect("known").failure_count, 1);
+}
