@@ -4,6 +4,7 @@ mod builder;
 mod failover;
 mod maintenance;
 mod mocks;
+mod monitoring;
 mod refresh;
 mod reliability;
 mod reporting;
