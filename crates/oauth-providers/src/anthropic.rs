@@ -76,7 +76,7 @@ pub(crate) fn classify(
             }
         }
     }
-    common::finish(c, now)
+    common::finish(c, headers, now)
 }
 
 /// Refines `c` by the body's `error.type` (also used for a stream's `error` event).

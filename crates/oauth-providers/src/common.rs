@@ -62,9 +62,23 @@ pub(crate) fn apply_retry_after(c: &mut Classification, headers: &HeaderMap, now
     }
 }
 
-/// Makes a rate-limited kind carry the classification's wait (no-op for other kinds; an
-/// overload keeps its zero cooldown whatever wait it names).
-pub(crate) fn finish(mut c: Classification, now: DateTime<Utc>) -> Classification {
+/// Makes a rate-limited kind carry the classification's wait (an overload keeps its zero
+/// cooldown whatever wait it names). A transient 503 with a readable `Retry-After` is a rate
+/// limit for that long (RFC 9110 section 15.6.4: the server says when to come back; oauth-core's
+/// `FailureKind::RateLimited` covers "503 with Retry-After").
+pub(crate) fn finish(
+    mut c: Classification,
+    headers: &HeaderMap,
+    now: DateTime<Utc>,
+) -> Classification {
+    if c.status == 503 && c.kind == FailureKind::Transient {
+        let mut unreadable = Vec::new();
+        if let Some(d) = hints::retry_after(headers, now, &mut unreadable) {
+            c.kind = FailureKind::rate_limited(None);
+            hints::set_wait(&mut c, d, Hint::RetryAfter, now);
+        }
+        c.unreadable.extend(unreadable);
+    }
     if let FailureKind::RateLimited { .. } = c.kind
         && c.cause != Cause::Overloaded
     {

@@ -59,7 +59,7 @@ pub(crate) fn classify(
             common::apply_retry_after(&mut c, headers, now);
         }
     }
-    common::finish(c, now)
+    common::finish(c, headers, now)
 }
 
 fn details(err: &Value) -> impl Iterator<Item = &Value> {

@@ -111,7 +111,7 @@ pub fn classify_status(
     {
         common::apply_retry_after(&mut c, headers, now);
     }
-    Some(common::finish(c, now))
+    Some(common::finish(c, headers, now))
 }
 
 /// The providers this crate knows.

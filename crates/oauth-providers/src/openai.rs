@@ -78,7 +78,7 @@ pub(crate) fn classify(
             reset_headers(&mut c, headers, now);
         }
     }
-    common::finish(c, now)
+    common::finish(c, headers, now)
 }
 
 /// Codex's `resets_in_seconds` (preferred: immune to clock skew) or `resets_at`.

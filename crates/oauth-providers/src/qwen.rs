@@ -81,5 +81,5 @@ pub(crate) fn classify(
     if matches!(c.kind, FailureKind::RateLimited { .. }) {
         common::apply_retry_after(&mut c, headers, now);
     }
-    common::finish(c, now)
+    common::finish(c, headers, now)
 }

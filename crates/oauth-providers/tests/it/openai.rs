@@ -219,3 +219,52 @@ fn codex_usage_limit_cools_until_the_reset() {
     assert_eq!(c.kind, FailureKind::rate_limited(None));
     assert!(c.retry_at.is_none() || c.retry_at == Some(now()));
 }
+
+#[test]
+fn a_503_with_retry_after_is_a_rate_limit_for_that_long() {
+    for provider in Provider::ALL {
+        let c = classify(provider, 503, &headers(&[("retry-after", "8")]), "");
+        assert_eq!(c.kind, FailureKind::rate_limited(secs(8)), "{provider}");
+        assert_eq!(c.cause, Cause::ServerError);
+        let c = classify(provider, 503, &headers(&[]), "");
+        assert_eq!(c.kind, FailureKind::Transient, "{provider}");
+    }
+    // An overloaded 503 stays an overload: no cooldown whatever it asks.
+    let c = classify(
+        Provider::Gemini,
+        503,
+        &headers(&[("retry-after", "8")]),
+        include_str!("fixtures/gemini/unavailable_overloaded.json"),
+    );
+    assert_eq!(c.kind, oauth_providers::OVERLOADED);
+}
+
+#[test]
+fn names_and_the_generic_classifier() {
+    for p in Provider::ALL {
+        assert_eq!(Provider::from_name(p.as_str()), Some(p));
+    }
+    assert_eq!(Provider::from_name("Claude"), Some(Provider::Anthropic));
+    assert_eq!(
+        Provider::from_name("gemini-cli"),
+        Some(Provider::CodeAssist)
+    );
+    assert_eq!(Provider::from_name("nope"), None);
+    let h = headers(&[("retry-after", "5")]);
+    let status = |s| http::StatusCode::from_u16(s).expect("status");
+    assert!(oauth_providers::classify_status(status(204), &h, now()).is_none());
+    let c = oauth_providers::classify_status(status(429), &h, now()).expect("failure");
+    assert_eq!(c.kind, FailureKind::rate_limited(secs(5)));
+    let kinds = [
+        (401, FailureKind::Unauthorized),
+        (403, FailureKind::PermanentAuth),
+        (404, FailureKind::RequestScoped),
+        (409, FailureKind::Transient),
+        (529, oauth_providers::OVERLOADED),
+        (302, FailureKind::Transient),
+    ];
+    for (s, want) in kinds {
+        let got = oauth_providers::classify_status(status(s), &headers(&[]), now()).map(|c| c.kind);
+        assert_eq!(got, Some(want), "{s}");
+    }
+}
