@@ -5,7 +5,7 @@
 //! cycling through them), as the pool's round-robin spreads requests. The reported time is wall
 //! time divided by the records of all threads: aggregate nanoseconds per record, so a 2-thread
 //! figure below the 1-thread one means recording scales. `shared` runs 2 threads on one
-//! credential, the worst case; `3cred_rr` runs 2 threads that both cycle through the same three
+//! credential, the worst case; `in_memory_sharded` has one shard per core; `3cred_rr` runs 2 threads that both cycle through the same three
 //! credentials (what two tasks calling a pool of three do); `prometheus_1shard` is the
 //! Prometheus recorder with its counters unsharded, for comparison.
 
@@ -105,8 +105,11 @@ fn bench(c: &mut Criterion) {
             "provider",
             PrometheusConfig::new().with_shards(1),
         );
-        let recorders: [(&str, &dyn MetricsRecorder); 3] = [
+        let cores = std::thread::available_parallelism().map_or(1, std::num::NonZero::get);
+        let memory_sharded = InMemoryRecorder::new().with_shards(cores);
+        let recorders: [(&str, &dyn MetricsRecorder); 4] = [
             ("in_memory", &memory),
+            ("in_memory_sharded", &memory_sharded),
             ("prometheus", &prometheus),
             ("prometheus_1shard", &unsharded),
         ];

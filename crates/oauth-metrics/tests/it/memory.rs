@@ -234,7 +234,13 @@ fn remove_forgets_and_old_handles_do_not_panic() {
 
 #[test]
 fn concurrent_recording_loses_nothing_and_snapshots_stay_consistent() {
-    let rec = Arc::new(InMemoryRecorder::new());
+    for shards in [1, 2, 4] {
+        concurrent_recording_with(shards);
+    }
+}
+
+fn concurrent_recording_with(shards: usize) {
+    let rec = Arc::new(InMemoryRecorder::new().with_shards(shards));
     let h = rec.handle(&id("shared"));
     std::thread::scope(|s| {
         for t in 0..4u64 {
