@@ -224,3 +224,32 @@ async fn a_once_body_gets_one_attempt() {
         Some(world.now() + TimeDelta::seconds(30))
     );
 }
+
+#[tokio::test]
+async fn tower_sends_account_headers_and_rebases_on_the_resource_url() {
+    let world = World::start(Dialect::Codex).await;
+    let (mut a, _) = world.grant("a");
+    a.metadata.account_id = Some("acct-tower".to_owned());
+    let pool = world.pool("codex", vec![a]).await;
+    let r = call(&service(&world, &pool, &CASES[1]), &world, &CASES[1], "hi").await;
+    assert_eq!(r.status(), 200);
+    assert_eq!(
+        world.provider.stats().account_ids,
+        vec!["acct-tower".to_owned()]
+    );
+
+    let world = World::start(Dialect::Qwen).await;
+    let (mut a, _) = world.grant("a");
+    a.metadata.resource_url = Some(world.provider.base_url());
+    let pool = world.pool("qwen", vec![a]).await;
+    let svc = service(&world, &pool, &CASES[5]);
+    let r = send(
+        &svc,
+        "https://portal.qwen.invalid/v1/chat/completions".to_owned(),
+        &request_body(Dialect::Qwen, "hi", false),
+    )
+    .await
+    .expect("sent to the account's resource URL");
+    assert_eq!(r.status(), 200);
+    assert_eq!(world.provider.stats().ok, 1);
+}
