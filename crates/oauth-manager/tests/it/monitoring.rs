@@ -152,14 +152,8 @@ fn count_of(text: &str, id: &str, outcome: &str) -> Option<f64> {
 /// secret appears in any span or event.
 #[tokio::test]
 async fn a_scripted_failover_is_traced_without_secrets() {
-    use tracing_subscriber::layer::SubscriberExt as _;
-
     let lines = Arc::new(Mutex::new(Vec::<String>::new()));
-    let subscriber = tracing_subscriber::registry().with(Capture(Arc::clone(&lines)));
-    let _guard = tracing::subscriber::set_default(subscriber);
-    // Other tests of this binary may have hit the callsites first, with no subscriber: make
-    // them ask again now that this thread has one.
-    tracing::callsite::rebuild_interest_cache();
+    let _capturing = Capturing::start(Arc::clone(&lines));
 
     let clock = ManualClock::new(t0());
     let refresher = counting_refresher(&clock, Duration::ZERO, None);
@@ -217,8 +211,46 @@ async fn a_scripted_failover_is_traced_without_secrets() {
     }
 }
 
+thread_local! {
+    static CAPTURED: std::cell::RefCell<Option<Arc<Mutex<Vec<String>>>>> =
+        const { std::cell::RefCell::new(None) };
+}
+
+/// Captures the spans and events of the current thread into `lines` while alive. The subscriber
+/// is global (installed once for this test binary), so no callsite can have cached "nobody is
+/// interested" before a capture starts; it records only on threads that are capturing.
+struct Capturing;
+
+impl Capturing {
+    fn start(lines: Arc<Mutex<Vec<String>>>) -> Self {
+        use tracing_subscriber::layer::SubscriberExt as _;
+        static INSTALLED: std::sync::Once = std::sync::Once::new();
+        INSTALLED.call_once(|| {
+            let subscriber = tracing_subscriber::registry().with(Capture);
+            let _ = tracing::subscriber::set_global_default(subscriber);
+            tracing::callsite::rebuild_interest_cache();
+        });
+        CAPTURED.with(|c| *c.borrow_mut() = Some(lines));
+        Self
+    }
+}
+
+impl Drop for Capturing {
+    fn drop(&mut self) {
+        CAPTURED.with(|c| *c.borrow_mut() = None);
+    }
+}
+
+fn capture(line: String) {
+    CAPTURED.with(|c| {
+        if let Some(lines) = c.borrow().as_ref() {
+            lines.lock().expect("lines").push(line);
+        }
+    });
+}
+
 /// A subscriber layer that writes every span (with its fields, as recorded) and event as a line.
-struct Capture(Arc<Mutex<Vec<String>>>);
+struct Capture;
 
 struct Fields(String);
 
@@ -244,7 +276,7 @@ where
     ) {
         let mut fields = Fields(format!("span {}", attrs.metadata().name()));
         attrs.record(&mut fields);
-        self.0.lock().expect("lines").push(fields.0);
+        capture(fields.0);
     }
 
     fn on_record(
@@ -256,12 +288,12 @@ where
         let name = ctx.span(id).map_or("?", |s| s.name());
         let mut fields = Fields(format!("span {name} (recorded)"));
         values.record(&mut fields);
-        self.0.lock().expect("lines").push(fields.0);
+        capture(fields.0);
     }
 
     fn on_event(&self, event: &tracing::Event<'_>, _ctx: tracing_subscriber::layer::Context<'_, S>) {
         let mut fields = Fields(format!("event {}", event.metadata().level()));
         event.record(&mut fields);
-        self.0.lock().expect("lines").push(fields.0);
+        capture(fields.0);
     }
 }
