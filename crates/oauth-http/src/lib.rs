@@ -75,5 +75,5 @@ pub mod tower;
 pub use credential::{ANTHROPIC_OAUTH_BETA, CODEX_ACCOUNT_HEADER, ProviderRequests, rebase};
 pub use error::OAuthHttpError;
 pub use middleware::OAuthMiddleware;
-pub use pool::{PoolClient, ServedBy, StreamEnd, StreamUsage, WatchedBody};
+pub use pool::{OnStreamEnd, PoolClient, ServedBy, StreamEnd, StreamUsage, WatchedBody};
 pub use tower::{OAuthLayer, OAuthService, OnceBody, ReplayBody, ReqwestService, ResponseBody};

@@ -23,7 +23,12 @@ pub struct PoolClient {
     pub(crate) classifier: Arc<dyn ClassifyResponse>,
     pub(crate) requests: ProviderRequests,
     pub(crate) clock: Arc<dyn Clock>,
+    pub(crate) on_stream_end: OnStreamEnd,
 }
+
+/// Called when a watched stream ends, with its credential, the usage it reported and how it
+/// ended.
+pub type OnStreamEnd = Arc<dyn Fn(&CredentialId, Option<Usage>, StreamEnd) + Send + Sync>;
 
 impl fmt::Debug for PoolClient {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -44,6 +49,7 @@ impl PoolClient {
             classifier: Arc::new(provider),
             requests: ProviderRequests::for_provider(provider),
             clock: Arc::new(SystemClock),
+            on_stream_end: Arc::new(|_, _, _| {}),
         }
     }
 
@@ -65,6 +71,15 @@ impl PoolClient {
     #[must_use]
     pub fn with_clock(mut self, clock: Arc<dyn Clock>) -> Self {
         self.clock = clock;
+        self
+    }
+
+    /// Calls `hook` when a streamed answer ends, with the usage it reported: the pool records
+    /// a stream's request when its headers arrive, before its usage is known, so this is where
+    /// streamed token counts can be taken (the answer's [`StreamUsage`] has them too).
+    #[must_use]
+    pub fn on_stream_end(mut self, hook: OnStreamEnd) -> Self {
+        self.on_stream_end = hook;
         self
     }
 
@@ -107,6 +122,7 @@ impl PoolClient {
             credential,
             manager: self.manager.clone(),
             clock: Arc::clone(&self.clock),
+            on_end: Arc::clone(&self.on_stream_end),
         };
         (watched, report)
     }
@@ -193,6 +209,7 @@ pub struct WatchedBody<B> {
     credential: CredentialId,
     manager: OAuthKeyManager,
     clock: Arc<dyn Clock>,
+    on_end: OnStreamEnd,
 }
 
 impl<B> fmt::Debug for WatchedBody<B> {
@@ -230,6 +247,7 @@ impl<B> WatchedBody<B> {
             self.manager
                 .report_failure_kind(self.credential.as_str(), kind);
         }
+        (self.on_end)(&self.credential, self.sse.usage(), end);
     }
 }
 

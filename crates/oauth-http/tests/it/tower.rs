@@ -253,3 +253,40 @@ async fn tower_sends_account_headers_and_rebases_on_the_resource_url() {
     assert_eq!(r.status(), 200);
     assert_eq!(world.provider.stats().ok, 1);
 }
+
+#[tokio::test]
+async fn the_stream_end_hook_gets_the_streamed_usage() {
+    let world = World::start(Dialect::Anthropic).await;
+    let (a, _) = world.grant("a");
+    let pool = world.pool("anthropic", vec![a]).await;
+    let seen = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let sink = std::sync::Arc::clone(&seen);
+    let svc = OAuthLayer::from_pool(
+        PoolClient::new(pool.clone(), CASES[2].provider)
+            .with_clock(world.clock())
+            .on_stream_end(std::sync::Arc::new(move |id, usage, end| {
+                if let Ok(mut v) = sink.lock() {
+                    v.push((id.to_string(), usage.map(|u| u.tokens()), end));
+                }
+            })),
+    )
+    .layer(ReqwestService::new(reqwest::Client::new()));
+    let url = format!("{}{}", world.provider.base_url(), CASES[2].stream_path);
+    let r = send(
+        &svc,
+        url,
+        &request_body(Dialect::Anthropic, "count me", true),
+    )
+    .await
+    .expect("stream");
+    let _ = r.into_body().collect().await.expect("whole");
+    let seen = seen.lock().map(|v| v.clone()).unwrap_or_default();
+    assert_eq!(
+        seen,
+        vec![(
+            "a".to_owned(),
+            Some(usage_for("count me").total_tokens),
+            StreamEnd::Complete
+        )]
+    );
+}
