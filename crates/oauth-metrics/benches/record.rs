@@ -8,8 +8,15 @@
 //! credential, the worst case; `in_memory_sharded` has one shard per core; `3cred_rr` runs 2 threads that both cycle through the same three
 //! credentials (what two tasks calling a pool of three do); `prometheus_1shard` is the
 //! Prometheus recorder with its counters unsharded, for comparison.
+//!
+//! The `footprint` group registers 100,000 credentials in each recorder under a counting
+//! allocator and reports the live heap bytes per credential (handles kept, as the pool keeps them;
+//! ids excluded) next to the time of one record at that pool size, in `new/extra.json` for
+//! `cargo xtask bench`.
 
+use std::alloc::System;
 use std::hint::black_box;
+use std::path::PathBuf;
 use std::sync::{Arc, Barrier};
 use std::time::{Duration, Instant};
 
@@ -18,9 +25,13 @@ use criterion::{BenchmarkId, Criterion, criterion_group, criterion_main};
 use oauth_core::CredentialId;
 use oauth_metrics::prometheus_client::registry::Registry;
 use oauth_metrics::{
-    CredentialRecorder, Fanout, InMemoryRecorder, MetricsRecorder, PrometheusConfig,
+    CredentialRecorder, Fanout, Granularity, InMemoryRecorder, MetricsRecorder, PrometheusConfig,
     PrometheusRecorder, RequestOutcome,
 };
+use stats_alloc::{INSTRUMENTED_SYSTEM, Region, StatsAlloc};
+
+#[global_allocator]
+static GLOBAL: &StatsAlloc<System> = &INSTRUMENTED_SYSTEM;
 
 fn handles(recorder: &dyn MetricsRecorder, n: usize) -> Vec<Arc<dyn CredentialRecorder>> {
     (0..n)
@@ -158,5 +169,90 @@ fn bench(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, bench);
+fn criterion_dir() -> PathBuf {
+    if let Some(home) = std::env::var_os("CRITERION_HOME") {
+        return PathBuf::from(home);
+    }
+    if let Some(target) = std::env::var_os("CARGO_TARGET_DIR") {
+        return PathBuf::from(target).join("criterion");
+    }
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../target/criterion")
+}
+
+/// Live heap bytes per credential of `recorder` once `ids` are registered, with their handles.
+fn bytes_per_credential(
+    recorder: &dyn MetricsRecorder,
+    ids: &[CredentialId],
+) -> (f64, Vec<Arc<dyn CredentialRecorder>>) {
+    let region = Region::new(GLOBAL);
+    let mut hs = Vec::with_capacity(ids.len());
+    let vec_bytes = region.change();
+    for id in ids {
+        hs.push(recorder.handle(id));
+    }
+    let stats = region.change();
+    let live = (stats.bytes_allocated - vec_bytes.bytes_allocated) as f64
+        - (stats.bytes_deallocated - vec_bytes.bytes_deallocated) as f64;
+    (live / ids.len() as f64, hs)
+}
+
+#[allow(clippy::print_stdout)] // the figures are the point of this group
+fn footprint(c: &mut Criterion) {
+    const N: usize = 100_000;
+    let ids: Vec<CredentialId> = (0..N)
+        .map(|i| CredentialId::new(format!("account-{i:06}")).expect("valid id"))
+        .collect();
+    let mut group = c.benchmark_group("footprint");
+    let cores = std::thread::available_parallelism().map_or(1, std::num::NonZero::get);
+    type Make = Box<dyn Fn(&mut Registry) -> Box<dyn MetricsRecorder>>;
+    let makers: [(&str, Make); 5] = [
+        ("in_memory", Box::new(|_| Box::new(InMemoryRecorder::new()))),
+        (
+            "in_memory_sharded",
+            Box::new(move |_| Box::new(InMemoryRecorder::new().with_shards(cores))),
+        ),
+        (
+            "prometheus",
+            Box::new(|r| Box::new(PrometheusRecorder::new(r, "provider"))),
+        ),
+        (
+            "prometheus_credential_histograms",
+            Box::new(|r| {
+                let config =
+                    PrometheusConfig::new().with_granularity(Granularity::CredentialHistograms);
+                Box::new(PrometheusRecorder::with_config(r, "provider", config))
+            }),
+        ),
+        (
+            "prometheus_per_provider",
+            Box::new(|r| {
+                let config = PrometheusConfig::new().with_granularity(Granularity::Provider);
+                Box::new(PrometheusRecorder::with_config(r, "provider", config))
+            }),
+        ),
+    ];
+    for (name, make) in makers {
+        let mut registry = Registry::with_prefix("bench");
+        let recorder = make(&mut registry);
+        let (bytes, hs) = bytes_per_credential(recorder.as_ref(), &ids);
+        println!("footprint/{name}/100000cred: {bytes:.0} bytes per credential");
+        let parameter = "100000cred/1thr";
+        group.bench_function(BenchmarkId::new(name, parameter), |b| {
+            b.iter_custom(|iters| run(&hs, 1, Split::Disjoint, iters));
+        });
+        let dir = criterion_dir()
+            .join("footprint")
+            .join(name)
+            .join("100000cred")
+            .join("1thr")
+            .join("new");
+        if std::fs::create_dir_all(&dir).is_ok() {
+            let json = format!(r#"{{"bytes_per_credential": {bytes:.0}}}"#);
+            let _ = std::fs::write(dir.join("extra.json"), json);
+        }
+    }
+    group.finish();
+}
+
+criterion_group!(benches, bench, footprint);
 criterion_main!(benches);
