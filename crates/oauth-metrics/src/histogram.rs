@@ -1,6 +1,9 @@
 //! Latency histograms: validated bucket bounds and a lock-free, optionally sharded histogram of
 //! durations.
 
+// The Prometheus recorder (feature `prometheus`) is the only user of parts of this module.
+#![cfg_attr(not(feature = "prometheus"), allow(dead_code))]
+
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;

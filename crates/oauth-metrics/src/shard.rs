@@ -6,6 +6,9 @@
 //! threads running at the same time mostly write different lines. The sum is exact: a shard is
 //! only ever added to, and a reader adds every shard.
 
+// The Prometheus recorder (feature `prometheus`) is the only user of parts of this module.
+#![cfg_attr(not(feature = "prometheus"), allow(dead_code))]
+
 use std::cell::Cell;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 
