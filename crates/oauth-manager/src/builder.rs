@@ -288,7 +288,9 @@ impl OAuthKeyManagerBuilder {
         if let Some(timeout) = self.refresh_timeout
             && timeout.is_zero()
         {
-            return Err(SettingsError::Failover("refresh_timeout must be greater than zero").into());
+            return Err(
+                SettingsError::Failover("refresh_timeout must be greater than zero").into(),
+            );
         }
         let monitor = match self.notifier {
             Some(notifier) => Monitor::with_notifier(self.monitoring, notifier),
@@ -387,19 +389,26 @@ impl OAuthKeyManagerBuilder {
             inner: Arc::new(inner),
         };
         let gauges = manager.gauge_source();
-        manager.inner.telemetry.attach_gauges(Arc::downgrade(&gauges));
+        manager
+            .inner
+            .telemetry
+            .attach_gauges(Arc::downgrade(&gauges));
         let _ = manager.inner.gauges.set(gauges);
         Ok(manager)
     }
 }
 
 #[cfg(feature = "webhooks")]
-fn default_monitor(config: Option<MonitoringConfig>) -> Result<Monitor, oauth_webhooks::ConfigError> {
+fn default_monitor(
+    config: Option<MonitoringConfig>,
+) -> Result<Monitor, oauth_webhooks::ConfigError> {
     Monitor::new(config)
 }
 
 #[cfg(not(feature = "webhooks"))]
-fn default_monitor(config: Option<MonitoringConfig>) -> Result<Monitor, oauth_webhooks::ConfigError> {
+fn default_monitor(
+    config: Option<MonitoringConfig>,
+) -> Result<Monitor, oauth_webhooks::ConfigError> {
     Monitor::with_notifier(config, Arc::new(oauth_webhooks::NoopNotifier))
 }
 

@@ -130,7 +130,7 @@ impl Timeline {
     }
 
     /// A wall-time instant (a token's expiry) on the health timeline.
-    pub(crate) fn from_wall(&self, t: DateTime<Utc>) -> DateTime<Utc> {
+    pub(crate) fn on_timeline(&self, t: DateTime<Utc>) -> DateTime<Utc> {
         shift(t, self.skew())
     }
 }
@@ -140,11 +140,12 @@ pub(crate) fn shift(t: DateTime<Utc>, by: TimeDelta) -> DateTime<Utc> {
     if by.is_zero() {
         return t;
     }
-    t.checked_add_signed(by).unwrap_or(if by > TimeDelta::zero() {
-        DateTime::<Utc>::MAX_UTC
-    } else {
-        DateTime::<Utc>::MIN_UTC
-    })
+    t.checked_add_signed(by)
+        .unwrap_or(if by > TimeDelta::zero() {
+            DateTime::<Utc>::MAX_UTC
+        } else {
+            DateTime::<Utc>::MIN_UTC
+        })
 }
 
 /// Milliseconds since the epoch as an instant, saturating.

@@ -367,7 +367,9 @@ impl OAuthKeyManager {
             if credential.access_token_valid(wall) {
                 return Ok((credential, false));
             }
-            let expired_at = credential.expires_at.map(|t| self.inner.time.from_wall(t));
+            let expired_at = credential
+                .expires_at
+                .map(|t| self.inner.time.on_timeline(t));
             let (change, published) = slot.with_health(at, |h| {
                 h.record_refresh_failure(
                     FailureKind::PermanentAuth,

@@ -45,6 +45,11 @@
 //! Classify your API client's errors with [`ClassifyFailure`] so failover knows a rate limit from a
 //! bad request.
 
+/// The README's quick start, compiled and run as a doctest so it cannot rot.
+#[cfg(doctest)]
+#[doc = include_str!("../../../README.md")]
+pub struct ReadmeQuickStart;
+
 mod builder;
 mod clock;
 mod error;
@@ -78,38 +83,109 @@ pub use settings::{FailoverSettings, MAX_WAIT, Selection};
 pub type EventReceiver = tokio::sync::broadcast::Receiver<Event>;
 /// The error of [`EventReceiver::recv`]: `Lagged(n)` when the receiver fell behind and lost `n`
 /// events, `Closed` when the manager is gone.
+#[doc(no_inline)]
 pub use tokio::sync::broadcast::error::RecvError;
 
+/// For implementing the async traits (`Refresher`, `CredentialStore`, `Notifier`,
+/// `CredentialProvider`, `RotationHooks`) without a direct dependency.
+#[doc(no_inline)]
+pub use async_trait::async_trait;
+/// The date-time crate the API speaks (`DateTime<Utc>` in credentials, events and reports).
+#[doc(no_inline)]
+pub use chrono;
+
 #[cfg(feature = "test-util")]
+#[cfg_attr(docsrs, doc(cfg(feature = "test-util")))]
+#[doc(no_inline)]
 pub use oauth_core::ManualClock;
+#[doc(no_inline)]
 pub use oauth_core::{
-    Availability, Classified, ClassifyFailure, Clock, Credential, CredentialHealthInfo,
-    CredentialId, CredentialState, Event, EventKind, ExposeSecret, FailureKind, HealthPolicy,
-    HealthSnapshot, REFRESH_BUFFER, SecretString, SystemClock, Usage, UsageSnapshot,
-    parse_retry_after,
+    Availability, Classified, ClassifyFailure, Clock, Credential, CredentialError,
+    CredentialHealthInfo, CredentialId, CredentialMetadata, CredentialState, Event, EventKind,
+    ExposeSecret, FailureKind, HealthPolicy, HealthSnapshot, PolicyError, REFRESH_BUFFER,
+    RefreshWindow, RefreshWindowError, RetryAfterError, SecretString, SystemClock, TokenQuirk,
+    TokenSet, Usage, UsageSnapshot, parse_retry_after,
 };
 
-/// Token refresh: the `Refresher` trait, strategies, single flight, HTTP refresher and presets.
+/// Token refresh: the `Refresher` trait, strategies, the refresh protocol, the HTTP refresher and
+/// provider presets.
 pub mod refresh {
-    pub use oauth_refresh::*;
+    #[doc(no_inline)]
+    pub use oauth_refresh::{
+        BoxFuture, Committed, DEFAULT_FLIGHT_TIMEOUT, FnRefresher, MalformedReason, NoopRefresher,
+        OAuthErrorCode, RefreshCoordinator, RefreshError, RefreshOutcome, RefreshStrategy,
+        RefreshTarget, Refresher, StrategyError, TokenQuirk, TokenSet,
+    };
+    #[cfg(feature = "http")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "http")))]
+    #[doc(no_inline)]
+    pub use oauth_refresh::{
+        ClientAuth, ClientRequirement, DEFAULT_CONNECT_TIMEOUT, DEFAULT_MAX_ERROR_BODY_BYTES,
+        DEFAULT_MAX_RESPONSE_BYTES, DEFAULT_REQUEST_TIMEOUT, Encoding, HttpBuildError,
+        HttpRefresher, HttpRefresherBuilder, MAX_ACCESS_TOKEN_LIFETIME, MissingExpiry,
+        TokenEndpoint, TokenResponse, parse_error_response, parse_token_response,
+    };
+    /// Token endpoints of the providers' official CLIs, with their public client ids.
+    #[cfg(feature = "http")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "http")))]
+    pub mod presets {
+        #[doc(no_inline)]
+        pub use oauth_refresh::presets::*;
+    }
 }
 
 /// Credential rotation: policy, hooks, state.
 pub mod rotation {
-    pub use oauth_rotation::*;
+    #[doc(no_inline)]
+    pub use oauth_rotation::{
+        AutoDecommissionReport, HookError, NoopHooks, RotationError, RotationHooks, RotationPolicy,
+        RotationState,
+    };
 }
 
 /// Metrics: recorders, Prometheus, export shapes.
 pub mod metrics {
-    pub use oauth_metrics::*;
+    /// The `prometheus-client` crate the recorder registers in (for its `Registry`).
+    #[cfg(feature = "prometheus")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "prometheus")))]
+    #[doc(no_inline)]
+    pub use oauth_metrics::prometheus_client;
+    #[doc(no_inline)]
+    pub use oauth_metrics::{
+        Buckets, BucketsError, CredentialRecorder, DURATION_BUCKETS, Fanout, GaugeRow, GaugeSource,
+        HealthSummary, InMemoryRecorder, MetricsRecorder, NoopRecorder, PrometheusMetrics,
+        RefreshResult, RequestOutcome, export_json,
+    };
+    #[cfg(feature = "prometheus")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "prometheus")))]
+    #[doc(no_inline)]
+    pub use oauth_metrics::{
+        EncodeError, Format, Granularity, OPENMETRICS_CONTENT_TYPE, PROMETHEUS_TEXT_CONTENT_TYPE,
+        PrometheusConfig, PrometheusRecorder, Scrape, encode_openmetrics, encode_scrape,
+        negotiate_format,
+    };
 }
 
 /// Alerts and webhooks.
 pub mod webhooks {
-    pub use oauth_webhooks::*;
+    #[doc(no_inline)]
+    pub use oauth_webhooks::{
+        AlertFacts, ChannelNotifier, ConfigError, DEFAULT_TOLERANCE, DeliveryStatus,
+        MemoryNotifier, Monitor, MonitoringConfig, NoopNotifier, Notifier, RetrySchedule,
+        ShutdownReport, VerifyError, WebhookEvent, WebhookEventType, WebhookSecret, route_event,
+        sign, verify,
+    };
+    #[cfg(feature = "webhooks")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "webhooks")))]
+    #[doc(no_inline)]
+    pub use oauth_webhooks::{DeliveryStats, WebhookNotifier};
 }
 
 /// Credential persistence.
 pub mod store {
-    pub use oauth_store::*;
+    #[doc(no_inline)]
+    pub use oauth_store::{
+        CredentialStore, FileRefreshLock, FileStore, MemoryRefreshLock, MemoryStore, RefreshGuard,
+        RefreshLock, StoreChange, StoreError, Version, Versioned,
+    };
 }

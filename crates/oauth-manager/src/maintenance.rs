@@ -189,7 +189,7 @@ impl OAuthKeyManager {
             } if provider == self.provider() => {
                 if let Some(slot) = self.slot(id.as_str()) {
                     let time = &self.inner.time;
-                    let (now, until) = (time.health(), time.from_wall(until));
+                    let (now, until) = (time.health(), time.on_timeline(until));
                     let policy = self.settings().health.clone();
                     let (change, published) =
                         slot.with_health(now, |h| h.cool_down_until(until, &policy, now));
@@ -219,7 +219,12 @@ impl OAuthKeyManager {
         }
         if let Ok(Some(stored)) = self.inner.refreshing.load(id).await {
             let cred = stored.value;
-            if self.inner.rotation.track(cred.id.clone(), cred.created_at).is_ok() {
+            if self
+                .inner
+                .rotation
+                .track(cred.id.clone(), cred.created_at)
+                .is_ok()
+            {
                 self.insert_slot(cred, stored.version);
             }
         }

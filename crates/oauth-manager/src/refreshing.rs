@@ -181,9 +181,7 @@ impl Refreshing {
 
     /// All credentials the credential provider holds for this pool's provider.
     pub(crate) async fn provider_credentials(&self) -> Result<Vec<Credential>, ProviderError> {
-        self.credential_provider()
-            .credentials(&self.provider)
-            .await
+        self.credential_provider().credentials(&self.provider).await
     }
 
     /// Saves a new credential ("expected none"); its store version.
@@ -336,7 +334,11 @@ impl Refreshing {
     }
 
     /// Re-reads one credential from the store inside its flight and adopts a newer version.
-    pub(crate) async fn adopt_from_store(&self, manager: &OAuthKeyManager, slot: &Arc<Slot>) -> bool {
+    pub(crate) async fn adopt_from_store(
+        &self,
+        manager: &OAuthKeyManager,
+        slot: &Arc<Slot>,
+    ) -> bool {
         let (this, flight_slot) = (manager.clone(), Arc::clone(slot));
         self.exclusive(slot, move || async move {
             let refreshing = &this.inner.refreshing;
@@ -399,7 +401,7 @@ impl Refreshing {
                 }
                 let refreshed_later = cred.last_refresh > current.last_refresh
                     || cred.refresh_count > current.refresh_count;
-                if !refreshed_later && !(other_grant && needs_reauth) {
+                if !(refreshed_later || (other_grant && needs_reauth)) {
                     return false;
                 }
             }
@@ -624,7 +626,12 @@ impl RefreshTarget for SlotRefresh {
         let persisted = self.refreshing().persist(slot, refreshed).await;
         // Published whatever the store said: the refresh token it replaces is consumed.
         slot.set_credential(refreshed.clone());
-        drop(self.guard.lock().unwrap_or_else(PoisonError::into_inner).take());
+        drop(
+            self.guard
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .take(),
+        );
         match persisted {
             Ok(()) => slot.persisted(),
             Err(reason) => {
@@ -673,7 +680,12 @@ impl RefreshTarget for SlotRefresh {
             if let Ok(Some(stored)) = refreshing.store.load(&refreshing.provider, &slot.id).await
                 && stored.value.refresh_token_differs(current)
             {
-                drop(self.guard.lock().unwrap_or_else(PoisonError::into_inner).take());
+                drop(
+                    self.guard
+                        .lock()
+                        .unwrap_or_else(PoisonError::into_inner)
+                        .take(),
+                );
                 refreshing.adopt_external(
                     manager,
                     slot,
@@ -685,7 +697,12 @@ impl RefreshTarget for SlotRefresh {
                 return;
             }
         }
-        drop(self.guard.lock().unwrap_or_else(PoisonError::into_inner).take());
+        drop(
+            self.guard
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .take(),
+        );
         slot.record_refresh(RefreshResult::Failure(kind), took, time.wall());
         let policy = manager.settings().health.clone();
         // After a 401 the provider has already rejected the access token: it is not usable, whatever
@@ -695,7 +712,7 @@ impl RefreshTarget for SlotRefresh {
             _ => Some(
                 current
                     .expires_at
-                    .map_or(DateTime::<Utc>::MAX_UTC, |t| time.from_wall(t)),
+                    .map_or(DateTime::<Utc>::MAX_UTC, |t| time.on_timeline(t)),
             ),
         };
         let now = time.health();

@@ -4,7 +4,9 @@
 use std::sync::Arc;
 
 use oauth_core::{Credential, CredentialId, Event};
-use oauth_rotation::{AutoDecommissionReport, Rotation, RotationHooks, RotationState, RotationTracker};
+use oauth_rotation::{
+    AutoDecommissionReport, Rotation, RotationHooks, RotationState, RotationTracker,
+};
 
 use crate::error::CredentialOpError;
 use crate::manager::OAuthKeyManager;
@@ -147,5 +149,4 @@ impl OAuthKeyManager {
         let id = CredentialId::new(id).ok()?;
         self.inner.rotation.state(&id)
     }
-
 }

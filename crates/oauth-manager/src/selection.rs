@@ -212,8 +212,6 @@ impl Slot {
         attempts
     }
 
-
-
     /// The credential was persisted: pending work and the attempt count clear.
     pub(crate) fn persisted(&self) {
         self.persist_pending.store(false, Ordering::Release);
@@ -320,7 +318,6 @@ impl Slot {
     pub(crate) fn read_health<R>(&self, f: impl FnOnce(&CredentialHealth) -> R) -> R {
         f(&self.health.lock().unwrap_or_else(PoisonError::into_inner))
     }
-
 
     /// Records a success: lock-free unless the health has something to clear.
     pub(crate) fn record_success(&self, now: DateTime<Utc>) -> (Option<HealthChange>, Republished) {

@@ -1,8 +1,8 @@
 //! Telemetry: events, metrics recorders and alert delivery. The manager reports what happened
 //! here; oauth-webhooks decides what becomes a webhook.
 
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
@@ -124,11 +124,7 @@ impl Telemetry {
     }
 
     /// A call found no credential: `PoolExhausted` once per episode.
-    pub(crate) fn exhausted(
-        &self,
-        next_available_at: Option<DateTime<Utc>>,
-        now: DateTime<Utc>,
-    ) {
+    pub(crate) fn exhausted(&self, next_available_at: Option<DateTime<Utc>>, now: DateTime<Utc>) {
         if !self.exhausted.swap(true, Ordering::Relaxed) {
             self.emit(Event::new(
                 now,

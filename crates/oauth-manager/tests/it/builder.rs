@@ -42,14 +42,20 @@ async fn nonsense_settings_are_typed_errors() {
         .await
         .expect_err("zero base");
     assert!(matches!(err, BuildError::InvalidSetting(_)), "{err}");
-    assert!(crate::support::chain(&err).contains("backoff_base"), "{err}");
+    assert!(
+        crate::support::chain(&err).contains("backoff_base"),
+        "{err}"
+    );
 
     let err = builder(&["a"], &clock)
         .failover(FailoverSettings::default().with_max_attempts(0))
         .build()
         .await
         .expect_err("zero attempts");
-    assert!(crate::support::chain(&err).contains("max_attempts"), "{err}");
+    assert!(
+        crate::support::chain(&err).contains("max_attempts"),
+        "{err}"
+    );
 
     let err = OAuthKeyManager::builder(" ")
         .credential(cred("a", chrono::TimeDelta::hours(1)))

@@ -114,7 +114,10 @@ async fn attempts_are_bounded_by_min_n_3_and_the_last_error_is_kept() {
             ..
         } => {
             assert_eq!(*attempts, 3);
-            assert_eq!(credential, "c1", "the first to recover takes the third attempt");
+            assert_eq!(
+                credential, "c1",
+                "the first to recover takes the third attempt"
+            );
         }
         other => panic!("unexpected {other}"),
     }

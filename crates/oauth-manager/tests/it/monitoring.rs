@@ -12,7 +12,7 @@ use oauth_manager::{CredentialState, ExposeSecret, FailureKind, Usage};
 use oauth_testkit::webhook_receiver::{VerifyFn, WebhookReceiver};
 use prometheus_client::registry::Registry;
 
-use crate::support::{TestError, builder, builder_of, cred, counting_refresher, t0};
+use crate::support::{TestError, builder, builder_of, counting_refresher, cred, t0};
 
 const SECRET: &str = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
 
@@ -28,7 +28,9 @@ async fn receiver() -> WebhookReceiver {
         )
         .map_err(|e| e.to_string())
     });
-    WebhookReceiver::start(verify).await.expect("receiver starts")
+    WebhookReceiver::start(verify)
+        .await
+        .expect("receiver starts")
 }
 
 /// The Go sequence: set a monitoring configuration with a webhook URL at run time, refresh, wait:
@@ -69,7 +71,10 @@ async fn setting_a_monitoring_config_with_a_url_delivers_signed_webhooks() {
     assert!(hooks.rejections().is_empty(), "every delivery verified");
     for request in hooks.requests() {
         let body = String::from_utf8_lossy(&request.body);
-        assert!(!body.contains("access-team") && !body.contains("refresh-team"), "{body}");
+        assert!(
+            !body.contains("access-team") && !body.contains("refresh-team"),
+            "{body}"
+        );
     }
 }
 
@@ -88,7 +93,8 @@ async fn scrapes_agree_with_health_at_every_scrape() {
         .expect("builds");
     let state_line = |text: &str, id: &str, state: CredentialState| {
         let needle = format!("credential=\"{id}\",state=\"{}\"}} 1", state.as_str());
-        text.lines().any(|l| l.contains("credential_state") && l.contains(&needle))
+        text.lines()
+            .any(|l| l.contains("credential_state") && l.contains(&needle))
     };
     let scrape = |r: &Registry| encode_openmetrics(r).expect("encodes");
 
@@ -101,7 +107,11 @@ async fn scrapes_agree_with_health_at_every_scrape() {
         "an expiry from the first scrape: {first}"
     );
     let failures_before = count_of(&first, "a", "rate_limited");
-    assert_eq!(failures_before, Some(0.0), "the failure series exists at 0: {first}");
+    assert_eq!(
+        failures_before,
+        Some(0.0),
+        "the failure series exists at 0: {first}"
+    );
 
     manager
         .execute_with_failover(|c| async move {
@@ -121,8 +131,15 @@ async fn scrapes_agree_with_health_at_every_scrape() {
         manager.credential_health("a").expect("known").state,
         CredentialState::CoolingDown
     );
-    assert!(state_line(&during, "a", CredentialState::CoolingDown), "{during}");
-    assert_eq!(count_of(&during, "a", "rate_limited"), Some(1.0), "then 1: {during}");
+    assert!(
+        state_line(&during, "a", CredentialState::CoolingDown),
+        "{during}"
+    );
+    assert_eq!(
+        count_of(&during, "a", "rate_limited"),
+        Some(1.0),
+        "then 1: {during}"
+    );
 
     clock.advance(Duration::from_secs(3));
     let after = scrape(&registry);
@@ -141,7 +158,8 @@ fn count_of(text: &str, id: &str, outcome: &str) -> Option<f64> {
     text.lines()
         .filter(|l| l.starts_with("requests_total") || l.contains("_requests_total"))
         .find(|l| {
-            l.contains(&format!("credential=\"{id}\"")) && l.contains(&format!("outcome=\"{outcome}\""))
+            l.contains(&format!("credential=\"{id}\""))
+                && l.contains(&format!("outcome=\"{outcome}\""))
         })
         .and_then(|l| l.rsplit(' ').next())
         .and_then(|v| v.parse().ok())
@@ -158,7 +176,10 @@ async fn a_scripted_failover_is_traced_without_secrets() {
     let clock = ManualClock::new(t0());
     let refresher = counting_refresher(&clock, Duration::ZERO, None);
     let manager = builder_of(
-        [cred("a", TimeDelta::minutes(2)), cred("b", TimeDelta::hours(1))],
+        [
+            cred("a", TimeDelta::minutes(2)),
+            cred("b", TimeDelta::hours(1)),
+        ],
         &clock,
     )
     .refresher_arc(Arc::clone(&refresher.refresher))
@@ -179,7 +200,10 @@ async fn a_scripted_failover_is_traced_without_secrets() {
     let lines = lines.lock().expect("lines").clone();
     let all = lines.join("\n");
     assert!(all.contains("oauth.execute"), "{all}");
-    assert!(all.contains("oauth.refresh") && all.contains("credential=a"), "{all}");
+    assert!(
+        all.contains("oauth.refresh") && all.contains("credential=a"),
+        "{all}"
+    );
     assert!(
         lines
             .iter()
@@ -207,7 +231,10 @@ async fn a_scripted_failover_is_traced_without_secrets() {
         "access-b-0".to_owned(),
     ];
     for secret in &secrets {
-        assert!(!all.contains(secret.as_str()), "{secret} leaked into tracing: {all}");
+        assert!(
+            !all.contains(secret.as_str()),
+            "{secret} leaked into tracing: {all}"
+        );
     }
 }
 
@@ -291,7 +318,11 @@ where
         capture(fields.0);
     }
 
-    fn on_event(&self, event: &tracing::Event<'_>, _ctx: tracing_subscriber::layer::Context<'_, S>) {
+    fn on_event(
+        &self,
+        event: &tracing::Event<'_>,
+        _ctx: tracing_subscriber::layer::Context<'_, S>,
+    ) {
         let mut fields = Fields(format!("event {}", event.metadata().level()));
         event.record(&mut fields);
         capture(fields.0);

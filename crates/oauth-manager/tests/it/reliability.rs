@@ -16,7 +16,7 @@ use oauth_manager::{
     MaintenanceConfig, OAuthKeyManager, StoreOutage, Usage,
 };
 
-use crate::support::{TestError, builder, builder_of, call_ok, cred, counting_refresher, t0};
+use crate::support::{TestError, builder, builder_of, call_ok, counting_refresher, cred, t0};
 
 /// Issue 13.4: backoffs and cooldowns run on monotonic time, so stepping the wall clock back an
 /// hour (or a day) does not keep a credential out for an hour (or a day).
@@ -125,9 +125,16 @@ async fn a_store_outage_does_not_stop_refreshing_and_the_token_is_saved_on_recov
     let mut events = manager.subscribe();
     store.down.store(true, Ordering::SeqCst);
     call_ok(&manager).await.expect("served");
-    assert_eq!(refresher.calls.load(Ordering::SeqCst), 1, "refreshed in memory");
+    assert_eq!(
+        refresher.calls.load(Ordering::SeqCst),
+        1,
+        "refreshed in memory"
+    );
     let refreshed = manager.credential("a").expect("known");
-    assert_eq!(refreshed.refresh_token.as_ref().map(|t| t.expose_secret()), Some("refresh-a-1"));
+    assert_eq!(
+        refreshed.refresh_token.as_ref().map(|t| t.expose_secret()),
+        Some("refresh-a-1")
+    );
     let (mut unavailable, mut persistence_failed) = (0, 0);
     while let Ok(e) = events.try_recv() {
         match e.kind {
@@ -149,7 +156,10 @@ async fn a_store_outage_does_not_stop_refreshing_and_the_token_is_saved_on_recov
         .await
         .expect("readable")
         .expect("stored");
-    assert!(stored.value.same_tokens(&refreshed), "the rotated token was saved");
+    assert!(
+        stored.value.same_tokens(&refreshed),
+        "the rotated token was saved"
+    );
 
     // Failing closed: no refresh while the store cannot be read.
     let clock = ManualClock::new(t0());
@@ -207,7 +217,10 @@ async fn removed_credentials_stay_removed_under_churn() {
         .map(|v| v.value.id.to_string())
         .collect();
     let resurrected: Vec<&String> = removed.iter().filter(|id| stored.contains(id)).collect();
-    assert!(resurrected.is_empty(), "resurrected in the store: {resurrected:?}");
+    assert!(
+        resurrected.is_empty(),
+        "resurrected in the store: {resurrected:?}"
+    );
     let zombies: Vec<CredentialId> = manager
         .all_metrics()
         .into_keys()
@@ -253,7 +266,10 @@ async fn short_lived_tokens_are_refreshed_once_not_on_every_call() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_flaky_network_does_not_empty_the_pool() {
     let clock = ManualClock::new(t0());
-    let manager = builder(&["a", "b", "c"], &clock).build().await.expect("builds");
+    let manager = builder(&["a", "b", "c"], &clock)
+        .build()
+        .await
+        .expect("builds");
     let served = Arc::new(AtomicUsize::new(0));
     let seq = Arc::new(AtomicUsize::new(0));
     let mut tasks = Vec::new();
@@ -293,7 +309,10 @@ async fn a_flaky_network_does_not_empty_the_pool() {
 #[tokio::test]
 async fn a_credential_failing_every_call_gets_little_traffic() {
     let clock = ManualClock::new(t0());
-    let manager = builder(&["bad", "b", "c"], &clock).build().await.expect("builds");
+    let manager = builder(&["bad", "b", "c"], &clock)
+        .build()
+        .await
+        .expect("builds");
     let attempts_on_bad = Arc::new(AtomicUsize::new(0));
     let attempts = Arc::new(AtomicUsize::new(0));
     for _ in 0..1_000 {
@@ -322,7 +341,10 @@ async fn a_credential_failing_every_call_gets_little_traffic() {
         attempts.load(Ordering::Relaxed),
     );
     eprintln!("failing credential: {bad} of {all} attempts");
-    assert!(bad * 20 < all, "{bad} of {all} attempts went to the failing credential");
+    assert!(
+        bad * 20 < all,
+        "{bad} of {all} attempts went to the failing credential"
+    );
 }
 
 /// Issue 14.4: a configuration mistake (`invalid_client`) is `misconfigured`, not a dead grant,
@@ -342,7 +364,9 @@ async fn a_configuration_mistake_is_misconfigured_and_a_fix_clears_it() {
         .await
         .expect("builds");
     let mut events = manager.subscribe();
-    call_ok(&manager).await.expect("its working token still serves");
+    call_ok(&manager)
+        .await
+        .expect("its working token still serves");
     let h = manager.credential_health("a").expect("known");
     assert_eq!(h.state, CredentialState::Misconfigured, "{h:?}");
     assert!(h.misconfigured && !h.needs_reauthorization, "{h:?}");
@@ -363,7 +387,11 @@ async fn a_configuration_mistake_is_misconfigured_and_a_fix_clears_it() {
         CredentialState::Active
     );
     call_ok(&manager).await.expect("served");
-    assert_eq!(fixed.calls.load(Ordering::SeqCst), 1, "refreshed with the fixed configuration");
+    assert_eq!(
+        fixed.calls.load(Ordering::SeqCst),
+        1,
+        "refreshed with the fixed configuration"
+    );
 }
 
 /// Issue 14.5: after a restart with freshly supplied tokens (the user signed in again), the fresh
@@ -525,8 +553,8 @@ fn the_manager_is_send_and_sync_and_its_calls_are_send() {
         let clock = ManualClock::new(t0());
         let manager: OAuthKeyManager = builder(&["a"], &clock).build().await.expect("builds");
         send_sync(&manager);
-        let call = manager
-            .execute_with_failover(|_| async { Ok::<_, TestError>(((), None::<Usage>)) });
+        let call =
+            manager.execute_with_failover(|_| async { Ok::<_, TestError>(((), None::<Usage>)) });
         send(&call);
         drop(call);
         send(&manager.refresh_now("a"));
