@@ -24,6 +24,14 @@ pub enum FailureKind {
         #[serde(default, with = "opt_secs")]
         retry_after: Option<Duration>,
     },
+    /// The provider itself is overloaded (Anthropic's 529 `overloaded_error`, Gemini's
+    /// `MODEL_CAPACITY_EXHAUSTED`): fail over, but it is not the account's fault, so its health is
+    /// not touched (no backoff, no cooldown, no failure counted against it).
+    Overloaded {
+        /// How long the provider suggested waiting, if it said.
+        #[serde(default, with = "opt_secs")]
+        retry_after: Option<Duration>,
+    },
     /// The access token was rejected (HTTP 401): refresh once and retry on the same credential.
     Unauthorized,
     /// The grant is dead (`invalid_grant`, revoked or reused refresh token, account disabled): the
@@ -50,7 +58,7 @@ impl FailureKind {
     pub const fn is_retryable(&self) -> bool {
         matches!(
             self,
-            Self::RateLimited { .. } | Self::Unauthorized | Self::Transient
+            Self::RateLimited { .. } | Self::Overloaded { .. } | Self::Unauthorized | Self::Transient
         )
     }
 
@@ -64,6 +72,7 @@ impl FailureKind {
     pub const fn as_str(&self) -> &'static str {
         match self {
             Self::RateLimited { .. } => "rate_limited",
+            Self::Overloaded { .. } => "overloaded",
             Self::Unauthorized => "unauthorized",
             Self::PermanentAuth => "permanent_auth",
             Self::Misconfigured => "misconfigured",

@@ -399,6 +399,11 @@ impl CredentialHealth {
         }
         match kind {
             FailureKind::RequestScoped => None,
+            // The provider's trouble, not the account's: noted, never held against it.
+            FailureKind::Overloaded { .. } => {
+                self.note_failure(kind, now);
+                None
+            }
             FailureKind::RateLimited { retry_after } => {
                 self.note_failure(kind, now);
                 Some(self.cool_down_for(policy.cooldown(retry_after), now))
@@ -469,7 +474,7 @@ impl CredentialHealth {
         self.last_refresh_failure = Some(kind);
         self.last_failure = Some(now);
         self.last_failure_kind = Some(kind);
-        if kind == FailureKind::RequestScoped {
+        if matches!(kind, FailureKind::RequestScoped | FailureKind::Overloaded { .. }) {
             return None;
         }
         if kind.is_permanent() {

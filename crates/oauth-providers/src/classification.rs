@@ -196,13 +196,7 @@ pub enum Unreadable {
 }
 
 /// The [`FailureKind`] this crate gives a provider overload (Anthropic 529, Gemini
-/// `MODEL_CAPACITY_EXHAUSTED`): fail over to another credential, and cool this one down for
-/// zero seconds, so that it is not penalized (no backoff, no consecutive-failure count).
-///
-/// `FailureKind` has no variant for "the provider's trouble, not the account's"; this is the
-/// closest existing meaning that fails over without a penalty. It still counts as a
-/// `rate_limited` request in metrics. When oauth-core gains such a variant, this constant changes
-/// and nothing else.
-pub const OVERLOADED: FailureKind = FailureKind::RateLimited {
-    retry_after: Some(Duration::ZERO),
-};
+/// `MODEL_CAPACITY_EXHAUSTED`): [`FailureKind::Overloaded`], the provider's trouble, not the
+/// account's: fail over to another credential without penalizing this one (no backoff, no
+/// cooldown, no consecutive-failure count), counted as `overloaded` in metrics.
+pub const OVERLOADED: FailureKind = FailureKind::Overloaded { retry_after: None };

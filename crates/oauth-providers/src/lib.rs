@@ -46,8 +46,7 @@
 //!
 //! # Provider overload
 //! A provider that is overloaded for everyone (Anthropic 529, Gemini `MODEL_CAPACITY_EXHAUSTED`)
-//! gets [`OVERLOADED`]: fail over without penalizing the account. `FailureKind` has no dedicated
-//! variant for this yet; see that constant.
+//! gets [`OVERLOADED`] (`FailureKind::Overloaded`): fail over without penalizing the account.
 
 mod anthropic;
 mod classification;

@@ -533,3 +533,18 @@ fn a_permanent_refresh_failure_counts_as_a_consecutive_failure() {
     );
     assert_eq!(h.snapshot(&p, t0()).refresh_fail_count, 1);
 }
+
+#[test]
+fn an_overloaded_provider_is_not_held_against_the_account() {
+    let p = HealthPolicy::default();
+    let mut h = CredentialHealth::default();
+    for _ in 0..10 {
+        assert_eq!(
+            h.record_failure(FailureKind::Overloaded { retry_after: Some(secs(30)) }, &p, t0()),
+            None
+        );
+    }
+    assert!(h.is_available(t0()) && h.is_healthy(&p));
+    assert_eq!(h.consecutive_failures(), 0);
+    assert!(FailureKind::Overloaded { retry_after: None }.is_retryable());
+}
