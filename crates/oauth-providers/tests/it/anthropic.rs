@@ -58,7 +58,7 @@ fn reset_headers_in_rfc3339_pick_the_exhausted_limit() {
     // A reset in the past: no wait.
     let h = headers(&[("anthropic-ratelimit-tokens-reset", "2026-01-15T11:00:00Z")]);
     let c = classify(Provider::Anthropic, 429, &h, RATE_LIMIT);
-    assert_eq!(c.kind, FailureKind::Overloaded { retry_after: None });
+    assert_eq!(c.kind, FailureKind::rate_limited(secs(0)));
 }
 
 #[test]
