@@ -328,3 +328,46 @@ where
         capture(fields.0);
     }
 }
+
+/// Issue 14.6: a healthy pool of 1-hour tokens with a working refresher, under the default
+/// monitoring configuration, sends no expiry warning in a simulated day (Go sent one per
+/// credential per hour) and no routine refresh webhook.
+#[tokio::test]
+async fn a_healthy_pool_of_one_hour_tokens_sends_no_expiry_warning_in_a_day() {
+    let clock = ManualClock::new(t0());
+    let refresher = counting_refresher(&clock, Duration::ZERO, None);
+    let sink = Arc::new(oauth_manager::webhooks::MemoryNotifier::new());
+    let manager = builder(&["a", "b", "c"], &clock)
+        .refresher_arc(Arc::clone(&refresher.refresher))
+        .monitoring(MonitoringConfig::default())
+        .notifier_arc(sink.clone())
+        .build()
+        .await
+        .expect("builds");
+    let mut alerts = Vec::new();
+    for _minute in 0..24 * 60 {
+        clock.advance(Duration::from_secs(60));
+        for _ in 0..3 {
+            crate::support::call_ok(&manager).await.expect("served");
+        }
+        alerts.extend(manager.check_alerts());
+    }
+    crate::support::settle().await;
+    let warnings = alerts
+        .iter()
+        .filter(|a| {
+            a.event_type == oauth_manager::webhooks::WebhookEventType::ExpiryWarning
+                || a.event_type == oauth_manager::webhooks::WebhookEventType::Expired
+        })
+        .count();
+    let refreshes = refresher.calls.load(std::sync::atomic::Ordering::SeqCst);
+    eprintln!("a day of 1-hour tokens: {refreshes} refreshes, {warnings} expiry alerts");
+    assert!(refreshes >= 3 * 24, "the pool refreshed all day: {refreshes}");
+    assert_eq!(warnings, 0, "{alerts:?}");
+    let routine = sink
+        .events()
+        .iter()
+        .filter(|e| e.event_type == oauth_manager::webhooks::WebhookEventType::Refresh)
+        .count();
+    assert_eq!(routine, 0, "routine refresh webhooks are an opt-in");
+}
