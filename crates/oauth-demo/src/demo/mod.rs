@@ -153,12 +153,13 @@ async fn demo(options: Options) -> Result<(), String> {
         Arc::clone(&console),
         Arc::clone(&log),
     ));
-    let maintenance = pool.spawn_maintenance(
-        MaintenanceConfig::default()
-            .with_interval(MAINTENANCE_INTERVAL)
-            .with_refresh_ahead(Duration::ZERO),
-    )
-    .map_err(|e| fail("starting maintenance", e))?;
+    let maintenance = pool
+        .spawn_maintenance(
+            MaintenanceConfig::default()
+                .with_interval(MAINTENANCE_INTERVAL)
+                .with_refresh_ahead(Duration::ZERO),
+        )
+        .map_err(|e| fail("starting maintenance", e))?;
     let (stop_watch, watching) = watch::channel(false);
     let watcher = tokio::spawn(traffic::watch(
         Arc::clone(&console),
