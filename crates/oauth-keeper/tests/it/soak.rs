@@ -1,0 +1,82 @@
+//! Twenty accounts with four-second tokens on the strict token server, kept by the keeper's
+//! maintenance for twenty seconds (measured on the keeper's clock): every account stays fresh,
+//! no grant is refused, no refresh token is presented twice.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use oauth_keeper::ProviderKind;
+use oauth_manager::{Clock, ExposeSecret, SystemClock};
+
+use crate::common::{Fixture, Options, TestResult, metric};
+
+const ACCOUNTS: usize = 20;
+const TTL: Duration = Duration::from_secs(4);
+const RUN: Duration = Duration::from_secs(20);
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn twenty_short_lived_accounts_stay_fresh() -> TestResult {
+    let clock: Arc<dyn Clock> = Arc::new(SystemClock);
+    let f = Fixture::start(Options {
+        accounts: ACCOUNTS,
+        ttl: TTL,
+        tune: Box::new(|c| {
+            c.maintenance_interval = Duration::from_millis(100);
+            c.refresh_ahead = Duration::from_millis(500);
+            c.refresh_buffer = Duration::from_secs(2);
+            c.refresh_floor = Duration::from_secs(1);
+            c.refresh_min_interval = Duration::from_secs(1);
+        }),
+    })
+    .await?;
+    let pool = f.running.keeper().pool(ProviderKind::Gemini).ok_or("no pool")?;
+    assert_eq!(pool.credential_ids().len(), ACCOUNTS);
+
+    let start = clock.monotonic();
+    let (mut samples, mut stale, mut min_left) = (0u64, 0u64, Duration::MAX);
+    while clock.monotonic().saturating_sub(start) < RUN {
+        let now = clock.now();
+        for c in pool.credentials() {
+            samples += 1;
+            let valid = f.tokens.is_access_token_valid(c.access_token.expose_secret());
+            let left = c.expires_at.map(|e| (e - now).to_std().unwrap_or(Duration::ZERO)).unwrap_or(Duration::ZERO);
+            min_left = min_left.min(left);
+            if !valid || left.is_zero() {
+                stale += 1;
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let elapsed = clock.monotonic().saturating_sub(start);
+    let stats = f.tokens.stats();
+    let (status, health) = f.json(reqwest::Method::GET, "/health").await?;
+    let metrics = f.metrics().await?;
+    let refresh_ok: f64 = (0..ACCOUNTS)
+        .filter_map(|i| metric(&metrics, &format!("oauth_pool_refreshes_total{{provider=\"gemini\",credential=\"acct-{i:02}\",result=\"success\"}}")))
+        .sum();
+    println!(
+        "soak: {ACCOUNTS} accounts, ttl {TTL:?}, ran {elapsed:?}: {samples} samples, {stale} stale, \
+         min time left {min_left:?}; server: {} refreshes, {} invalid_grant, {} reused, {} revoked; \
+         /metrics refreshes {refresh_ok}",
+        stats.refreshes, stats.invalid_grants, stats.reused_refresh_tokens, stats.families_revoked
+    );
+    assert_eq!(stale, 0, "every account fresh at every sample");
+    assert_eq!(stats.invalid_grants, 0);
+    assert_eq!(stats.reused_refresh_tokens, 0);
+    assert_eq!(stats.families_revoked, 0);
+    // Each account was refreshed several times (a 4 s token over 20 s).
+    let min_refreshes = u64::try_from(ACCOUNTS)? * 4;
+    assert!(stats.refreshes >= min_refreshes, "{} refreshes", stats.refreshes);
+    assert!((refresh_ok - stats.refreshes as f64).abs() < 1.0, "{refresh_ok} vs {}", stats.refreshes);
+    assert_eq!(status, 200);
+    assert_eq!(health["providers"]["gemini"]["available"], ACCOUNTS);
+    // The files hold the tokens the pool holds.
+    let store = oauth_accounts::AccountDir::open_unwatched(f.dir.path().join("accounts"))?;
+    for c in pool.credentials() {
+        let stored = oauth_manager::store::CredentialStore::load(&store, "gemini", &c.id).await?.ok_or("no file")?;
+        assert_eq!(stored.value.refresh_token.as_ref().map(|t| t.expose_secret().to_owned()), c.refresh_token.as_ref().map(|t| t.expose_secret().to_owned()));
+    }
+    f.assert_no_secret_in_bodies();
+    f.running.shutdown().await;
+    Ok(())
+}
