@@ -176,9 +176,10 @@ impl DurationHistogram {
     pub(crate) fn new(buckets: &Buckets, shards: usize) -> Self {
         let shards = shard_count(shards);
         let used = buckets.bounds().len() + 2;
-        // Rows of whole 64-byte lines when sharded, so two shards never share a line.
+        // Rows of whole 64-byte lines plus a line of padding when sharded, so two shards never
+        // share a line whatever the alignment of the allocation.
         let stride = if shards > 1 {
-            used.div_ceil(8) * 8
+            used.div_ceil(8) * 8 + 8
         } else {
             used
         };

@@ -500,10 +500,7 @@ impl MetricsRecorder for PrometheusRecorder {
     fn handle(&self, credential: &CredentialId) -> Arc<dyn CredentialRecorder> {
         let provider = Arc::clone(&self.provider);
         if !provider.config.per_credential() {
-            return Arc::new(ProviderHandle {
-                provider,
-                credential: credential.clone(),
-            });
+            return Arc::new(ProviderHandle { provider });
         }
         Arc::new(CredentialHandle {
             series: provider.series(credential),
@@ -620,8 +617,6 @@ impl CredentialRecorder for CredentialHandle {
 #[derive(Debug)]
 struct ProviderHandle {
     provider: Arc<ProviderSeries>,
-    #[allow(dead_code)]
-    credential: CredentialId,
 }
 
 impl CredentialRecorder for ProviderHandle {
