@@ -28,16 +28,25 @@ pub(crate) fn router(keeper: Keeper) -> Router {
         .route("/metrics", get(metrics))
         .route("/health", get(health))
         .route("/accounts", get(list_accounts))
-        .route("/accounts/{provider}/{id}", get(get_account).delete(remove_account))
+        .route(
+            "/accounts/{provider}/{id}",
+            get(get_account).delete(remove_account),
+        )
         .route("/accounts/{provider}/{id}/disable", post(disable))
         .route("/accounts/{provider}/{id}/enable", post(enable))
         .route("/accounts/{provider}/{id}/refresh", post(refresh))
-        .route("/accounts/{provider}/{id}/clear-cooldown", post(clear_cooldown))
+        .route(
+            "/accounts/{provider}/{id}/clear-cooldown",
+            post(clear_cooldown),
+        )
         .route("/signins", post(start_signin))
         .route("/signins/{signin}", get(signin_status))
         .fallback(not_found)
         .layer(DefaultBodyLimit::max(limit))
-        .layer(axum::middleware::from_fn_with_state(keeper.clone(), authorize))
+        .layer(axum::middleware::from_fn_with_state(
+            keeper.clone(),
+            authorize,
+        ))
         .with_state(keeper)
 }
 
@@ -75,9 +84,15 @@ impl IntoResponse for KeeperError {
     fn into_response(self) -> Response {
         let (status, code) = match &self {
             Self::UnknownAccount { .. } => (StatusCode::NOT_FOUND, "unknown_account"),
+            Self::UnknownProvider => (StatusCode::NOT_FOUND, "unknown_provider"),
             Self::InvalidAccountId => (StatusCode::BAD_REQUEST, "invalid_account_id"),
-            Self::Refresh { dead_grant: true, .. } => (StatusCode::BAD_GATEWAY, "dead_grant"),
-            Self::Refresh { misconfigured: true, .. } => (StatusCode::BAD_GATEWAY, "misconfigured"),
+            Self::Refresh {
+                dead_grant: true, ..
+            } => (StatusCode::BAD_GATEWAY, "dead_grant"),
+            Self::Refresh {
+                misconfigured: true,
+                ..
+            } => (StatusCode::BAD_GATEWAY, "misconfigured"),
             Self::Refresh { .. } => (StatusCode::BAD_GATEWAY, "refresh_failed"),
             Self::CooldownNotClearable { .. } => (StatusCode::CONFLICT, "cooldown_not_clearable"),
             Self::TooManySignins => (StatusCode::TOO_MANY_REQUESTS, "too_many_signins"),
@@ -89,13 +104,17 @@ impl IntoResponse for KeeperError {
     }
 }
 
-fn provider(name: &str) -> Result<ProviderKind, Response> {
+fn provider(name: &str) -> Result<ProviderKind, KeeperError> {
     name.parse::<ProviderKind>()
-        .map_err(|_| error_response(StatusCode::NOT_FOUND, "unknown_provider", None))
+        .map_err(|_| KeeperError::UnknownProvider)
 }
 
 async fn metrics(State(keeper): State<Keeper>, req: Request) -> Response {
-    let header = |name| req.headers().get(name).and_then(|v: &HeaderValue| v.to_str().ok());
+    let header = |name| {
+        req.headers()
+            .get(name)
+            .and_then(|v: &HeaderValue| v.to_str().ok())
+    };
     match encode_scrape(keeper.registry(), header(ACCEPT), header(ACCEPT_ENCODING)) {
         Ok(scrape) => {
             let mut r = Response::new(Body::from(scrape.body));
@@ -116,7 +135,10 @@ async fn health(State(keeper): State<Keeper>) -> Response {
     let mut providers = serde_json::Map::new();
     let mut degraded = false;
     for kind in keeper.providers() {
-        let of: Vec<_> = accounts.iter().filter(|a| a.provider == kind.pool_name()).collect();
+        let of: Vec<_> = accounts
+            .iter()
+            .filter(|a| a.provider == kind.pool_name())
+            .collect();
         let available = of.iter().filter(|a| a.health.is_available).count();
         degraded |= available == 0;
         providers.insert(
@@ -124,7 +146,11 @@ async fn health(State(keeper): State<Keeper>) -> Response {
             json!({ "accounts": of.len(), "available": available }),
         );
     }
-    let status = if degraded { StatusCode::SERVICE_UNAVAILABLE } else { StatusCode::OK };
+    let status = if degraded {
+        StatusCode::SERVICE_UNAVAILABLE
+    } else {
+        StatusCode::OK
+    };
     let body = json!({
         "status": if degraded { "degraded" } else { "ok" },
         "providers": providers,
@@ -137,10 +163,13 @@ async fn list_accounts(State(keeper): State<Keeper>) -> Response {
     axum::Json(json!({ "accounts": keeper.accounts() })).into_response()
 }
 
-async fn get_account(State(keeper): State<Keeper>, Path((p, id)): Path<(String, String)>) -> Response {
+async fn get_account(
+    State(keeper): State<Keeper>,
+    Path((p, id)): Path<(String, String)>,
+) -> Response {
     let kind = match provider(&p) {
         Ok(k) => k,
-        Err(r) => return r,
+        Err(e) => return e.into_response(),
     };
     match keeper.account(kind, &id) {
         Ok(a) => axum::Json(a).into_response(),
@@ -151,7 +180,7 @@ async fn get_account(State(keeper): State<Keeper>, Path((p, id)): Path<(String, 
 async fn disable(State(keeper): State<Keeper>, Path((p, id)): Path<(String, String)>) -> Response {
     let kind = match provider(&p) {
         Ok(k) => k,
-        Err(r) => return r,
+        Err(e) => return e.into_response(),
     };
     match keeper.disable(kind, &id) {
         Ok(a) => axum::Json(a).into_response(),
@@ -162,7 +191,7 @@ async fn disable(State(keeper): State<Keeper>, Path((p, id)): Path<(String, Stri
 async fn enable(State(keeper): State<Keeper>, Path((p, id)): Path<(String, String)>) -> Response {
     let kind = match provider(&p) {
         Ok(k) => k,
-        Err(r) => return r,
+        Err(e) => return e.into_response(),
     };
     match keeper.enable(kind, &id) {
         Ok(a) => axum::Json(a).into_response(),
@@ -173,7 +202,7 @@ async fn enable(State(keeper): State<Keeper>, Path((p, id)): Path<(String, Strin
 async fn refresh(State(keeper): State<Keeper>, Path((p, id)): Path<(String, String)>) -> Response {
     let kind = match provider(&p) {
         Ok(k) => k,
-        Err(r) => return r,
+        Err(e) => return e.into_response(),
     };
     match keeper.refresh_now(kind, &id).await {
         Ok(a) => axum::Json(a).into_response(),
@@ -187,7 +216,7 @@ async fn clear_cooldown(
 ) -> Response {
     let kind = match provider(&p) {
         Ok(k) => k,
-        Err(r) => return r,
+        Err(e) => return e.into_response(),
     };
     match keeper.clear_cooldown(kind, &id) {
         Ok(outcome) => match keeper.account(kind, &id) {
@@ -204,7 +233,7 @@ async fn remove_account(
 ) -> Response {
     let kind = match provider(&p) {
         Ok(k) => k,
-        Err(r) => return r,
+        Err(e) => return e.into_response(),
     };
     match keeper.remove(kind, &id).await {
         Ok(()) => StatusCode::NO_CONTENT.into_response(),
@@ -227,7 +256,7 @@ async fn start_signin(State(keeper): State<Keeper>, body: Bytes) -> Response {
     };
     let kind = match provider(&req.provider) {
         Ok(k) => k,
-        Err(r) => return r,
+        Err(e) => return e.into_response(),
     };
     match keeper.start_signin(kind, req.account.as_deref()).await {
         Ok(started) => {

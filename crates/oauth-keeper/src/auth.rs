@@ -42,7 +42,9 @@ impl BearerToken {
             return Err(bad("is accessible to other users (chmod 600 it)"));
         }
         let bytes = std::fs::read(path).map_err(|_| bad("cannot be read"))?;
-        let text = std::str::from_utf8(&bytes).map_err(|_| bad("is not text"))?.trim();
+        let text = std::str::from_utf8(&bytes)
+            .map_err(|_| bad("is not text"))?
+            .trim();
         if text.len() < MIN_TOKEN_LEN {
             return Err(bad("holds a token shorter than 16 characters"));
         }

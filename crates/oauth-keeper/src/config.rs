@@ -152,9 +152,9 @@ impl KeeperConfig {
     /// A configuration with defaults for everything but the account directory.
     pub fn new(account_dir: impl Into<PathBuf>) -> Self {
         Self {
-            listen: DEFAULT_LISTEN.parse().unwrap_or_else(|_| {
-                SocketAddr::from(([127, 0, 0, 1], 8317))
-            }),
+            listen: DEFAULT_LISTEN
+                .parse()
+                .unwrap_or_else(|_| SocketAddr::from(([127, 0, 0, 1], 8317))),
             account_dir: account_dir.into(),
             token_file: None,
             max_body_bytes: DEFAULT_MAX_BODY_BYTES,
@@ -174,10 +174,14 @@ impl KeeperConfig {
     /// [`ConfigError`] naming the file, key or value.
     pub fn load(path: Option<&Path>) -> Result<Self, ConfigError> {
         let text = match path {
-            Some(p) => Some(std::fs::read_to_string(p).map_err(|source| ConfigError::ReadFile {
-                path: p.to_path_buf(),
-                source,
-            })?),
+            Some(p) => {
+                Some(
+                    std::fs::read_to_string(p).map_err(|source| ConfigError::ReadFile {
+                        path: p.to_path_buf(),
+                        source,
+                    })?,
+                )
+            }
             None => None,
         };
         Self::from_sources(
@@ -237,8 +241,10 @@ impl KeeperConfig {
                         .and_then(|p| p.to_ascii_lowercase().parse::<ProviderKind>().ok());
                     match provider {
                         Some(p) => {
-                            f.providers.entry(p.config_name().to_owned()).or_default().token_url =
-                                Some(v);
+                            f.providers
+                                .entry(p.config_name().to_owned())
+                                .or_default()
+                                .token_url = Some(v);
                             continue;
                         }
                         None => {
@@ -289,8 +295,11 @@ impl KeeperConfig {
                 reason: "not a duration (such as 250ms, 15s, 10m, 1h)",
             }),
         };
-        c.maintenance_interval =
-            dur("maintenance_interval", f.maintenance_interval, c.maintenance_interval)?;
+        c.maintenance_interval = dur(
+            "maintenance_interval",
+            f.maintenance_interval,
+            c.maintenance_interval,
+        )?;
         if c.maintenance_interval < Duration::from_millis(10)
             || c.maintenance_interval > Duration::from_secs(86_400)
         {
@@ -310,8 +319,11 @@ impl KeeperConfig {
                 reason: "must not exceed refresh_buffer",
             });
         }
-        c.refresh_min_interval =
-            dur("refresh_min_interval", f.refresh_min_interval, c.refresh_min_interval)?;
+        c.refresh_min_interval = dur(
+            "refresh_min_interval",
+            f.refresh_min_interval,
+            c.refresh_min_interval,
+        )?;
         c.signin_timeout = dur("signin_timeout", f.signin_timeout, c.signin_timeout)?;
         if c.signin_timeout.is_zero() {
             return Err(ConfigError::InvalidValue {
@@ -321,11 +333,13 @@ impl KeeperConfig {
             });
         }
         for (name, p) in f.providers {
-            let kind = name.parse::<ProviderKind>().map_err(|_| ConfigError::InvalidValue {
-                key: format!("providers.{name}"),
-                value: name.clone(),
-                reason: "unknown provider (gemini, claude, codex, qwen)",
-            })?;
+            let kind = name
+                .parse::<ProviderKind>()
+                .map_err(|_| ConfigError::InvalidValue {
+                    key: format!("providers.{name}"),
+                    value: name.clone(),
+                    reason: "unknown provider (gemini, claude, codex, qwen)",
+                })?;
             let base = format!("providers.{}", kind.config_name());
             for (field, url) in [
                 ("token_url", &p.token_url),
@@ -334,8 +348,10 @@ impl KeeperConfig {
                 ("device_authorization_url", &p.device_authorization_url),
             ] {
                 if let Some(url) = url {
-                    let ok = url.starts_with("https://") || url.starts_with("http://127.0.0.1")
-                        || url.starts_with("http://localhost") || url.starts_with("http://[::1]");
+                    let ok = url.starts_with("https://")
+                        || url.starts_with("http://127.0.0.1")
+                        || url.starts_with("http://localhost")
+                        || url.starts_with("http://[::1]");
                     if !ok {
                         return Err(ConfigError::InvalidValue {
                             key: format!("{base}.{field}"),
@@ -410,15 +426,22 @@ mod tests {
     use super::*;
 
     fn env(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
-        pairs.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())).collect()
+        pairs
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+            .collect()
     }
 
     #[test]
     fn env_overrides_file() -> Result<(), ConfigError> {
-        let file = "account_dir = \"/a\"\nlisten = \"127.0.0.1:1\"\nmaintenance_interval = \"2s\"\n";
+        let file =
+            "account_dir = \"/a\"\nlisten = \"127.0.0.1:1\"\nmaintenance_interval = \"2s\"\n";
         let c = KeeperConfig::from_sources(
             Some((Path::new("k.toml"), file)),
-            env(&[("KEEPER_LISTEN", "127.0.0.1:2"), ("KEEPER_QWEN_TOKEN_URL", "http://127.0.0.1:9/t")]),
+            env(&[
+                ("KEEPER_LISTEN", "127.0.0.1:2"),
+                ("KEEPER_QWEN_TOKEN_URL", "http://127.0.0.1:9/t"),
+            ]),
         )?;
         assert_eq!(c.listen.port(), 2);
         assert_eq!(c.maintenance_interval, Duration::from_secs(2));
@@ -438,10 +461,16 @@ mod tests {
         )
         .expect_err("bad listen");
         let msg = e.to_string();
-        assert!(msg.contains("KEEPER_LISTEN") && msg.contains("nowhere"), "{msg}");
+        assert!(
+            msg.contains("KEEPER_LISTEN") && msg.contains("nowhere"),
+            "{msg}"
+        );
 
         let e = KeeperConfig::from_sources(
-            Some((Path::new("k.toml"), "account_dir = \"/a\"\nrefresh_ahead = \"soon\"")),
+            Some((
+                Path::new("k.toml"),
+                "account_dir = \"/a\"\nrefresh_ahead = \"soon\"",
+            )),
             [],
         )
         .expect_err("bad duration");
@@ -452,15 +481,21 @@ mod tests {
         assert!(matches!(e, ConfigError::Syntax { .. }), "{e}");
         assert!(e.to_string().contains("acount_dir"), "{e}");
 
-        let e = KeeperConfig::from_sources(None, env(&[("KEEPER_ACCOUNT_DIR", "/a"), ("KEEPER_LISTN", "x")]))
-            .expect_err("unknown env");
+        let e = KeeperConfig::from_sources(
+            None,
+            env(&[("KEEPER_ACCOUNT_DIR", "/a"), ("KEEPER_LISTN", "x")]),
+        )
+        .expect_err("unknown env");
         assert!(e.to_string().contains("KEEPER_LISTN"));
 
         let e = KeeperConfig::from_sources(None, []).expect_err("missing dir");
         assert!(matches!(e, ConfigError::Missing { key: "account_dir" }));
 
         let e = KeeperConfig::from_sources(
-            Some((Path::new("k.toml"), "account_dir = \"/a\"\n[providers.qwen]\ntoken_url = \"http://example.com/t\"")),
+            Some((
+                Path::new("k.toml"),
+                "account_dir = \"/a\"\n[providers.qwen]\ntoken_url = \"http://example.com/t\"",
+            )),
             [],
         )
         .expect_err("plain http");
@@ -471,7 +506,10 @@ mod tests {
     fn non_loopback_needs_a_token_file() {
         let e = KeeperConfig::from_sources(
             None,
-            env(&[("KEEPER_ACCOUNT_DIR", "/a"), ("KEEPER_LISTEN", "0.0.0.0:8317")]),
+            env(&[
+                ("KEEPER_ACCOUNT_DIR", "/a"),
+                ("KEEPER_LISTEN", "0.0.0.0:8317"),
+            ]),
         )
         .expect_err("refused");
         assert!(matches!(e, ConfigError::NonLoopbackWithoutToken { .. }));

@@ -40,11 +40,16 @@ pub enum KeeperError {
         /// The id asked for.
         id: String,
     },
+    /// No provider has that name (the name is not repeated: it came from a request).
+    #[error("unknown provider (known: gemini, claude, codex, qwen)")]
+    UnknownProvider,
     /// An account id that cannot be a file name.
     #[error("an account id is 1 to 100 letters, digits, '.', '_' or '-', not starting with '.'")]
     InvalidAccountId,
     /// A forced refresh failed.
-    #[error("{provider}: refreshing {id} failed (dead grant: {dead_grant}, misconfigured: {misconfigured}, retryable: {retryable})")]
+    #[error(
+        "{provider}: refreshing {id} failed (dead grant: {dead_grant}, misconfigured: {misconfigured}, retryable: {retryable})"
+    )]
     Refresh {
         /// The provider.
         provider: ProviderKind,
@@ -59,7 +64,9 @@ pub enum KeeperError {
     },
     /// The account waits out a rate-limit cooldown or a refresh backoff, which this version of
     /// the pool cannot clear.
-    #[error("{provider}: {id} waits out a rate limit or refresh backoff that the pool cannot clear")]
+    #[error(
+        "{provider}: {id} waits out a rate limit or refresh backoff that the pool cannot clear"
+    )]
     CooldownNotClearable {
         /// The provider.
         provider: ProviderKind,

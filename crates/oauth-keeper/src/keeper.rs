@@ -252,11 +252,17 @@ impl Keeper {
     }
 
     fn pools(&self) -> std::sync::RwLockReadGuard<'_, BTreeMap<ProviderKind, Pool>> {
-        self.inner.pools.read().unwrap_or_else(PoisonError::into_inner)
+        self.inner
+            .pools
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
     }
 
     fn pools_mut(&self) -> std::sync::RwLockWriteGuard<'_, BTreeMap<ProviderKind, Pool>> {
-        self.inner.pools.write().unwrap_or_else(PoisonError::into_inner)
+        self.inner
+            .pools
+            .write()
+            .unwrap_or_else(PoisonError::into_inner)
     }
 
     fn maintenance_config(&self) -> MaintenanceConfig {
@@ -295,7 +301,13 @@ impl Keeper {
         if self.pools().contains_key(&kind) {
             return Ok(false);
         }
-        let overrides = self.inner.config.providers.get(&kind).cloned().unwrap_or_default();
+        let overrides = self
+            .inner
+            .config
+            .providers
+            .get(&kind)
+            .cloned()
+            .unwrap_or_default();
         let secret = self
             .inner
             .secrets
@@ -332,8 +344,18 @@ impl Keeper {
                 provider: kind,
                 source: BuildError::InvalidSetting(e),
             })?;
-        tracing::info!(provider = kind.pool_name(), accounts = manager.credential_ids().len(), "pool started");
-        self.pools_mut().insert(kind, Pool { manager, maintenance });
+        tracing::info!(
+            provider = kind.pool_name(),
+            accounts = manager.credential_ids().len(),
+            "pool started"
+        );
+        self.pools_mut().insert(
+            kind,
+            Pool {
+                manager,
+                maintenance,
+            },
+        );
         Ok(true)
     }
 
@@ -348,9 +370,9 @@ impl Keeper {
                     _ = stop.changed() => break,
                 };
                 let provider = match change {
-                    Ok(StoreChange::Changed { provider, .. } | StoreChange::Resync { provider }) => {
-                        provider
-                    }
+                    Ok(
+                        StoreChange::Changed { provider, .. } | StoreChange::Resync { provider },
+                    ) => provider,
                     Ok(_) => continue,
                     Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {
                         for kind in ProviderKind::ALL {
@@ -409,10 +431,12 @@ impl Keeper {
     /// [`KeeperError::UnknownAccount`].
     pub fn account(&self, kind: ProviderKind, id: &str) -> Result<AccountView, KeeperError> {
         let m = self.manager_of(kind, id)?;
-        let health = m.credential_health_info(id).ok_or_else(|| KeeperError::UnknownAccount {
-            provider: kind,
-            id: id.to_owned(),
-        })?;
+        let health = m
+            .credential_health_info(id)
+            .ok_or_else(|| KeeperError::UnknownAccount {
+                provider: kind,
+                id: id.to_owned(),
+            })?;
         Ok(AccountView {
             provider: kind.pool_name(),
             health,
@@ -424,7 +448,9 @@ impl Keeper {
     /// # Errors
     /// [`KeeperError::UnknownAccount`].
     pub fn disable(&self, kind: ProviderKind, id: &str) -> Result<AccountView, KeeperError> {
-        self.manager_of(kind, id)?.disable(id).map_err(|e| op_error(kind, id, e))?;
+        self.manager_of(kind, id)?
+            .disable(id)
+            .map_err(|e| op_error(kind, id, e))?;
         self.account(kind, id)
     }
 
@@ -433,7 +459,9 @@ impl Keeper {
     /// # Errors
     /// [`KeeperError::UnknownAccount`].
     pub fn enable(&self, kind: ProviderKind, id: &str) -> Result<AccountView, KeeperError> {
-        self.manager_of(kind, id)?.enable(id).map_err(|e| op_error(kind, id, e))?;
+        self.manager_of(kind, id)?
+            .enable(id)
+            .map_err(|e| op_error(kind, id, e))?;
         self.account(kind, id)
     }
 
@@ -442,7 +470,11 @@ impl Keeper {
     ///
     /// # Errors
     /// [`KeeperError::UnknownAccount`], [`KeeperError::Refresh`].
-    pub async fn refresh_now(&self, kind: ProviderKind, id: &str) -> Result<AccountView, KeeperError> {
+    pub async fn refresh_now(
+        &self,
+        kind: ProviderKind,
+        id: &str,
+    ) -> Result<AccountView, KeeperError> {
         let m = self.manager_of(kind, id)?;
         match m.refresh_now(id).await {
             Ok(_) => self.account(kind, id),
@@ -474,18 +506,26 @@ impl Keeper {
     ///
     /// # Errors
     /// [`KeeperError::UnknownAccount`], [`KeeperError::CooldownNotClearable`].
-    pub fn clear_cooldown(&self, kind: ProviderKind, id: &str) -> Result<CooldownCleared, KeeperError> {
+    pub fn clear_cooldown(
+        &self,
+        kind: ProviderKind,
+        id: &str,
+    ) -> Result<CooldownCleared, KeeperError> {
         let m = self.manager_of(kind, id)?;
         let state = |m: &OAuthKeyManager| m.credential_health_info(id).map(|h| h.state);
         match state(&m) {
-            Some(CredentialState::CoolingDown) => {
-                Err(KeeperError::CooldownNotClearable { provider: kind, id: id.to_owned() })
-            }
+            Some(CredentialState::CoolingDown) => Err(KeeperError::CooldownNotClearable {
+                provider: kind,
+                id: id.to_owned(),
+            }),
             Some(CredentialState::BackingOff) => {
                 m.report_success(id);
                 match state(&m) {
                     Some(CredentialState::BackingOff | CredentialState::CoolingDown) => {
-                        Err(KeeperError::CooldownNotClearable { provider: kind, id: id.to_owned() })
+                        Err(KeeperError::CooldownNotClearable {
+                            provider: kind,
+                            id: id.to_owned(),
+                        })
                     }
                     _ => Ok(CooldownCleared::Cleared),
                 }
@@ -510,7 +550,10 @@ impl Keeper {
                     pool.maintenance.stop().await;
                 }
                 let deleted = self.inner.store.delete(kind.pool_name(), &cid, None).await;
-                self.inner.recorder.for_provider(kind.pool_name()).remove(&cid);
+                self.inner
+                    .recorder
+                    .for_provider(kind.pool_name())
+                    .remove(&cid);
                 match deleted {
                     Ok(()) | Err(oauth_manager::store::StoreError::NotFound { .. }) => Ok(()),
                     Err(e) => {
@@ -550,7 +593,11 @@ impl Keeper {
             None => valid_account_id(&format!("{}-{}", kind.config_name(), &serial[..8]))?,
         };
         {
-            let mut signins = self.inner.signins.lock().unwrap_or_else(PoisonError::into_inner);
+            let mut signins = self
+                .inner
+                .signins
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner);
             let pending = signins
                 .values()
                 .filter(|(_, s)| matches!(s, SigninStatus::Pending { .. }))
@@ -558,7 +605,10 @@ impl Keeper {
             if pending >= MAX_PENDING_SIGNINS {
                 return Err(KeeperError::TooManySignins);
             }
-            let n = self.inner.signin_serial.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            let n = self
+                .inner
+                .signin_serial
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
             signins.insert(
                 serial.clone(),
                 (
@@ -570,8 +620,18 @@ impl Keeper {
                 ),
             );
         }
-        let overrides = self.inner.config.providers.get(&kind).cloned().unwrap_or_default();
-        let secret = self.inner.secrets.get(&kind).map(|s| s.expose_secret().to_owned());
+        let overrides = self
+            .inner
+            .config
+            .providers
+            .get(&kind)
+            .cloned()
+            .unwrap_or_default();
+        let secret = self
+            .inner
+            .secrets
+            .get(&kind)
+            .map(|s| s.expose_secret().to_owned());
         let flow = kind.signin_flow(&overrides, secret);
         let options = SigninOptions::default()
             .with_redirect_timeout(self.inner.config.signin_timeout)
@@ -619,7 +679,11 @@ impl Keeper {
     }
 
     fn set_signin(&self, sid: &str, status: Option<SigninStatus>) {
-        let mut signins = self.inner.signins.lock().unwrap_or_else(PoisonError::into_inner);
+        let mut signins = self
+            .inner
+            .signins
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
         match status {
             None => {
                 signins.remove(sid);
@@ -658,17 +722,22 @@ impl Keeper {
     ///
     /// # Errors
     /// [`KeeperError::Store`], [`KeeperError::Pool`], [`KeeperError::Install`].
-    pub async fn install(&self, kind: ProviderKind, credential: Credential) -> Result<(), KeeperError> {
+    pub async fn install(
+        &self,
+        kind: ProviderKind,
+        credential: Credential,
+    ) -> Result<(), KeeperError> {
         let _structure = self.inner.structure.lock().await;
         if let Some(pool) = self.pool(kind) {
             return match pool.add_credential(credential.clone()).await {
                 Ok(()) => Ok(()),
-                Err(CredentialOpError::DuplicateId { .. }) => {
-                    pool.reauthorize(credential).await.map_err(|e| KeeperError::Install {
+                Err(CredentialOpError::DuplicateId { .. }) => pool
+                    .reauthorize(credential)
+                    .await
+                    .map_err(|e| KeeperError::Install {
                         provider: kind,
                         reason: e.to_string(),
-                    })
-                }
+                    }),
                 Err(e) => Err(KeeperError::Install {
                     provider: kind,
                     reason: e.to_string(),
@@ -692,8 +761,14 @@ impl Keeper {
         let listen = self.inner.config.listen;
         let listener = tokio::net::TcpListener::bind(listen)
             .await
-            .map_err(|source| KeeperError::Bind { addr: listen, source })?;
-        let addr = listener.local_addr().map_err(|source| KeeperError::Bind { addr: listen, source })?;
+            .map_err(|source| KeeperError::Bind {
+                addr: listen,
+                source,
+            })?;
+        let addr = listener.local_addr().map_err(|source| KeeperError::Bind {
+            addr: listen,
+            source,
+        })?;
         if self.inner.token.is_none() {
             tracing::warn!(%addr, "no token_file: the management API refuses every request");
         }
@@ -720,7 +795,9 @@ impl Keeper {
 
     /// Stops every pool's maintenance.
     pub async fn stop_pools(&self) {
-        let pools: Vec<Pool> = std::mem::take(&mut *self.pools_mut()).into_values().collect();
+        let pools: Vec<Pool> = std::mem::take(&mut *self.pools_mut())
+            .into_values()
+            .collect();
         for p in pools {
             p.maintenance.stop().await;
         }
@@ -754,7 +831,9 @@ fn valid_account_id(id: &str) -> Result<CredentialId, KeeperError> {
     let ok = !id.is_empty()
         && id.len() <= 100
         && !id.starts_with('.')
-        && id.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'));
+        && id
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'));
     if !ok {
         return Err(KeeperError::InvalidAccountId);
     }

@@ -23,7 +23,10 @@ pub async fn login(
     let started = keeper.start_signin(kind, account).await?;
     let _ = match &started.prompt {
         SigninPrompt::OpenUrl { url } => {
-            writeln!(out, "Open this URL in a browser on this machine to sign in to {kind}:\n\n  {url}\n")
+            writeln!(
+                out,
+                "Open this URL in a browser on this machine to sign in to {kind}:\n\n  {url}\n"
+            )
         }
         SigninPrompt::EnterCode {
             user_code,
@@ -31,8 +34,13 @@ pub async fn login(
             verification_uri_complete,
             ..
         } => {
-            let link = verification_uri_complete.as_deref().unwrap_or(verification_uri);
-            writeln!(out, "Go to {verification_uri} (or {link}) and enter the code:\n\n  {user_code}\n")
+            let link = verification_uri_complete
+                .as_deref()
+                .unwrap_or(verification_uri);
+            writeln!(
+                out,
+                "Go to {verification_uri} (or {link}) and enter the code:\n\n  {user_code}\n"
+            )
         }
         _ => writeln!(out, "Follow the provider's instructions to sign in."),
     };

@@ -19,7 +19,9 @@ fn parse_args() -> Result<(Option<PathBuf>, Command), String> {
     let mut rest = Vec::new();
     while let Some(a) = args.next() {
         match a.as_str() {
-            "--config" | "-c" => config = Some(PathBuf::from(args.next().ok_or("--config needs a file")?)),
+            "--config" | "-c" => {
+                config = Some(PathBuf::from(args.next().ok_or("--config needs a file")?))
+            }
             "--help" | "-h" => return Err(String::new()),
             _ => rest.push(a),
         }
@@ -40,7 +42,9 @@ fn parse_args() -> Result<(Option<PathBuf>, Command), String> {
 
 #[tokio::main]
 async fn main() -> ExitCode {
-    tracing_subscriber::fmt().with_writer(std::io::stderr).init();
+    tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        .init();
     let (config_path, command) = match parse_args() {
         Ok(v) => v,
         Err(e) => {
@@ -72,7 +76,7 @@ async fn main() -> ExitCode {
             keeper.stop_pools().await;
             match result {
                 Ok(id) => {
-                    println!("signed in: {kind} account {id}");
+                    eprintln!("signed in: {kind} account {id}");
                     ExitCode::SUCCESS
                 }
                 Err(e) => {

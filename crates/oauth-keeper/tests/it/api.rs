@@ -41,12 +41,20 @@ async fn every_route_is_refused_without_the_token_or_with_a_wrong_one() -> TestR
     ];
     for (method, path) in routes() {
         for auth in &wrong {
-            let mut req = f.http.request(method.clone(), f.url(path)).body("{\"provider\":\"gemini\"}");
+            let mut req = f
+                .http
+                .request(method.clone(), f.url(path))
+                .body("{\"provider\":\"gemini\"}");
             if let Some(a) = auth {
                 req = req.header("authorization", a);
             }
             let resp = req.send().await?;
-            assert_eq!(resp.status().as_u16(), 401, "{method} {path} with {:?}", auth.is_some());
+            assert_eq!(
+                resp.status().as_u16(),
+                401,
+                "{method} {path} with {:?}",
+                auth.is_some()
+            );
             assert!(resp.text().await?.is_empty(), "401 has no detail");
         }
     }
@@ -70,7 +78,11 @@ async fn every_route_is_refused_without_the_token_or_with_a_wrong_one() -> TestR
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn each_operation_shows_in_health_and_metrics() -> TestResult {
     let f = Fixture::start(Options::default()).await?;
-    let state = |id: &str, s: &str| format!("oauth_pool_credential_state{{provider=\"gemini\",credential=\"{id}\",state=\"{s}\"}}");
+    let state = |id: &str, s: &str| {
+        format!(
+            "oauth_pool_credential_state{{provider=\"gemini\",credential=\"{id}\",state=\"{s}\"}}"
+        )
+    };
 
     // list
     let (status, list) = f.json(Method::GET, "/accounts").await?;
@@ -78,57 +90,98 @@ async fn each_operation_shows_in_health_and_metrics() -> TestResult {
     assert_eq!(list["accounts"].as_array().map(Vec::len), Some(3));
 
     // disable / enable
-    let (status, _) = f.call(Method::POST, "/accounts/gemini/acct-00/disable", None).await?;
+    let (status, _) = f
+        .call(Method::POST, "/accounts/gemini/acct-00/disable", None)
+        .await?;
     assert_eq!(status, 200);
     assert_eq!(f.health_of("acct-00").await?["state"], "disabled");
-    assert_eq!(metric(&f.metrics().await?, &state("acct-00", "disabled")), Some(1.0));
-    let (status, _) = f.call(Method::POST, "/accounts/gemini/acct-00/enable", None).await?;
+    assert_eq!(
+        metric(&f.metrics().await?, &state("acct-00", "disabled")),
+        Some(1.0)
+    );
+    let (status, _) = f
+        .call(Method::POST, "/accounts/gemini/acct-00/enable", None)
+        .await?;
     assert_eq!(status, 200);
     assert_eq!(f.health_of("acct-00").await?["state"], "active");
-    assert_eq!(metric(&f.metrics().await?, &state("acct-00", "disabled")), Some(0.0));
-    assert_eq!(metric(&f.metrics().await?, &state("acct-00", "active")), Some(1.0));
+    assert_eq!(
+        metric(&f.metrics().await?, &state("acct-00", "disabled")),
+        Some(0.0)
+    );
+    assert_eq!(
+        metric(&f.metrics().await?, &state("acct-00", "active")),
+        Some(1.0)
+    );
 
     // refresh: against the strict server, written to the file, counted
     let before = std::fs::read_to_string(f.dir.path().join("accounts/acct-01.json"))?;
-    let (status, _) = f.call(Method::POST, "/accounts/gemini/acct-01/refresh", None).await?;
+    let (status, _) = f
+        .call(Method::POST, "/accounts/gemini/acct-01/refresh", None)
+        .await?;
     assert_eq!(status, 200);
     assert_eq!(f.tokens.stats().refreshes, 1);
     assert_eq!(f.health_of("acct-01").await?["refresh_count"], 1);
-    let refreshes = "oauth_pool_refreshes_total{provider=\"gemini\",credential=\"acct-01\",result=\"success\"}";
+    let refreshes =
+        "oauth_pool_refreshes_total{provider=\"gemini\",credential=\"acct-01\",result=\"success\"}";
     assert_eq!(metric(&f.metrics().await?, refreshes), Some(1.0));
     let after = std::fs::read_to_string(f.dir.path().join("accounts/acct-01.json"))?;
     assert_ne!(before, after, "the refreshed tokens are in the file");
-    assert!(!after.contains(&f.grants[1].refresh_token), "the spent refresh token is gone");
+    assert!(
+        !after.contains(&f.grants[1].refresh_token),
+        "the spent refresh token is gone"
+    );
 
     // clear a transient backoff (the application reported failures)
-    let pool = f.running.keeper().pool(ProviderKind::Gemini).ok_or("no pool")?;
+    let pool = f
+        .running
+        .keeper()
+        .pool(ProviderKind::Gemini)
+        .ok_or("no pool")?;
     pool.report_failure_kind("acct-02", FailureKind::Transient);
     assert_eq!(f.health_of("acct-02").await?["state"], "backing_off");
-    assert_eq!(metric(&f.metrics().await?, &state("acct-02", "backing_off")), Some(1.0));
-    let (status, body) = f.json(Method::POST, "/accounts/gemini/acct-02/clear-cooldown").await?;
+    assert_eq!(
+        metric(&f.metrics().await?, &state("acct-02", "backing_off")),
+        Some(1.0)
+    );
+    let (status, body) = f
+        .json(Method::POST, "/accounts/gemini/acct-02/clear-cooldown")
+        .await?;
     assert_eq!(status, 200);
     assert_eq!(body["outcome"], "cleared");
     assert_eq!(f.health_of("acct-02").await?["state"], "active");
-    assert_eq!(metric(&f.metrics().await?, &state("acct-02", "active")), Some(1.0));
-    let (_, body) = f.json(Method::POST, "/accounts/gemini/acct-02/clear-cooldown").await?;
+    assert_eq!(
+        metric(&f.metrics().await?, &state("acct-02", "active")),
+        Some(1.0)
+    );
+    let (_, body) = f
+        .json(Method::POST, "/accounts/gemini/acct-02/clear-cooldown")
+        .await?;
     assert_eq!(body["outcome"], "nothing_to_clear");
 
     // a rate-limit cooldown cannot be cleared by this pool version: refused, and it stays
     pool.report_failure_kind("acct-02", FailureKind::RateLimited { retry_after: None });
     assert_eq!(f.health_of("acct-02").await?["state"], "cooling_down");
-    let (status, body) = f.json(Method::POST, "/accounts/gemini/acct-02/clear-cooldown").await?;
+    let (status, body) = f
+        .json(Method::POST, "/accounts/gemini/acct-02/clear-cooldown")
+        .await?;
     assert_eq!(status, 409);
     assert_eq!(body["error"], "cooldown_not_clearable");
     assert_eq!(f.health_of("acct-02").await?["state"], "cooling_down");
 
     // unknown account / provider
-    let (status, _) = f.call(Method::POST, "/accounts/gemini/nobody/disable", None).await?;
+    let (status, _) = f
+        .call(Method::POST, "/accounts/gemini/nobody/disable", None)
+        .await?;
     assert_eq!(status, 404);
-    let (status, _) = f.call(Method::POST, "/accounts/nowhere/acct-00/disable", None).await?;
+    let (status, _) = f
+        .call(Method::POST, "/accounts/nowhere/acct-00/disable", None)
+        .await?;
     assert_eq!(status, 404);
 
     // remove: gone from the pool, the directory, /health and /metrics
-    let (status, _) = f.call(Method::DELETE, "/accounts/gemini/acct-00", None).await?;
+    let (status, _) = f
+        .call(Method::DELETE, "/accounts/gemini/acct-00", None)
+        .await?;
     assert_eq!(status, 204);
     assert!(!f.dir.path().join("accounts/acct-00.json").exists());
     assert!(f.health_of("acct-00").await?.is_null());
@@ -136,15 +189,26 @@ async fn each_operation_shows_in_health_and_metrics() -> TestResult {
     // the last accounts too: the pool goes with the last one
     drop(pool);
     for id in ["acct-01", "acct-02"] {
-        let (status, _) = f.call(Method::DELETE, &format!("/accounts/gemini/{id}"), None).await?;
+        let (status, _) = f
+            .call(Method::DELETE, &format!("/accounts/gemini/{id}"), None)
+            .await?;
         assert_eq!(status, 204, "{id}");
     }
     let (_, list) = f.json(Method::GET, "/accounts").await?;
     assert_eq!(list["accounts"].as_array().map(Vec::len), Some(0));
     let text = f.metrics().await?;
-    let left: Vec<&str> = text.lines().filter(|l| l.contains("credential=\"")).collect();
+    let left: Vec<&str> = text
+        .lines()
+        .filter(|l| l.contains("credential=\""))
+        .collect();
     assert!(left.is_empty(), "{left:?}");
-    assert_eq!(std::fs::read_dir(f.dir.path().join("accounts"))?.filter_map(Result::ok).filter(|e| e.file_name().to_string_lossy().ends_with(".json")).count(), 0);
+    assert_eq!(
+        std::fs::read_dir(f.dir.path().join("accounts"))?
+            .filter_map(Result::ok)
+            .filter(|e| e.file_name().to_string_lossy().ends_with(".json"))
+            .count(),
+        0
+    );
 
     let stats = f.tokens.stats();
     assert_eq!((stats.invalid_grants, stats.reused_refresh_tokens), (0, 0));
@@ -165,9 +229,19 @@ async fn metrics_negotiate_format_and_gzip() -> TestResult {
         .send()
         .await?;
     assert_eq!(resp.status().as_u16(), 200);
-    let ct = resp.headers().get("content-type").and_then(|v| v.to_str().ok()).unwrap_or("").to_owned();
+    let ct = resp
+        .headers()
+        .get("content-type")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("")
+        .to_owned();
     assert!(ct.starts_with("application/openmetrics-text"), "{ct}");
-    assert_eq!(resp.headers().get("content-encoding").and_then(|v| v.to_str().ok()), Some("gzip"));
+    assert_eq!(
+        resp.headers()
+            .get("content-encoding")
+            .and_then(|v| v.to_str().ok()),
+        Some("gzip")
+    );
     let bytes = resp.bytes().await?;
     let mut text = String::new();
     flate2::read::GzDecoder::new(&bytes[..]).read_to_string(&mut text)?;
@@ -181,18 +255,49 @@ async fn metrics_negotiate_format_and_gzip() -> TestResult {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bodies_are_limited_and_bad_bodies_are_not_echoed() -> TestResult {
-    let f = Fixture::start(Options { tune: Box::new(|c| c.max_body_bytes = 256), ..Options::default() }).await?;
-    let big = format!("{{\"provider\":\"gemini\",\"account\":\"{}\"}}", "a".repeat(4096));
-    let resp = f.http.post(f.url("/signins")).bearer_auth(crate::common::TOKEN).body(big).send().await?;
+    let f = Fixture::start(Options {
+        tune: Box::new(|c| c.max_body_bytes = 256),
+        ..Options::default()
+    })
+    .await?;
+    let big = format!(
+        "{{\"provider\":\"gemini\",\"account\":\"{}\"}}",
+        "a".repeat(4096)
+    );
+    let resp = f
+        .http
+        .post(f.url("/signins"))
+        .bearer_auth(crate::common::TOKEN)
+        .body(big)
+        .send()
+        .await?;
     assert_eq!(resp.status().as_u16(), 413);
     let marker = "zz-echo-marker-zz";
-    let (status, body) = f.call(Method::POST, "/signins", Some(json!({ "provider": "gemini", marker: 1 }))).await?;
+    let (status, body) = f
+        .call(
+            Method::POST,
+            "/signins",
+            Some(json!({ "provider": "gemini", marker: 1 })),
+        )
+        .await?;
     assert_eq!(status, 400);
     assert!(!body.contains(marker), "{body}");
-    let (status, body) = f.call(Method::POST, "/signins", Some(json!({ "provider": marker }))).await?;
+    let (status, body) = f
+        .call(
+            Method::POST,
+            "/signins",
+            Some(json!({ "provider": marker })),
+        )
+        .await?;
     assert_eq!(status, 404);
     assert!(!body.contains(marker), "{body}");
-    let (status, _) = f.call(Method::POST, "/signins", Some(json!({ "provider": "gemini", "account": "../evil" }))).await?;
+    let (status, _) = f
+        .call(
+            Method::POST,
+            "/signins",
+            Some(json!({ "provider": "gemini", "account": "../evil" })),
+        )
+        .await?;
     assert_eq!(status, 400);
     f.running.shutdown().await;
     Ok(())
@@ -200,7 +305,13 @@ async fn bodies_are_limited_and_bad_bodies_are_not_echoed() -> TestResult {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn concurrent_operations() -> TestResult {
-    let f = std::sync::Arc::new(Fixture::start(Options { accounts: 6, ..Options::default() }).await?);
+    let f = std::sync::Arc::new(
+        Fixture::start(Options {
+            accounts: 6,
+            ..Options::default()
+        })
+        .await?,
+    );
     let mut tasks = Vec::new();
     for round in 0..5 {
         for i in 0..6 {
@@ -225,17 +336,36 @@ async fn concurrent_operations() -> TestResult {
     }
     // Everything enabled at the end, every account usable, no grant spent twice.
     for i in 0..6 {
-        f.call(Method::POST, &format!("/accounts/gemini/acct-{i:02}/enable"), None).await?;
+        f.call(
+            Method::POST,
+            &format!("/accounts/gemini/acct-{i:02}/enable"),
+            None,
+        )
+        .await?;
     }
     let (status, health) = f.json(Method::GET, "/health").await?;
     assert_eq!(status, 200);
     assert_eq!(health["providers"]["gemini"]["available"], 6);
     let stats = f.tokens.stats();
     assert!(stats.refreshes >= 6, "{stats:?}");
-    assert_eq!((stats.invalid_grants, stats.reused_refresh_tokens, stats.families_revoked), (0, 0, 0));
-    let pool = f.running.keeper().pool(ProviderKind::Gemini).ok_or("no pool")?;
+    assert_eq!(
+        (
+            stats.invalid_grants,
+            stats.reused_refresh_tokens,
+            stats.families_revoked
+        ),
+        (0, 0, 0)
+    );
+    let pool = f
+        .running
+        .keeper()
+        .pool(ProviderKind::Gemini)
+        .ok_or("no pool")?;
     for c in pool.credentials() {
-        assert!(f.tokens.is_access_token_valid(oauth_manager::ExposeSecret::expose_secret(&c.access_token)));
+        assert!(
+            f.tokens
+                .is_access_token_valid(oauth_manager::ExposeSecret::expose_secret(&c.access_token))
+        );
     }
     f.assert_no_secret_in_bodies();
     Ok(())
@@ -243,7 +373,11 @@ async fn concurrent_operations() -> TestResult {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_account_file_dropped_in_joins_a_new_pool() -> TestResult {
-    let f = Fixture::start(Options { accounts: 0, ..Options::default() }).await?;
+    let f = Fixture::start(Options {
+        accounts: 0,
+        ..Options::default()
+    })
+    .await?;
     assert!(f.running.keeper().providers().is_empty());
     crate::common::seed(&f.dir, &f.tokens, 1).await?;
     let mut joined = false;

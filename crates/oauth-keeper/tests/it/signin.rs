@@ -31,6 +31,7 @@ async fn wait_done(keeper: &Keeper, signin: &str) -> Result<SigninStatus, &'stat
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn signin_through_the_api_writes_the_file_and_joins_the_pool() -> TestResult {
+    crate::common::capture_logs();
     let dir = tempfile::tempdir()?;
     let tokens = Arc::new(TokenServer::start().await?);
     let auth = AuthorizationServer::start_with(AuthorizationServerConfig {
@@ -45,7 +46,10 @@ async fn signin_through_the_api_writes_the_file_and_joins_the_pool() -> TestResu
     }
     let keeper = Keeper::builder(config).build().await?;
     let running = keeper.serve().await?;
-    assert!(keeper.providers().is_empty(), "an empty directory has no pool");
+    assert!(
+        keeper.providers().is_empty(),
+        "an empty directory has no pool"
+    );
     let http = reqwest::Client::new();
     let mut bodies = Vec::new();
 
@@ -80,20 +84,31 @@ async fn signin_through_the_api_writes_the_file_and_joins_the_pool() -> TestResu
         let status = wait_done(&keeper, signin).await?;
         assert!(matches!(status, SigninStatus::Done { .. }), "{status:?}");
         let (code, text) = {
-            let r = http.get(format!("{}/signins/{signin}", running.url())).bearer_auth(TOKEN).send().await?;
+            let r = http
+                .get(format!("{}/signins/{signin}", running.url()))
+                .bearer_auth(TOKEN)
+                .send()
+                .await?;
             (r.status().as_u16(), r.text().await?)
         };
         assert_eq!(code, 200);
         assert!(text.contains("\"done\""), "{text}");
         bodies.push(text);
-        assert!(dir.path().join(format!("accounts/{account}.json")).is_file());
+        assert!(
+            dir.path()
+                .join(format!("accounts/{account}.json"))
+                .is_file()
+        );
     }
     let pool = keeper.pool(ProviderKind::Gemini).ok_or("no pool")?;
     assert_eq!(pool.credential_ids().len(), 2);
     // The signed-in accounts refresh against the token server.
     for account in ["first", "second"] {
         let r = http
-            .post(format!("{}/accounts/gemini/{account}/refresh", running.url()))
+            .post(format!(
+                "{}/accounts/gemini/{account}/refresh",
+                running.url()
+            ))
             .bearer_auth(TOKEN)
             .send()
             .await?;
@@ -113,12 +128,17 @@ async fn signin_through_the_api_writes_the_file_and_joins_the_pool() -> TestResu
     if let Some(t) = auth.last_issued_access_token() {
         secrets.push(t);
     }
+    let logs = crate::common::captured_logs();
     for s in &secrets {
         for b in &bodies {
             assert!(!b.contains(s.as_str()), "a body holds a secret");
         }
+        assert!(!logs.contains(s.as_str()), "a log line holds a secret");
     }
-    let _ = http.request(Method::GET, format!("{}/health", running.url())).send().await?;
+    let _ = http
+        .request(Method::GET, format!("{}/health", running.url()))
+        .send()
+        .await?;
     running.shutdown().await;
     Ok(())
 }
@@ -138,13 +158,23 @@ async fn a_refused_signin_is_reported_failed_without_detail() -> TestResult {
         g.signin_token_url = Some(auth.token_url());
     }
     let keeper = Keeper::builder(config).build().await?;
-    let started = keeper.start_signin(ProviderKind::Gemini, Some("denied")).await?;
+    let started = keeper
+        .start_signin(ProviderKind::Gemini, Some("denied"))
+        .await?;
     let oauth_signin::SigninPrompt::OpenUrl { url } = &started.prompt else {
         return Err("not a URL".into());
     };
     let parsed = url::Url::parse(url)?;
-    let redirect = parsed.query_pairs().find(|(k, _)| k == "redirect_uri").map(|(_, v)| v.into_owned()).ok_or("no redirect")?;
-    auth.register_client(ClientRegistration::new(GEMINI_CLI_CLIENT_ID).with_secret(GEMINI_CLI_CLIENT_SECRET).with_redirect_uri(redirect));
+    let redirect = parsed
+        .query_pairs()
+        .find(|(k, _)| k == "redirect_uri")
+        .map(|(_, v)| v.into_owned())
+        .ok_or("no redirect")?;
+    auth.register_client(
+        ClientRegistration::new(GEMINI_CLI_CLIENT_ID)
+            .with_secret(GEMINI_CLI_CLIENT_SECRET)
+            .with_redirect_uri(redirect),
+    );
     auth.deny_next_authorization();
     let _ = reqwest::get(url.as_str()).await?;
     let status = wait_done(&keeper, &started.signin).await?;

@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use oauth_keeper::ProviderKind;
-use oauth_manager::{Clock, ExposeSecret, SystemClock};
+use oauth_manager::ExposeSecret;
 
 use crate::common::{Fixture, Options, TestResult, metric};
 
@@ -16,7 +16,6 @@ const RUN: Duration = Duration::from_secs(20);
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn twenty_short_lived_accounts_stay_fresh() -> TestResult {
-    let clock: Arc<dyn Clock> = Arc::new(SystemClock);
     let f = Fixture::start(Options {
         accounts: ACCOUNTS,
         ttl: TTL,
@@ -27,9 +26,16 @@ async fn twenty_short_lived_accounts_stay_fresh() -> TestResult {
             c.refresh_floor = Duration::from_secs(1);
             c.refresh_min_interval = Duration::from_secs(1);
         }),
+        ..Options::default()
     })
     .await?;
-    let pool = f.running.keeper().pool(ProviderKind::Gemini).ok_or("no pool")?;
+    // The bounded run is measured on the clock the keeper's pools and the token server read.
+    let clock = Arc::clone(&f.clock);
+    let pool = f
+        .running
+        .keeper()
+        .pool(ProviderKind::Gemini)
+        .ok_or("no pool")?;
     assert_eq!(pool.credential_ids().len(), ACCOUNTS);
 
     let start = clock.monotonic();
@@ -38,8 +44,13 @@ async fn twenty_short_lived_accounts_stay_fresh() -> TestResult {
         let now = clock.now();
         for c in pool.credentials() {
             samples += 1;
-            let valid = f.tokens.is_access_token_valid(c.access_token.expose_secret());
-            let left = c.expires_at.map(|e| (e - now).to_std().unwrap_or(Duration::ZERO)).unwrap_or(Duration::ZERO);
+            let valid = f
+                .tokens
+                .is_access_token_valid(c.access_token.expose_secret());
+            let left = c
+                .expires_at
+                .map(|e| (e - now).to_std().unwrap_or(Duration::ZERO))
+                .unwrap_or(Duration::ZERO);
             min_left = min_left.min(left);
             if !valid || left.is_zero() {
                 stale += 1;
@@ -54,7 +65,7 @@ async fn twenty_short_lived_accounts_stay_fresh() -> TestResult {
     let refresh_ok: f64 = (0..ACCOUNTS)
         .filter_map(|i| metric(&metrics, &format!("oauth_pool_refreshes_total{{provider=\"gemini\",credential=\"acct-{i:02}\",result=\"success\"}}")))
         .sum();
-    println!(
+    eprintln!(
         "soak: {ACCOUNTS} accounts, ttl {TTL:?}, ran {elapsed:?}: {samples} samples, {stale} stale, \
          min time left {min_left:?}; server: {} refreshes, {} invalid_grant, {} reused, {} revoked; \
          /metrics refreshes {refresh_ok}",
@@ -66,15 +77,34 @@ async fn twenty_short_lived_accounts_stay_fresh() -> TestResult {
     assert_eq!(stats.families_revoked, 0);
     // Each account was refreshed several times (a 4 s token over 20 s).
     let min_refreshes = u64::try_from(ACCOUNTS)? * 4;
-    assert!(stats.refreshes >= min_refreshes, "{} refreshes", stats.refreshes);
-    assert!((refresh_ok - stats.refreshes as f64).abs() < 1.0, "{refresh_ok} vs {}", stats.refreshes);
+    assert!(
+        stats.refreshes >= min_refreshes,
+        "{} refreshes",
+        stats.refreshes
+    );
+    assert!(
+        (refresh_ok - stats.refreshes as f64).abs() < 1.0,
+        "{refresh_ok} vs {}",
+        stats.refreshes
+    );
     assert_eq!(status, 200);
     assert_eq!(health["providers"]["gemini"]["available"], ACCOUNTS);
     // The files hold the tokens the pool holds.
     let store = oauth_accounts::AccountDir::open_unwatched(f.dir.path().join("accounts"))?;
     for c in pool.credentials() {
-        let stored = oauth_manager::store::CredentialStore::load(&store, "gemini", &c.id).await?.ok_or("no file")?;
-        assert_eq!(stored.value.refresh_token.as_ref().map(|t| t.expose_secret().to_owned()), c.refresh_token.as_ref().map(|t| t.expose_secret().to_owned()));
+        let stored = oauth_manager::store::CredentialStore::load(&store, "gemini", &c.id)
+            .await?
+            .ok_or("no file")?;
+        assert_eq!(
+            stored
+                .value
+                .refresh_token
+                .as_ref()
+                .map(|t| t.expose_secret().to_owned()),
+            c.refresh_token
+                .as_ref()
+                .map(|t| t.expose_secret().to_owned())
+        );
     }
     f.assert_no_secret_in_bodies();
     f.running.shutdown().await;
