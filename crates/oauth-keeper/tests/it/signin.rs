@@ -184,3 +184,133 @@ async fn a_refused_signin_is_reported_failed_without_detail() -> TestResult {
     keeper.stop_pools().await;
     Ok(())
 }
+
+#[derive(Clone, Default)]
+struct Terminal(Arc<std::sync::Mutex<Vec<u8>>>);
+
+impl std::io::Write for Terminal {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .extend_from_slice(buf);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn login_prints_the_url_and_writes_the_account_file() -> TestResult {
+    let dir = tempfile::tempdir()?;
+    let tokens = Arc::new(TokenServer::start().await?);
+    let auth = AuthorizationServer::start_with(AuthorizationServerConfig {
+        tokens: Some(Arc::clone(&tokens)),
+        ..AuthorizationServerConfig::default()
+    })
+    .await?;
+    let mut config = base_config(&dir, &tokens)?;
+    if let Some(g) = config.providers.get_mut(&ProviderKind::Gemini) {
+        g.authorize_url = Some(auth.authorize_url());
+        g.signin_token_url = Some(auth.token_url());
+    }
+    let keeper = Keeper::builder(config).build().await?;
+    let terminal = Terminal::default();
+    let task = {
+        let (keeper, mut out) = (keeper.clone(), terminal.clone());
+        tokio::spawn(async move {
+            oauth_keeper::login(&keeper, ProviderKind::Gemini, Some("cli-login"), &mut out).await
+        })
+    };
+    let mut url = None;
+    for _ in 0..250 {
+        let text = String::from_utf8_lossy(
+            &terminal
+                .0
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner),
+        )
+        .into_owned();
+        if let Some(line) = text
+            .lines()
+            .map(str::trim)
+            .find(|l| l.starts_with("http://"))
+        {
+            url = Some(line.to_owned());
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    let url = url.ok_or("no URL printed")?;
+    let parsed = url::Url::parse(&url)?;
+    let redirect = parsed
+        .query_pairs()
+        .find(|(k, _)| k == "redirect_uri")
+        .map(|(_, v)| v.into_owned())
+        .ok_or("no redirect")?;
+    auth.register_client(
+        ClientRegistration::new(GEMINI_CLI_CLIENT_ID)
+            .with_secret(GEMINI_CLI_CLIENT_SECRET)
+            .with_redirect_uri(redirect),
+    );
+    assert!(reqwest::get(url.as_str()).await?.status().is_success());
+    let account = task.await??;
+    assert_eq!(account, "cli-login");
+    let file = std::fs::read_to_string(dir.path().join("accounts/cli-login.json"))?;
+    let json: serde_json::Value = serde_json::from_str(&file)?;
+    assert_eq!(json["type"], "gemini");
+    let token = auth.last_issued_access_token().ok_or("no token")?;
+    assert!(file.contains(&token), "the file holds the signed-in tokens");
+    assert!(
+        !String::from_utf8_lossy(
+            &terminal
+                .0
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+        )
+        .contains(&token)
+    );
+    keeper.stop_pools().await;
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn refuses_to_start_beyond_loopback_without_a_token_file_or_with_a_readable_one() -> TestResult
+{
+    let dir = tempfile::tempdir()?;
+    let tokens = TokenServer::start().await?;
+    let mut config = base_config(&dir, &tokens)?;
+    config.listen = "0.0.0.0:0".parse()?;
+    config.token_file = None;
+    let e = Keeper::builder(config)
+        .build()
+        .await
+        .err()
+        .ok_or("started")?;
+    assert!(
+        matches!(
+            e,
+            oauth_keeper::KeeperError::Config(
+                oauth_keeper::ConfigError::NonLoopbackWithoutToken { .. }
+            )
+        ),
+        "{e}"
+    );
+
+    let mut config = base_config(&dir, &tokens)?;
+    let path = config.token_file.clone().ok_or("no token file")?;
+    std::fs::set_permissions(
+        &path,
+        <std::fs::Permissions as std::os::unix::fs::PermissionsExt>::from_mode(0o644),
+    )?;
+    config.listen = "127.0.0.1:0".parse()?;
+    let e = Keeper::builder(config)
+        .build()
+        .await
+        .err()
+        .ok_or("started")?;
+    let msg = e.to_string();
+    assert!(msg.contains("token_file") && !msg.contains(TOKEN), "{msg}");
+    Ok(())
+}
