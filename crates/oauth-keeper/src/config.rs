@@ -264,6 +264,18 @@ impl KeeperConfig {
         }
         let key = |name: &'static str| env_keys.get(name).cloned().unwrap_or_else(|| name.into());
 
+        for (name, v) in [
+            ("account_dir", &f.account_dir),
+            ("token_file", &f.token_file),
+        ] {
+            if v.as_deref().is_some_and(|v| v.trim().is_empty()) {
+                return Err(ConfigError::InvalidValue {
+                    key: key(name),
+                    value: String::new(),
+                    reason: "must not be empty",
+                });
+            }
+        }
         let account_dir = f
             .account_dir
             .map(PathBuf::from)

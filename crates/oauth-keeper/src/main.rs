@@ -93,9 +93,25 @@ async fn main() -> ExitCode {
                     return ExitCode::FAILURE;
                 }
             };
-            let _ = tokio::signal::ctrl_c().await;
+            wait_for_signal().await;
+            tracing::info!("shutting down");
             running.shutdown().await;
             ExitCode::SUCCESS
+        }
+    }
+}
+
+/// SIGINT or SIGTERM.
+async fn wait_for_signal() {
+    match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+        Ok(mut term) => {
+            tokio::select! {
+                _ = tokio::signal::ctrl_c() => {}
+                _ = term.recv() => {}
+            }
+        }
+        Err(_) => {
+            let _ = tokio::signal::ctrl_c().await;
         }
     }
 }
