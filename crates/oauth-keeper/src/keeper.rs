@@ -373,6 +373,12 @@ impl Keeper {
                     Ok(
                         StoreChange::Changed { provider, .. } | StoreChange::Resync { provider },
                     ) => provider,
+                    Ok(StoreChange::Removed { provider, id }) => {
+                        if let Ok(kind) = provider.parse::<ProviderKind>() {
+                            this.drop_pool_if_only(kind, &id).await;
+                        }
+                        continue;
+                    }
                     Ok(_) => continue,
                     Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {
                         for kind in ProviderKind::ALL {
@@ -390,6 +396,30 @@ impl Keeper {
                 }
             }
         }))
+    }
+
+    /// The pool refuses to drop its last credential when its file goes; the keeper drops the
+    /// pool instead, once the file is really gone.
+    async fn drop_pool_if_only(&self, kind: ProviderKind, id: &CredentialId) {
+        let _structure = self.inner.structure.lock().await;
+        let only = self
+            .pool(kind)
+            .is_some_and(|m| m.credential_ids().as_slice() == std::slice::from_ref(id));
+        if !only {
+            return;
+        }
+        if !matches!(self.inner.store.load(kind.pool_name(), id).await, Ok(None)) {
+            return;
+        }
+        let pool = self.pools_mut().remove(&kind);
+        if let Some(pool) = pool {
+            pool.maintenance.stop().await;
+        }
+        self.inner
+            .recorder
+            .for_provider(kind.pool_name())
+            .remove(id);
+        tracing::info!(provider = %kind, account = %id, "last account file removed: pool stopped");
     }
 
     fn manager_of(&self, kind: ProviderKind, id: &str) -> Result<OAuthKeyManager, KeeperError> {

@@ -372,7 +372,7 @@ async fn concurrent_operations() -> TestResult {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn an_account_file_dropped_in_joins_a_new_pool() -> TestResult {
+async fn an_account_file_dropped_in_starts_a_pool_and_its_removal_stops_it() -> TestResult {
     let f = Fixture::start(Options {
         accounts: 0,
         ..Options::default()
@@ -390,6 +390,19 @@ async fn an_account_file_dropped_in_joins_a_new_pool() -> TestResult {
     }
     assert!(joined, "the watcher started a pool for the new file");
     assert_eq!(f.health_of("acct-00").await?["state"], "active");
+    // The pool keeps its last credential when its file goes; the keeper drops the pool.
+    std::fs::remove_file(f.dir.path().join("accounts/acct-00.json"))?;
+    let mut left = false;
+    for _ in 0..100 {
+        if f.running.keeper().pool(ProviderKind::Gemini).is_none() {
+            left = true;
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    assert!(left, "the pool of the removed last file is gone");
+    assert!(f.health_of("acct-00").await?.is_null());
+    assert!(!f.metrics().await?.contains("credential=\"acct-00\""));
     f.running.shutdown().await;
     Ok(())
 }
