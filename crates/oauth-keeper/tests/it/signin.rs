@@ -314,3 +314,65 @@ async fn refuses_to_start_beyond_loopback_without_a_token_file_or_with_a_readabl
     assert!(msg.contains("token_file") && !msg.contains(TOKEN), "{msg}");
     Ok(())
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_device_signin_through_the_api_shows_the_user_code_and_starts_the_qwen_pool() -> TestResult
+{
+    crate::common::capture_logs();
+    let dir = tempfile::tempdir()?;
+    let tokens = Arc::new(TokenServer::start().await?);
+    let auth = AuthorizationServer::start_with(AuthorizationServerConfig {
+        tokens: Some(Arc::clone(&tokens)),
+        device_interval: std::time::Duration::from_secs(1),
+        ..AuthorizationServerConfig::default()
+    })
+    .await?;
+    let qwen_id = oauth_manager::refresh::presets::QWEN_CODE_CLIENT_ID;
+    auth.register_client(ClientRegistration::new(qwen_id));
+    let mut config = base_config(&dir, &tokens)?;
+    let mut qwen = oauth_keeper::ProviderOverrides::default();
+    qwen.token_url = Some(tokens.url());
+    qwen.signin_token_url = Some(auth.token_url());
+    qwen.device_authorization_url = Some(auth.device_authorization_url());
+    config.providers.insert(ProviderKind::Qwen, qwen);
+    let keeper = Keeper::builder(config).build().await?;
+    let running = keeper.serve().await?;
+    let http = reqwest::Client::new();
+    let resp = http
+        .post(format!("{}/signins", running.url()))
+        .bearer_auth(TOKEN)
+        .json(&json!({ "provider": "qwen" }))
+        .send()
+        .await?;
+    assert_eq!(resp.status().as_u16(), 202);
+    let body: serde_json::Value = resp.json().await?;
+    assert_eq!(body["prompt"]["kind"], "enter_code");
+    assert_eq!(body["provider"], "qwen");
+    let code = body["prompt"]["user_code"].as_str().ok_or("no user code")?;
+    assert!(auth.approve_user_code(code));
+    let status = wait_done(&keeper, body["signin"].as_str().ok_or("no signin")?).await?;
+    assert!(matches!(status, SigninStatus::Done { .. }), "{status:?}");
+    let account = body["account"].as_str().ok_or("no account")?;
+    assert!(account.starts_with("qwen-"), "{account}");
+    assert!(
+        dir.path()
+            .join(format!("accounts/{account}.json"))
+            .is_file()
+    );
+    let r = http
+        .post(format!("{}/accounts/qwen/{account}/refresh", running.url()))
+        .bearer_auth(TOKEN)
+        .send()
+        .await?;
+    assert_eq!(r.status().as_u16(), 200);
+    let text = r.text().await?;
+    assert_eq!(tokens.stats().refreshes, 1);
+    let pool = keeper.pool(ProviderKind::Qwen).ok_or("no qwen pool")?;
+    let logs = crate::common::captured_logs();
+    for c in pool.credentials() {
+        let at = oauth_manager::ExposeSecret::expose_secret(&c.access_token).to_owned();
+        assert!(!text.contains(&at) && !logs.contains(&at) && !body.to_string().contains(&at));
+    }
+    running.shutdown().await;
+    Ok(())
+}
