@@ -186,7 +186,13 @@ impl KeeperConfig {
         };
         Self::from_sources(
             text.as_deref().map(|t| (path.unwrap_or(Path::new("")), t)),
-            std::env::vars().filter(|(k, _)| k.starts_with("KEEPER_")),
+            // Not `std::env::vars()`, which panics on a value that is not Unicode: such a value
+            // is kept lossily and then refused as a typed error by its key's parser.
+            std::env::vars_os().filter_map(|(k, v)| {
+                let k = k.into_string().ok()?;
+                k.starts_with("KEEPER_")
+                    .then(|| (k, v.to_string_lossy().into_owned()))
+            }),
         )
     }
 

@@ -53,7 +53,8 @@ async fn signin_through_the_api_writes_the_file_and_joins_the_pool() -> TestResu
     let http = reqwest::Client::new();
     let mut bodies = Vec::new();
 
-    for account in ["first", "second"] {
+    // "first" twice: the second sign-in re-authorizes the existing account.
+    for account in ["first", "second", "first"] {
         let resp = http
             .post(format!("{}/signins", running.url()))
             .bearer_auth(TOKEN)
@@ -102,6 +103,12 @@ async fn signin_through_the_api_writes_the_file_and_joins_the_pool() -> TestResu
     }
     let pool = keeper.pool(ProviderKind::Gemini).ok_or("no pool")?;
     assert_eq!(pool.credential_ids().len(), 2);
+    let reauthorized = pool.credential("first").ok_or("no first")?;
+    assert_eq!(
+        Some(oauth_manager::ExposeSecret::expose_secret(&reauthorized.access_token).to_owned()),
+        auth.last_issued_access_token(),
+        "the second sign-in of `first` installed its new tokens"
+    );
     // The signed-in accounts refresh against the token server.
     for account in ["first", "second"] {
         let r = http
