@@ -474,7 +474,10 @@ impl CredentialHealth {
         self.last_refresh_failure = Some(kind);
         self.last_failure = Some(now);
         self.last_failure_kind = Some(kind);
-        if matches!(kind, FailureKind::RequestScoped | FailureKind::Overloaded { .. }) {
+        if matches!(
+            kind,
+            FailureKind::RequestScoped | FailureKind::Overloaded { .. }
+        ) {
             return None;
         }
         if kind.is_permanent() {
@@ -645,6 +648,27 @@ impl CredentialHealth {
         self.refresh_gates_use_from = None;
         self.consecutive_failures = 0;
         self.request_backoff_until = None;
+    }
+
+    /// An operator cleared the credential's timers: the rate-limit cooldown, the request backoff
+    /// and the refresh backoff end now (the failure counts too). A dead grant, a
+    /// misconfiguration or disabling stays: they are not timers. Returns whether anything was
+    /// cleared.
+    pub fn clear_cooldown(&mut self, now: DateTime<Utc>) -> bool {
+        let had = [
+            self.cooldown_until,
+            self.request_backoff_until,
+            self.refresh_backoff_until,
+        ]
+        .into_iter()
+        .flatten()
+        .any(|t| t > now);
+        self.cooldown_until = None;
+        self.request_backoff_until = None;
+        self.refresh_backoff_until = None;
+        self.refresh_gates_use_from = None;
+        self.consecutive_failures = 0;
+        had
     }
 
     /// Takes the credential out of rotation until [`enable`](Self::enable).

@@ -94,7 +94,6 @@ impl IntoResponse for KeeperError {
                 ..
             } => (StatusCode::BAD_GATEWAY, "misconfigured"),
             Self::Refresh { .. } => (StatusCode::BAD_GATEWAY, "refresh_failed"),
-            Self::CooldownNotClearable { .. } => (StatusCode::CONFLICT, "cooldown_not_clearable"),
             Self::TooManySignins => (StatusCode::TOO_MANY_REQUESTS, "too_many_signins"),
             Self::Signin { .. } => (StatusCode::BAD_GATEWAY, "signin_failed"),
             _ => (StatusCode::INTERNAL_SERVER_ERROR, "internal"),

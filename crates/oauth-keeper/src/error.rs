@@ -62,17 +62,6 @@ pub enum KeeperError {
         /// Trying again later may work.
         retryable: bool,
     },
-    /// The account waits out a rate-limit cooldown or a refresh backoff, which this version of
-    /// the pool cannot clear.
-    #[error(
-        "{provider}: {id} waits out a rate limit or refresh backoff that the pool cannot clear"
-    )]
-    CooldownNotClearable {
-        /// The provider.
-        provider: ProviderKind,
-        /// The account.
-        id: String,
-    },
     /// Too many sign-ins are waiting.
     #[error("too many sign-ins are waiting for the user")]
     TooManySignins,

@@ -12,8 +12,8 @@ use oauth_manager::refresh::{HttpRefresher, RefreshStrategy};
 use oauth_manager::store::{CredentialStore, StoreChange};
 use oauth_manager::{
     BuildError, Clock, Credential, CredentialHealthInfo, CredentialId, CredentialOpError,
-    CredentialState, ExposeSecret, MaintenanceConfig, MaintenanceHandle, OAuthKeyManager,
-    RefreshNowError, RefreshWindow, RemoveError, SecretString, SystemClock,
+    ExposeSecret, MaintenanceConfig, MaintenanceHandle, OAuthKeyManager, RefreshNowError,
+    RefreshWindow, RemoveError, SecretString, SystemClock,
 };
 use oauth_signin::{PendingSignin, SigninOptions, SigninPrompt};
 use serde::Serialize;
@@ -529,38 +529,25 @@ impl Keeper {
         }
     }
 
-    /// Clears what keeps an account waiting, as far as the pool's public API allows: a
-    /// transient **request** backoff is cleared (through `report_success`, which resets the
-    /// failure count); a rate-limit cooldown or a refresh backoff cannot be cleared by this
-    /// version of `OAuthKeyManager` and is refused with [`KeeperError::CooldownNotClearable`].
+    /// Clears what keeps an account waiting: its rate-limit cooldown, request backoff and refresh
+    /// backoff ([`OAuthKeyManager::clear_cooldown`]). A dead grant, a misconfiguration or a
+    /// disabled account stays.
     ///
     /// # Errors
-    /// [`KeeperError::UnknownAccount`], [`KeeperError::CooldownNotClearable`].
+    /// [`KeeperError::UnknownAccount`].
     pub fn clear_cooldown(
         &self,
         kind: ProviderKind,
         id: &str,
     ) -> Result<CooldownCleared, KeeperError> {
         let m = self.manager_of(kind, id)?;
-        let state = |m: &OAuthKeyManager| m.credential_health_info(id).map(|h| h.state);
-        match state(&m) {
-            Some(CredentialState::CoolingDown) => Err(KeeperError::CooldownNotClearable {
+        match m.clear_cooldown(id) {
+            Ok(true) => Ok(CooldownCleared::Cleared),
+            Ok(false) => Ok(CooldownCleared::NothingToClear),
+            Err(_) => Err(KeeperError::UnknownAccount {
                 provider: kind,
                 id: id.to_owned(),
             }),
-            Some(CredentialState::BackingOff) => {
-                m.report_success(id);
-                match state(&m) {
-                    Some(CredentialState::BackingOff | CredentialState::CoolingDown) => {
-                        Err(KeeperError::CooldownNotClearable {
-                            provider: kind,
-                            id: id.to_owned(),
-                        })
-                    }
-                    _ => Ok(CooldownCleared::Cleared),
-                }
-            }
-            _ => Ok(CooldownCleared::NothingToClear),
         }
     }
 

@@ -246,6 +246,20 @@ impl OAuthKeyManager {
         Ok(())
     }
 
+    /// Ends a credential's rate-limit cooldown, request backoff and refresh backoff now (an
+    /// operator's "clear cooldown": the account's limit was lifted, or the outage is over).
+    /// Returns whether anything was cleared. A dead grant, a misconfiguration or disabling stays.
+    ///
+    /// # Errors
+    /// [`CredentialOpError::UnknownCredential`].
+    pub fn clear_cooldown(&self, id: &str) -> Result<bool, CredentialOpError> {
+        let slot = self.slot_or_err(id)?;
+        let now = self.inner.time.health();
+        let (cleared, published) = slot.with_health(now, |h| h.clear_cooldown(now));
+        self.after_health_change(&slot, cleared.then_some(HealthChange::Recovered), published);
+        Ok(cleared)
+    }
+
     /// Puts a disabled credential back into rotation.
     ///
     /// # Errors

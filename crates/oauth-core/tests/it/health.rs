@@ -540,11 +540,37 @@ fn an_overloaded_provider_is_not_held_against_the_account() {
     let mut h = CredentialHealth::default();
     for _ in 0..10 {
         assert_eq!(
-            h.record_failure(FailureKind::Overloaded { retry_after: Some(secs(30)) }, &p, t0()),
+            h.record_failure(
+                FailureKind::Overloaded {
+                    retry_after: Some(secs(30))
+                },
+                &p,
+                t0()
+            ),
             None
         );
     }
     assert!(h.is_available(t0()) && h.is_healthy(&p));
     assert_eq!(h.consecutive_failures(), 0);
     assert!(FailureKind::Overloaded { retry_after: None }.is_retryable());
+}
+
+#[test]
+fn an_operator_clears_cooldowns_and_backoffs_but_not_a_dead_grant() {
+    let p = HealthPolicy::default();
+    let mut h = CredentialHealth::default();
+    h.record_failure(FailureKind::rate_limited(Some(secs(600))), &p, t0());
+    h.record_failure(FailureKind::Transient, &p, t0());
+    h.record_refresh_failure(FailureKind::Transient, None, &p, t0());
+    assert!(!h.is_available(t0()));
+    assert!(h.clear_cooldown(t0()));
+    assert!(h.is_available(t0()) && h.refresh_allowed(t0()));
+    assert!(!h.clear_cooldown(t0()), "nothing left to clear");
+    h.record_failure(FailureKind::PermanentAuth, &p, t0());
+    h.clear_cooldown(t0());
+    assert_eq!(
+        h.availability(t0()),
+        Availability::Never,
+        "a dead grant is no timer"
+    );
 }

@@ -158,15 +158,19 @@ async fn each_operation_shows_in_health_and_metrics() -> TestResult {
         .await?;
     assert_eq!(body["outcome"], "nothing_to_clear");
 
-    // a rate-limit cooldown cannot be cleared by this pool version: refused, and it stays
+    // a rate-limit cooldown is cleared too, and /metrics says so at once
     pool.report_failure_kind("acct-02", FailureKind::RateLimited { retry_after: None });
     assert_eq!(f.health_of("acct-02").await?["state"], "cooling_down");
     let (status, body) = f
         .json(Method::POST, "/accounts/gemini/acct-02/clear-cooldown")
         .await?;
-    assert_eq!(status, 409);
-    assert_eq!(body["error"], "cooldown_not_clearable");
-    assert_eq!(f.health_of("acct-02").await?["state"], "cooling_down");
+    assert_eq!(status, 200);
+    assert_eq!(body["outcome"], "cleared");
+    assert_eq!(f.health_of("acct-02").await?["state"], "active");
+    assert_eq!(
+        metric(&f.metrics().await?, &state("acct-02", "active")),
+        Some(1.0)
+    );
 
     // unknown account / provider
     let (status, _) = f
