@@ -58,7 +58,10 @@ impl FailureKind {
     pub const fn is_retryable(&self) -> bool {
         matches!(
             self,
-            Self::RateLimited { .. } | Self::Overloaded { .. } | Self::Unauthorized | Self::Transient
+            Self::RateLimited { .. }
+                | Self::Overloaded { .. }
+                | Self::Unauthorized
+                | Self::Transient
         )
     }
 

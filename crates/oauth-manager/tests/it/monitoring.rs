@@ -362,7 +362,10 @@ async fn a_healthy_pool_of_one_hour_tokens_sends_no_expiry_warning_in_a_day() {
         .count();
     let refreshes = refresher.calls.load(std::sync::atomic::Ordering::SeqCst);
     eprintln!("a day of 1-hour tokens: {refreshes} refreshes, {warnings} expiry alerts");
-    assert!(refreshes >= 3 * 24, "the pool refreshed all day: {refreshes}");
+    assert!(
+        refreshes >= 3 * 24,
+        "the pool refreshed all day: {refreshes}"
+    );
     assert_eq!(warnings, 0, "{alerts:?}");
     let routine = sink
         .events()
