@@ -243,8 +243,7 @@ fn footprint(c: &mut Criterion) {
         let dir = criterion_dir()
             .join("footprint")
             .join(name)
-            .join("100000cred")
-            .join("1thr")
+            .join(parameter.replace('/', "_")) // as criterion names the directory
             .join("new");
         if std::fs::create_dir_all(&dir).is_ok() {
             let json = format!(r#"{{"bytes_per_credential": {bytes:.0}}}"#);
