@@ -463,7 +463,8 @@ impl CredentialHealth {
     ///   ([`refresh_allowed`](Self::refresh_allowed)) and keeps the credential out of rotation only
     ///   from `access_valid_until` on, when there is no working token to serve with.
     ///
-    /// Every failure but a request-scoped one counts in the consecutive refresh failures.
+    /// Every failure but a request-scoped one or a provider overload counts in the consecutive
+    /// refresh failures.
     pub fn record_refresh_failure(
         &mut self,
         kind: FailureKind,

@@ -43,8 +43,8 @@ pub struct TokenSet {
     /// into the credential's [`CredentialMetadata`] by `apply_tokens`; the rest land in its `extra`.
     pub extra: BTreeMap<String, String>,
     /// Oddities found in the response that did not stop the tokens from being used (an unusable
-    /// `expires_in`, a scope sent as an array, ...). The manager reports them as an event and a
-    /// metric.
+    /// `expires_in`, a scope sent as an array, ...). The manager reports each as a
+    /// `TokenResponseQuirk` event.
     pub quirks: Vec<TokenQuirk>,
 }
 
@@ -144,7 +144,7 @@ pub enum TokenQuirk {
 }
 
 impl TokenQuirk {
-    /// A short stable label for metrics and logs.
+    /// A short stable label for events and logs.
     pub const fn as_str(self) -> &'static str {
         match self {
             Self::UnusableExpiresIn => "unusable_expires_in",

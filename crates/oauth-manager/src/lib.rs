@@ -152,9 +152,10 @@ pub mod metrics {
     pub use oauth_metrics::prometheus_client;
     #[doc(no_inline)]
     pub use oauth_metrics::{
-        Buckets, BucketsError, CredentialRecorder, DURATION_BUCKETS, Fanout, GaugeRow, GaugeSource,
-        HealthSummary, InMemoryRecorder, MetricsRecorder, NoopRecorder, PrometheusMetrics,
-        RefreshResult, RequestOutcome, export_json,
+        Buckets, BucketsError, CredentialMetrics, CredentialRecorder, DEFAULT_MAX_CREDENTIALS,
+        DURATION_BUCKETS, Fanout, GaugeRow, GaugeSource, HealthSummary, InMemoryRecorder,
+        MetricsRecorder, NoopRecorder, PrometheusMetrics, RefreshResult, RequestOutcome,
+        export_json,
     };
     #[cfg(feature = "prometheus")]
     #[cfg_attr(docsrs, doc(cfg(feature = "prometheus")))]

@@ -515,11 +515,13 @@ impl Refreshing {
         e: &StoreError,
     ) -> Result<(), RefreshError> {
         let in_memory = e.is_unavailable() && self.outage == StoreOutage::RefreshInMemory;
-        manager.emit(EventKind::StoreUnavailable {
-            credential: slot.id.clone(),
-            reason: e.to_string(),
-        });
         if in_memory {
+            // Reported here; the refresh goes on in memory. Otherwise the refresh fails and is
+            // reported as a refresh failure.
+            manager.emit(EventKind::StoreUnavailable {
+                credential: slot.id.clone(),
+                reason: e.to_string(),
+            });
             Ok(())
         } else {
             Err(RefreshError::custom(

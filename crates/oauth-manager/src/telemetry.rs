@@ -27,7 +27,13 @@ pub(crate) struct Telemetry {
     recorder: Arc<dyn MetricsRecorder>,
     /// Set when a call found no credential, so `PoolExhausted` is reported once per episode.
     exhausted: AtomicBool,
+    /// Ids that left the pool recently: a late `record_request` for one of them (a call that was
+    /// in flight when it was removed) must not bring its series back.
+    departed: std::sync::Mutex<std::collections::VecDeque<CredentialId>>,
 }
+
+/// How many departed ids are remembered.
+const DEPARTED: usize = 1024;
 
 impl std::fmt::Debug for Telemetry {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -52,6 +58,7 @@ impl Telemetry {
             usage: Arc::new(usage),
             recorder,
             exhausted: AtomicBool::new(false),
+            departed: std::sync::Mutex::default(),
         }
     }
 
@@ -61,13 +68,27 @@ impl Telemetry {
         &self,
         id: &CredentialId,
     ) -> (Arc<CredentialMetrics>, Arc<dyn CredentialRecorder>) {
+        self.departed().retain(|d| d != id);
         (self.usage.register(id), self.recorder.handle(id))
     }
 
-    /// A credential left the pool: all of its series go.
+    /// A credential left the pool: all of its series go, and stay gone.
     pub(crate) fn forget(&self, id: &CredentialId) {
+        {
+            let mut departed = self.departed();
+            if departed.len() == DEPARTED {
+                departed.pop_front();
+            }
+            departed.push_back(id.clone());
+        }
         self.usage.remove(id);
         self.recorder.remove(id);
+    }
+
+    fn departed(&self) -> std::sync::MutexGuard<'_, std::collections::VecDeque<CredentialId>> {
+        self.departed
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
     /// Hands the pool's scrape-time gauges to the application's recorder.
@@ -82,7 +103,7 @@ impl Telemetry {
 
     /// A request made with an id that is not in the pool (Go `RecordRequest` parity: counted in
     /// the in-memory recorder, within its bound on unknown ids; the application's recorder gets
-    /// no series for it).
+    /// no series for it). An id that just left the pool is not recorded: its series stay gone.
     pub(crate) fn record_unknown_request(
         &self,
         id: &CredentialId,
@@ -91,6 +112,9 @@ impl Telemetry {
         outcome: RequestOutcome,
         now: DateTime<Utc>,
     ) {
+        if self.departed().contains(id) {
+            return;
+        }
         self.usage.record_request(id, tokens, latency, outcome, now);
     }
 

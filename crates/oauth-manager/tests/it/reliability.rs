@@ -204,6 +204,13 @@ async fn removed_credentials_stay_removed_under_churn() {
         // Remove while the refresh is (most of the time) in flight.
         tokio::task::yield_now().await;
         manager.remove_credential(&id).await.expect("removed");
+        // A call that was in flight on it reports late, by id.
+        manager.record_request(
+            &id,
+            10,
+            Duration::from_millis(5),
+            oauth_manager::metrics::RequestOutcome::Success,
+        );
         let _ = flight.await.expect("joined");
         removed.push(id);
     }
