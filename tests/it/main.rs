@@ -12,6 +12,7 @@ mod outage_flow;
 mod pg;
 mod rate_limit;
 mod replicas;
+mod replicas_restart;
 mod restart;
 mod rotation;
 mod soak;

@@ -211,7 +211,6 @@ impl Cluster {
             .spawn()
             .expect("spawn watchdog")
     }
-
 }
 
 fn shell_quote(p: &Path) -> String {
@@ -235,4 +234,3 @@ impl Drop for Cluster {
         // The TempDir removes the directory.
     }
 }
-

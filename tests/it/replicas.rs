@@ -16,8 +16,10 @@
 //! Every replica stamps its `CooledDown` events with the system clock (one machine, so one
 //! clock), and the propagation time is the spread between the first event (the replica that saw
 //! the 429) and the last.
+//!
+//! `replicas_restart` runs the same replicas across a PostgreSQL restart.
 
-use std::io::{BufRead, BufReader};
+use std::io::{BufRead, BufReader, Write};
 use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::sync::mpsc;
@@ -86,8 +88,13 @@ fn strategy() -> RefreshStrategy {
         preemptive_refresh: false,
         min_buffer: Duration::ZERO,
         max_buffer: Duration::ZERO,
-        window: RefreshWindow::new(LEAD, 1.0, Duration::from_millis(100), Duration::from_secs(1))
-            .expect("valid window"),
+        window: RefreshWindow::new(
+            LEAD,
+            1.0,
+            Duration::from_millis(100),
+            Duration::from_secs(1),
+        )
+        .expect("valid window"),
         ..RefreshStrategy::default()
     }
 }
@@ -170,7 +177,9 @@ fn replica_process() {
             "refreshes": refreshes, "cooled": cooled,
         })
     });
-    println!("{LINE_PREFIX}{line}");
+    let mut out = std::io::stdout().lock();
+    writeln!(out, "{LINE_PREFIX}{line}").expect("stdout");
+    out.flush().expect("flush");
 }
 
 fn spawn_replica(envs: &[(&str, String)]) -> (Child, mpsc::Receiver<String>) {
@@ -232,6 +241,20 @@ fn expiries(
 
 #[test]
 fn four_replicas_share_three_accounts() {
+    run_scenario(module_path!(), REPLICAS, RUN, Midway::RateLimit);
+}
+
+/// What the parent does during the run.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Midway {
+    /// One 429 for the first account halfway through.
+    RateLimit,
+    /// Stop PostgreSQL a third into the run, start it again 2 s later.
+    RestartPostgres,
+}
+
+#[allow(clippy::too_many_lines)]
+pub(crate) fn run_scenario(scenario: &str, replicas_n: usize, run: Duration, midway: Midway) {
     let cluster = Cluster::start();
     let rt = runtime();
     let db = cluster.url("postgres");
@@ -276,31 +299,43 @@ fn four_replicas_share_three_accounts() {
         (PROVIDER_URL_VAR, provider.url()),
         (
             RUN_MS_VAR,
-            u64::try_from(RUN.as_millis()).expect("small").to_string(),
+            u64::try_from(run.as_millis()).expect("small").to_string(),
         ),
     ];
     let started = Utc::now();
-    let replicas: Vec<_> = (0..REPLICAS)
+    let replicas: Vec<_> = (0..replicas_n)
         .map(|i| {
             let mut envs = envs.to_vec();
             envs.push((NAME_VAR, format!("replica-{i}")));
             spawn_replica(&envs)
         })
         .collect();
-    // Midway: one 429 for the first account, seen by whichever replica asks first.
-    std::thread::sleep(RUN / 2);
-    provider.inject_times(
-        grants[0].family,
-        ProviderFault::RateLimited {
-            retry_after: Some(Duration::from_secs(3)),
-            reset_hint_in_body: false,
-        },
-        1,
-    );
+    let mut restarted_at = None;
+    match midway {
+        Midway::RateLimit => {
+            // One 429 for the first account, seen by whichever replica asks first.
+            std::thread::sleep(run / 2);
+            provider.inject_times(
+                grants[0].family,
+                ProviderFault::RateLimited {
+                    retry_after: Some(Duration::from_secs(3)),
+                    reset_hint_in_body: false,
+                },
+                1,
+            );
+        }
+        Midway::RestartPostgres => {
+            std::thread::sleep(run / 3);
+            cluster.stop();
+            std::thread::sleep(Duration::from_secs(2));
+            cluster.start_again();
+            restarted_at = Some(Utc::now());
+        }
+    }
     let mut rows = Vec::new();
     for (mut child, lines) in replicas {
         let line = lines
-            .recv_timeout(RUN + Duration::from_secs(60))
+            .recv_timeout(run + Duration::from_secs(60))
             .expect("replica reports");
         rows.push(serde_json::from_str::<Value>(&line).expect("json row"));
         assert!(child.wait().expect("replica exits").success());
@@ -313,7 +348,11 @@ fn four_replicas_share_three_accounts() {
         .zip(&first_expiry)
         .map(|(id, first)| expiries(&tokens, &format!("client-{id}"), *first, ended))
         .sum();
-    let count = |key: &str| rows.iter().map(|r| r[key].as_u64().unwrap_or(0)).sum::<u64>();
+    let count = |key: &str| {
+        rows.iter()
+            .map(|r| r[key].as_u64().unwrap_or(0))
+            .sum::<u64>()
+    };
     let (ok, failed, replica_refreshes) = (count("ok"), count("failed"), count("refreshes"));
     let mut cooled: Vec<u64> = rows
         .iter()
@@ -332,8 +371,15 @@ fn four_replicas_share_three_accounts() {
         _ => u64::MAX,
     };
     let ratio = server.refreshes as f64 / expected.max(1) as f64;
-    let figures = json!({
-        "replicas": REPLICAS,
+    let refreshed_after_restart = restarted_at.map(|at| {
+        tokens
+            .log()
+            .iter()
+            .filter(|r| r.at > at && matches!(r.outcome, Outcome::Issued))
+            .count()
+    });
+    let mut figures = json!({
+        "replicas": replicas_n,
         "accounts": ACCOUNTS.len(),
         "run_s": (ended - started).num_milliseconds() as f64 / 1000.0,
         "ttl_s": TTL.as_secs(),
@@ -348,11 +394,27 @@ fn four_replicas_share_three_accounts() {
         "cooldown_propagation_ms": propagation_ms,
         "provider_429": provider.stats().rate_limited,
     });
-    eprintln!("{}", serde_json::to_string_pretty(&rows).unwrap_or_default());
-    report(module_path!(), figures.clone());
+    if midway == Midway::RestartPostgres {
+        figures["postgres_down_s"] = json!(2);
+        figures["refreshes_after_restart"] = json!(refreshed_after_restart);
+        for key in ["replicas_cooled", "cooldown_propagation_ms", "provider_429"] {
+            if let Some(map) = figures.as_object_mut() {
+                map.remove(key);
+            }
+        }
+    }
+    eprintln!(
+        "{}",
+        serde_json::to_string_pretty(&rows).unwrap_or_default()
+    );
+    report(scenario, figures.clone());
 
     assert_eq!(
-        (server.invalid_grants, server.reused_refresh_tokens, server.families_revoked),
+        (
+            server.invalid_grants,
+            server.reused_refresh_tokens,
+            server.families_revoked
+        ),
         (0, 0, 0),
         "{figures}"
     );
@@ -367,11 +429,26 @@ fn four_replicas_share_three_accounts() {
         "at most 1.1 refreshes per expiry: {figures}"
     );
     assert!(expected >= 6, "tokens expired during the run: {figures}");
-    assert_eq!(provider.stats().rate_limited, 1, "{figures}");
-    assert_eq!(cooled.len(), REPLICAS, "the 429 cooled the account everywhere: {figures}");
-    assert!(propagation_ms < 1000, "{figures}");
+    match midway {
+        Midway::RateLimit => {
+            assert_eq!(provider.stats().rate_limited, 1, "{figures}");
+            assert_eq!(
+                cooled.len(),
+                replicas_n,
+                "the 429 cooled the account everywhere: {figures}"
+            );
+            assert!(propagation_ms < 1000, "{figures}");
+        }
+        Midway::RestartPostgres => assert!(
+            refreshed_after_restart.unwrap_or(0) >= 2,
+            "refreshing resumed after the restart: {figures}"
+        ),
+    }
     for grant in &grants {
-        assert!(!tokens.is_refresh_token_valid(&grant.refresh_token), "rotated");
+        assert!(
+            !tokens.is_refresh_token_valid(&grant.refresh_token),
+            "rotated"
+        );
     }
     drop(seed);
     drop(provider);
