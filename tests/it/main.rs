@@ -3,6 +3,7 @@
 //! provider, a webhook receiver that verifies signatures). One module per scenario; each scenario
 //! writes a result row for `cargo xtask integration` (see `support::report`).
 
+mod cli_accounts;
 mod crash_window;
 mod cross_process;
 mod endpoint_down;
