@@ -1148,16 +1148,23 @@ async fn no_secret_from_the_files_in_any_debug_error_event_or_export() {
         texts.push(format!("{:?}", pool.all_metrics()));
         texts.push(format!("{:?}", pool.check_alerts()));
     }
-    // A store error naming the broken file.
-    let broken = store
-        .load(
-            providers::QWEN,
-            &CredentialId::new("qwen-broken").expect("id"),
+    // The broken file is not in the pool (its format cannot be told) and is listed as a problem;
+    // reading it as its CLI's format is a typed error naming the file.
+    assert_eq!(
+        qwen_pool.credential_ids(),
+        [CredentialId::new("qwen-live").expect("id")]
+    );
+    assert_eq!(store.problems().len(), 1, "{:?}", store.problems());
+    let broken_path = dir.path().join("qwen-broken.json");
+    let broken = Format::QwenCode
+        .read(
+            &broken_path,
+            &std::fs::read(&broken_path).expect("read"),
+            CredentialId::new("qwen-broken").expect("id"),
+            Utc::now(),
         )
-        .await
         .expect_err("malformed");
     texts.push(format!("{broken} / {broken:?}"));
-    let _ = qwen_pool;
 
     stop_events.send(true).expect("collectors listen");
     let mut events = Vec::new();
