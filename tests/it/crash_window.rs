@@ -119,7 +119,11 @@ async fn the_window_between_the_answer_and_the_durable_save_is_short_and_loses_n
             .expect("readable")
             .expect("stored");
         assert_eq!(
-            stored.value.refresh_token.as_ref().map(|t| t.expose_secret()),
+            stored
+                .value
+                .refresh_token
+                .as_ref()
+                .map(|t| t.expose_secret()),
             refreshed.refresh_token.as_ref().map(|t| t.expose_secret()),
             "the rotated token is durable before the pool uses it"
         );

@@ -229,7 +229,10 @@ pub async fn create_load_and_list(store: Store) {
     assert!(s.load(P, &id("a")).await.expect("load").is_none());
 
     for name in ["b", "a", "c"] {
-        assert_eq!(s.save(P, &credential(name, 0), None).await.expect("create"), 1);
+        assert_eq!(
+            s.save(P, &credential(name, 0), None).await.expect("create"),
+            1
+        );
     }
     let all = s.load_all(P).await.expect("load_all");
     let ids: Vec<&str> = all.iter().map(|v| v.value.id.as_str()).collect();
@@ -251,7 +254,10 @@ pub async fn create_load_and_list(store: Store) {
 pub async fn create_of_existing_is_a_conflict(store: Store) {
     let s = &store;
     s.save(P, &credential("a", 0), None).await.expect("create");
-    let err = s.save(P, &credential("a", 1), None).await.expect_err("exists");
+    let err = s
+        .save(P, &credential("a", 1), None)
+        .await
+        .expect_err("exists");
     assert!(err.is_conflict());
     assert!(
         matches!(&err, StoreError::Conflict { id, expected: None, actual: Some(1), .. } if id == "a"),
@@ -264,9 +270,18 @@ pub async fn create_of_existing_is_a_conflict(store: Store) {
 /// Every successful compare-and-set grows the version by one and stores the new value.
 pub async fn compare_and_set_bumps_the_version(store: Store) {
     let s = &store;
-    assert_eq!(s.save(P, &credential("a", 0), None).await.expect("create"), 1);
-    assert_eq!(s.save(P, &credential("a", 1), Some(1)).await.expect("cas"), 2);
-    assert_eq!(s.save(P, &credential("a", 2), Some(2)).await.expect("cas"), 3);
+    assert_eq!(
+        s.save(P, &credential("a", 0), None).await.expect("create"),
+        1
+    );
+    assert_eq!(
+        s.save(P, &credential("a", 1), Some(1)).await.expect("cas"),
+        2
+    );
+    assert_eq!(
+        s.save(P, &credential("a", 2), Some(2)).await.expect("cas"),
+        3
+    );
     let stored = s.load(P, &id("a")).await.expect("load").expect("stored");
     assert_eq!(stored.version, 3);
     assert_eq!(full(&stored.value), full(&credential("a", 2)));
@@ -383,7 +398,10 @@ pub async fn recreated_credential_continues_its_versions(store: Store) {
     s.save(P, &credential("a", 0), None).await.expect("create");
     s.save(P, &credential("a", 1), Some(1)).await.expect("cas");
     s.delete(P, &id("a"), Some(2)).await.expect("delete");
-    let v = s.save(P, &credential("a", 5), None).await.expect("re-create");
+    let v = s
+        .save(P, &credential("a", 5), None)
+        .await
+        .expect("re-create");
     assert_eq!(
         v, 3,
         "a writer holding version 1 or 2 of the old one cannot match"
@@ -430,7 +448,9 @@ pub async fn concurrent_increments_lose_nothing(store: Store) {
     const TASKS: u64 = 8;
     const EACH: u64 = 25;
     let s = Arc::clone(&store);
-    s.save(P, &credential("shared", 0), None).await.expect("create");
+    s.save(P, &credential("shared", 0), None)
+        .await
+        .expect("create");
     let mut tasks = Vec::new();
     for _ in 0..TASKS {
         let s = Arc::clone(&s);
@@ -474,8 +494,12 @@ pub async fn providers_are_isolated_and_odd_names_work(store: Store) {
     s.save(odd_provider, &credential(odd_id, 1), None)
         .await
         .expect("create");
-    s.save(P, &credential(odd_id, 2), None).await.expect("create");
-    s.save(P, &credential("other", 2), None).await.expect("create");
+    s.save(P, &credential(odd_id, 2), None)
+        .await
+        .expect("create");
+    s.save(P, &credential("other", 2), None)
+        .await
+        .expect("create");
 
     let odd = s.load_all(odd_provider).await.expect("load_all");
     assert_eq!(odd.len(), 1);
@@ -504,9 +528,7 @@ pub async fn empty_provider_is_rejected(store: Store) {
 
 /// The refresh lock excludes a second holder of the same credential (typed `LockTimeout`), not of other credentials or providers, and a waiter gets it once the guard drops.
 pub async fn refresh_lock_excludes_and_releases_on_drop(store: Store) {
-    let lock = store
-        .refresh_lock()
-        .expect("this store has a refresh lock");
+    let lock = store.refresh_lock().expect("this store has a refresh lock");
     let held = lock
         .acquire(P, &id("a"), Duration::from_secs(5))
         .await
@@ -558,7 +580,9 @@ pub async fn debug_and_errors_hold_no_secret(store: Store) {
     let loaded = s.load_all(P).await.expect("load_all");
     assert_no_secret(&format!("{s:?} {loaded:?}"));
     let errors = [
-        s.save(P, &credential("a", 1), None).await.expect_err("conflict"),
+        s.save(P, &credential("a", 1), None)
+            .await
+            .expect_err("conflict"),
         s.save(P, &credential("a", 1), Some(7))
             .await
             .expect_err("conflict"),
