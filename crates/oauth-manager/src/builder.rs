@@ -35,7 +35,7 @@ pub struct OAuthKeyManagerBuilder {
     provider: String,
     credentials: Vec<Credential>,
     store: Option<Arc<dyn CredentialStore>>,
-    store_outage: StoreOutage,
+    store_outage: Option<StoreOutage>,
     credential_provider: Arc<dyn CredentialProvider>,
     refresher: Arc<dyn Refresher>,
     strategy: RefreshStrategy,
@@ -72,7 +72,7 @@ impl OAuthKeyManagerBuilder {
             provider,
             credentials: Vec::new(),
             store: None,
-            store_outage: StoreOutage::default(),
+            store_outage: None,
             credential_provider: Arc::new(NoProvider),
             refresher: Arc::new(NoopRefresher),
             strategy: RefreshStrategy::default(),
@@ -124,11 +124,13 @@ impl OAuthKeyManagerBuilder {
         self
     }
 
-    /// What a refresh does while the store cannot be used (default:
-    /// [`StoreOutage::RefreshInMemory`]; [`StoreOutage::FailClosed`] for stores shared between
-    /// processes).
+    /// What a refresh does while the store cannot be used. Default:
+    /// [`StoreOutage::FailClosed`] for a store shared between processes through a change feed
+    /// (PostgreSQL, a watched account directory: refreshing without its lock and re-read could
+    /// present a token another process already exchanged), [`StoreOutage::RefreshInMemory`] for
+    /// the others.
     pub fn store_outage(mut self, outage: StoreOutage) -> Self {
-        self.store_outage = outage;
+        self.store_outage = Some(outage);
         self
     }
 
@@ -363,6 +365,11 @@ impl OAuthKeyManagerBuilder {
         if let Some(timeout) = self.refresh_timeout {
             coordinator = coordinator.with_timeout(timeout);
         }
+        let outage = self.store_outage.unwrap_or(if store.changes().is_some() {
+            StoreOutage::FailClosed
+        } else {
+            StoreOutage::RefreshInMemory
+        });
         let time = Timeline::new(self.clock);
         let selection = Selector::new(Pool::new(slots), time.now_ms());
         selection.set_selection(settings.failover.selection);
@@ -373,7 +380,7 @@ impl OAuthKeyManagerBuilder {
                 coordinator,
                 store,
                 self.credential_provider,
-                self.store_outage,
+                outage,
             ),
             selection,
             provider: self.provider,

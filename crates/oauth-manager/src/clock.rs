@@ -119,9 +119,13 @@ impl Timeline {
     /// How far the health timeline is ahead of wall time now (zero while the wall clock has not
     /// stepped).
     pub(crate) fn skew(&self) -> TimeDelta {
-        let wall = self.clock.now();
-        let health = self.health();
-        health.signed_duration_since(wall)
+        // Millisecond readings (the clock's cheap ones): no calendar arithmetic on this path.
+        TimeDelta::milliseconds(self.now_ms().saturating_sub(self.clock.now_millis()))
+    }
+
+    /// Wall time as milliseconds since the epoch, from the clock's cheap reading.
+    pub(crate) fn wall_ms(&self) -> i64 {
+        self.clock.now_millis()
     }
 
     /// A health-timeline instant as wall time.

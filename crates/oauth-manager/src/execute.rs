@@ -110,7 +110,12 @@ impl OAuthKeyManager {
                 }
             }
         };
-        call.instrument(span).await
+        // With no subscriber interested, no instrumentation wrapper at all on the hot path.
+        if span.is_disabled() {
+            call.await
+        } else {
+            call.instrument(span).await
+        }
     }
 
     async fn execute_inner<T, E, F, Fut>(
@@ -188,22 +193,30 @@ impl OAuthKeyManager {
                 attempt = attempts,
                 outcome = tracing::field::Empty,
             );
-            let result = self
-                .attempt(&slot, &mut operation, settings, now_ms)
-                .instrument(attempt_span.clone())
-                .await;
-            attempt_span.record(
-                "outcome",
-                match &result {
-                    Ok(_) => "success",
-                    Err(failed) => failed.kind.as_str(),
-                },
-            );
+            let traced = !attempt_span.is_disabled();
+            let result = if traced {
+                self.attempt(&slot, &mut operation, settings, now_ms)
+                    .instrument(attempt_span.clone())
+                    .await
+            } else {
+                self.attempt(&slot, &mut operation, settings, now_ms).await
+            };
+            if traced {
+                attempt_span.record(
+                    "outcome",
+                    match &result {
+                        Ok(_) => "success",
+                        Err(failed) => failed.kind.as_str(),
+                    },
+                );
+            }
             match result {
                 Ok((value, usage)) => {
-                    let span = tracing::Span::current();
-                    span.record("credential", tracing::field::display(&slot.id));
-                    span.record("attempts", attempts);
+                    if traced {
+                        let span = tracing::Span::current();
+                        span.record("credential", tracing::field::display(&slot.id));
+                        span.record("attempts", attempts);
+                    }
                     return Ok(Served {
                         value,
                         usage,
@@ -362,7 +375,8 @@ impl OAuthKeyManager {
         let credential = slot.credential();
         // Token expiry is wall time; `at` is on the health timeline (the same while the wall
         // clock has not stepped).
-        let wall = self.inner.time.to_wall(at);
+        // One cheap wall reading (milliseconds), not a conversion through the skew.
+        let wall = crate::clock::from_ms(self.inner.time.wall_ms());
         if !self.inner.refreshing.is_configured() {
             if credential.access_token_valid(wall) {
                 return Ok((credential, false));

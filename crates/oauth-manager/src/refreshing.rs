@@ -670,7 +670,12 @@ impl RefreshTarget for SlotRefresh {
         Ok(())
     }
 
-    async fn failed(&self, current: &Credential, error: &RefreshError, took: Duration) {
+    async fn failed(
+        &self,
+        current: &Credential,
+        error: &RefreshError,
+        took: Duration,
+    ) -> Option<Credential> {
         let manager = &self.manager;
         let slot = &self.slot;
         let time = &manager.inner.time;
@@ -696,7 +701,8 @@ impl RefreshTarget for SlotRefresh {
                         version: stored.version,
                     },
                 );
-                return;
+                // The call goes on with the live token instead of failing.
+                return Some((*slot.credential()).clone());
             }
         }
         drop(
@@ -734,6 +740,7 @@ impl RefreshTarget for SlotRefresh {
             consecutive_failures: failures,
         });
         manager.after_health_change(slot, change, published);
+        None
     }
 }
 

@@ -735,8 +735,12 @@ impl Selector {
         if let Some(r) = self.try_select(now, selection, soft, &f) {
             return Ok(r);
         }
-        // The snapshot may be stale (a slot changed between its publication and our read).
-        self.rebuild(now.get());
+        // The snapshot may be stale (a slot changed between its publication and our read):
+        // rebuild, unless another caller is rebuilding right now (then its snapshot serves: an
+        // exhausted pool must not serialize every caller on this lock).
+        if let Ok(serialized) = self.rebuild.try_lock() {
+            self.rebuild_locked(now.get(), serialized);
+        }
         self.try_select(now, selection, soft, &f)
             .ok_or_else(|| self.none_available(now.get()))
     }

@@ -119,6 +119,9 @@ impl Telemetry {
     }
 
     pub(crate) fn record_failover(&self, from: &CredentialId, reason: FailureKind) {
+        if self.departed().contains(from) {
+            return; // a call in flight on a removed credential brings no series back
+        }
         self.usage.record_failover(from, reason);
         self.recorder.record_failover(from, reason);
     }

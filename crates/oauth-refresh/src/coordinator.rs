@@ -66,8 +66,15 @@ pub trait RefreshTarget: Send + Sync + 'static {
         change: Committed<'_>,
     ) -> Result<(), RefreshError>;
 
-    /// Records a failed refresh of `current` (once per flight).
-    async fn failed(&self, current: &Credential, error: &RefreshError, took: Duration);
+    /// Records a failed refresh of `current` (once per flight). May return a credential the
+    /// source of truth holds instead (another process rotated the grant meanwhile: the failure
+    /// was only this copy's): the flight then returns it, unrefreshed, instead of the error.
+    async fn failed(
+        &self,
+        current: &Credential,
+        error: &RefreshError,
+        took: Duration,
+    ) -> Option<Credential>;
 }
 
 /// What a commit is told about the refresh it commits.
@@ -320,6 +327,7 @@ impl RefreshCoordinator {
         guard: FlightGuard,
         id: &CredentialId,
         limited: bool,
+        bounded: bool,
         work: F,
         on_timeout: fn(CredentialId, Duration) -> T,
     ) where
@@ -345,9 +353,13 @@ impl RefreshCoordinator {
                 Some(sem) => sem.acquire_owned().await.ok(),
                 None => None,
             };
-            let value = match tokio::time::timeout(timeout, work()).await {
-                Ok(value) => value,
-                Err(_) => on_timeout(id, timeout),
+            let value = if bounded {
+                match tokio::time::timeout(timeout, work()).await {
+                    Ok(value) => value,
+                    Err(_) => on_timeout(id, timeout),
+                }
+            } else {
+                work().await
             };
             guard.finish(Arc::new(value));
         });
@@ -368,12 +380,20 @@ impl RefreshCoordinator {
         F: FnOnce() -> Fut + Send + 'static,
         Fut: Future<Output = FlightResult> + Send + 'static,
     {
+        self.run_flight(id, true, work).await
+    }
+
+    async fn run_flight<F, Fut>(&self, id: &CredentialId, bounded: bool, work: F) -> FlightResult
+    where
+        F: FnOnce() -> Fut + Send + 'static,
+        Fut: Future<Output = FlightResult> + Send + 'static,
+    {
         let mut work = Some(work);
         loop {
             let rx = match self.enter(id, false) {
                 Entry::Lead(guard, rx) => {
                     if let Some(work) = work.take() {
-                        self.launch(guard, id, true, work, |id, after| {
+                        self.launch(guard, id, true, bounded, work, |id, after| {
                             Err(RefreshError::FlightTimeout { id, after })
                         });
                     }
@@ -420,6 +440,7 @@ impl RefreshCoordinator {
                             guard,
                             id,
                             false,
+                            true,
                             move || async move { Ok::<T, RefreshError>(work().await) },
                             |id, after| Err(RefreshError::FlightTimeout { id, after }),
                         );
@@ -467,7 +488,8 @@ impl RefreshCoordinator {
     ) -> FlightResult {
         let inner = Arc::clone(&self.inner);
         let flight_id = id.clone();
-        self.run(id, move || async move {
+        // The protocol bounds its own read and exchange; its commit is never cut off.
+        self.run_flight(id, false, move || async move {
             protocol(&inner, &flight_id, target.as_ref(), refresher.as_ref()).await
         })
         .await
@@ -519,29 +541,51 @@ async fn protocol<T: RefreshTarget + ?Sized>(
     target: &T,
     refresher: &dyn Refresher,
 ) -> FlightResult {
-    let Some(current) = target.read().await? else {
+    // The timeout bounds what may hang without having consumed anything: the read and the
+    // refresher's exchange. The commit is never cut off: once the server answered, its tokens are
+    // the only valid ones and must reach the store and the waiters.
+    let bounded = async {
+        let Some(current) = target.read().await? else {
+            return Ok(None);
+        };
+        if let Some(kept) = take_uncommitted(inner, id, &current) {
+            return Ok(Some((current, Step::Kept(kept))));
+        }
+        if !target.check(&current)? {
+            return Ok(Some((current, Step::Current)));
+        }
+        let started = Instant::now();
+        let result = refresher.refresh(&current).await;
+        Ok(Some((current, Step::Refreshed(result, started.elapsed()))))
+    };
+    let step = match tokio::time::timeout(inner.timeout, bounded).await {
+        Ok(step) => step?,
+        Err(_) => {
+            return Err(RefreshError::FlightTimeout {
+                id: id.clone(),
+                after: inner.timeout,
+            });
+        }
+    };
+    let Some((current, step)) = step else {
         lock(&inner.uncommitted).remove(id);
         return Err(RefreshError::Removed { id: id.clone() });
     };
-    if let Some(kept) = take_uncommitted(inner, id, &current) {
-        let change = Committed {
-            applied: kept.applied,
-            quirks: &[],
-            took: Duration::ZERO,
-            retried: true,
-        };
-        return commit_or_keep(inner, target, kept.previous, kept.credential, change).await;
-    }
-    if !target.check(&current)? {
-        return Ok(RefreshOutcome {
+    match step {
+        Step::Kept(kept) => {
+            let change = Committed {
+                applied: kept.applied,
+                quirks: &[],
+                took: Duration::ZERO,
+                retried: true,
+            };
+            commit_or_keep(inner, target, kept.previous, kept.credential, change).await
+        }
+        Step::Current => Ok(RefreshOutcome {
             credential: current,
             refreshed: false,
-        });
-    }
-    let started = Instant::now();
-    match refresher.refresh(&current).await {
-        Ok(mut tokens) => {
-            let took = started.elapsed();
+        }),
+        Step::Refreshed(Ok(mut tokens), took) => {
             let quirks = std::mem::take(&mut tokens.quirks);
             let mut refreshed = current.clone();
             let applied = refreshed.apply_tokens(tokens, target.now());
@@ -553,11 +597,21 @@ async fn protocol<T: RefreshTarget + ?Sized>(
             };
             commit_or_keep(inner, target, current, refreshed, change).await
         }
-        Err(error) => {
-            target.failed(&current, &error, started.elapsed()).await;
-            Err(error)
-        }
+        Step::Refreshed(Err(error), took) => match target.failed(&current, &error, took).await {
+            Some(adopted) => Ok(RefreshOutcome {
+                credential: adopted,
+                refreshed: false,
+            }),
+            None => Err(error),
+        },
     }
+}
+
+/// Where the bounded part of the protocol left the flight.
+enum Step {
+    Kept(Uncommitted),
+    Current,
+    Refreshed(Result<oauth_core::TokenSet, RefreshError>, Duration),
 }
 
 /// The kept, uncommitted credential for `id`, if `current` still holds the tokens it was refreshed
@@ -579,6 +633,8 @@ async fn commit_or_keep<T: RefreshTarget + ?Sized>(
             credential: refreshed,
             refreshed: true,
         }),
+        // A credential removed meanwhile has nothing to keep: its result is dropped.
+        Err(removed @ RefreshError::Removed { .. }) => Err(removed),
         Err(source) => {
             lock(&inner.uncommitted).insert(
                 refreshed.id.clone(),
@@ -635,7 +691,14 @@ where
         }
     }
 
-    async fn failed(&self, _current: &Credential, _error: &RefreshError, _took: Duration) {}
+    async fn failed(
+        &self,
+        _current: &Credential,
+        _error: &RefreshError,
+        _took: Duration,
+    ) -> Option<Credential> {
+        None
+    }
 }
 
 #[cfg(test)]

@@ -418,3 +418,45 @@ async fn exclusive_work_returns_its_value_and_refreshes_wait_for_it() {
     assert_eq!(calls.load(Ordering::SeqCst), 0);
     assert_eq!(coordinator.in_flight(), 0);
 }
+
+/// The timeout bounds the read and the exchange, never the commit: once the server has answered,
+/// its tokens are the only valid ones, and a slow store must not make the flight drop them.
+#[tokio::test(start_paused = true)]
+async fn a_slow_commit_is_not_cut_off_by_the_flight_timeout() {
+    let now = Utc::now();
+    let store: Store = Arc::new(Mutex::new(
+        Credential::new("s", "old", now)
+            .expect("valid")
+            .with_refresh_token("rt-old")
+            .with_expires_at(now + TimeDelta::seconds(30)),
+    ));
+    let id = store.lock().expect("lock").id.clone();
+    let r: Arc<dyn Refresher> = Arc::new(FnRefresher::new(|_c: Credential| async {
+        Ok(TokenSet::new("new").with_refresh_token("rt-new"))
+    }));
+    let coordinator = RefreshCoordinator::new().with_timeout(Duration::from_secs(5));
+    let slow_store = Arc::clone(&store);
+    let out = coordinator
+        .refresh_if_needed(
+            &id,
+            reader(&store),
+            |_| true,
+            r,
+            move |new| {
+                Box::pin(async move {
+                    tokio::time::sleep(Duration::from_secs(30)).await; // a store taking 30 s
+                    *slow_store.lock().expect("lock") = new;
+                    Ok(())
+                })
+            },
+        )
+        .await
+        .expect("committed, not timed out");
+    assert!(out.refreshed);
+    let kept = store.lock().expect("lock").clone();
+    assert_eq!(
+        kept.refresh_token.as_ref().map(|t| t.expose_secret()),
+        Some("rt-new"),
+        "the rotated token reached the store"
+    );
+}
