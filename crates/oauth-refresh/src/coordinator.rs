@@ -549,7 +549,7 @@ async fn protocol<T: RefreshTarget + ?Sized>(
             return Ok(None);
         };
         if let Some(kept) = take_uncommitted(inner, id, &current) {
-            return Ok(Some((current, Step::Kept(kept))));
+            return Ok(Some((current, Step::Kept(Box::new(kept)))));
         }
         if !target.check(&current)? {
             return Ok(Some((current, Step::Current)));
@@ -609,7 +609,7 @@ async fn protocol<T: RefreshTarget + ?Sized>(
 
 /// Where the bounded part of the protocol left the flight.
 enum Step {
-    Kept(Uncommitted),
+    Kept(Box<Uncommitted>),
     Current,
     Refreshed(Result<oauth_core::TokenSet, RefreshError>, Duration),
 }
