@@ -26,11 +26,13 @@ use crate::selection::Slot;
 const CROSS_PROCESS_LOCK_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// What the pool does when its store cannot be used (I/O error, read-only or full file system)
-/// at the start of a refresh.
+/// at the start of a refresh. The builder picks `FailClosed` for a store with a change feed
+/// (shared between processes) and `RefreshInMemory` for the others, unless told otherwise
+/// ([`OAuthKeyManagerBuilder::store_outage`](crate::OAuthKeyManagerBuilder::store_outage)).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 #[non_exhaustive]
 pub enum StoreOutage {
-    /// Keep refreshing in memory (the default): the refreshed token is kept, saved when the store
+    /// Keep refreshing in memory (`Default`): the refreshed token is kept, saved when the store
     /// recovers, and `PersistenceFailed`/`StoreUnavailable` are reported. Right for a store only
     /// this process uses.
     #[default]
