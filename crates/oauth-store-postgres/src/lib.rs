@@ -60,6 +60,9 @@ mod lease;
 mod listen;
 mod schema;
 mod store;
+#[cfg(feature = "test-cluster")]
+#[cfg_attr(docsrs, doc(cfg(feature = "test-cluster")))]
+pub mod test_cluster;
 
 pub use config::PostgresConfig;
 pub use error::{PostgresError, is_unavailable, postgres_error};
