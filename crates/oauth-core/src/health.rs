@@ -52,7 +52,12 @@ pub struct HealthPolicy {
     pub refresh_backoff_cap: Duration,
     /// Cooldown after a rate limit that named no time (not in Go: it had no rate-limit handling).
     pub default_cooldown: Duration,
-    /// Longest cooldown accepted from a Retry-After or reset hint.
+    /// Longest cooldown accepted from a Retry-After or reset hint (default 25 hours: daily
+    /// quotas). Providers enforce per-day quotas (Gemini's requests per day reset at midnight
+    /// Pacific time) and name a reset up to a day ahead; a shorter clamp (it was 1 hour) sends
+    /// calls back to an exhausted account before its quota resets, only to be refused again. The
+    /// extra hour covers a local day lengthened by a daylight-saving change. Longer hints (a
+    /// weekly limit) are clamped and the account is tried again after 25 hours.
     pub max_cooldown: Duration,
     /// Fraction (0.0..=1.0) by which a backoff may be randomly shortened, so that credentials failing
     /// together do not all return at the same instant. 0 disables jitter (the default, as in Go).
@@ -69,7 +74,7 @@ impl Default for HealthPolicy {
             refresh_backoff_base: Duration::from_secs(60),
             refresh_backoff_cap: Duration::from_secs(480),
             default_cooldown: Duration::from_secs(60),
-            max_cooldown: Duration::from_secs(3600),
+            max_cooldown: Duration::from_secs(25 * 3600),
             jitter: 0.0,
         }
     }

@@ -144,7 +144,19 @@ pub enum TokenQuirk {
 }
 
 impl TokenQuirk {
-    /// A short stable label for events and logs.
+    /// Every quirk, in declaration order: what a metrics backend creates its series from, so
+    /// each quirk's counter exists at 0 before the first one is seen.
+    pub const ALL: [Self; 7] = [
+        Self::UnusableExpiresIn,
+        Self::UnusableRefreshTokenExpiresIn,
+        Self::OddScope,
+        Self::UnexpectedTokenType,
+        Self::NotJsonContentType,
+        Self::OddField,
+        Self::ExpiryClamped,
+    ];
+
+    /// A short stable label for events, logs and metric labels (the serialized name).
     pub const fn as_str(self) -> &'static str {
         match self {
             Self::UnusableExpiresIn => "unusable_expires_in",
@@ -274,4 +286,36 @@ impl<'a> From<&'a CredentialMetadata> for PersistedMetadata<'a> {
 pub struct TokensApplied {
     /// The server rotated the refresh token (sent one different from the old).
     pub refresh_token_rotated: bool,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::TokenQuirk;
+
+    /// Exhaustive (no wildcard): a new variant does not compile until it has a place here, and
+    /// the test then fails until it is in [`TokenQuirk::ALL`] at that place.
+    const fn position(q: TokenQuirk) -> usize {
+        match q {
+            TokenQuirk::UnusableExpiresIn => 0,
+            TokenQuirk::UnusableRefreshTokenExpiresIn => 1,
+            TokenQuirk::OddScope => 2,
+            TokenQuirk::UnexpectedTokenType => 3,
+            TokenQuirk::NotJsonContentType => 4,
+            TokenQuirk::OddField => 5,
+            TokenQuirk::ExpiryClamped => 6,
+        }
+    }
+
+    #[test]
+    fn all_lists_every_quirk_once_and_labels_are_the_serialized_names() {
+        let mut labels = Vec::new();
+        for (i, q) in TokenQuirk::ALL.iter().enumerate() {
+            assert_eq!(position(*q), i, "{q:?}");
+            let json = serde_json::to_string(q).unwrap_or_default();
+            assert_eq!(json, format!("\"{}\"", q.as_str()));
+            assert!(!labels.contains(&q.as_str()), "{q:?}");
+            labels.push(q.as_str());
+        }
+        assert_eq!(labels.len(), 7);
+    }
 }

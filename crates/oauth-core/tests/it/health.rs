@@ -121,8 +121,13 @@ fn rate_limits_cool_down_for_retry_after_clamped() {
     assert_eq!(h.consecutive_failures(), 0);
     assert!(h.is_available(t0() + delta(secs(30))));
 
+    // A hint beyond the policy's clamp is cut to it.
+    let hour = HealthPolicy {
+        max_cooldown: secs(3600),
+        ..HealthPolicy::default()
+    };
     let mut h = CredentialHealth::default();
-    h.record_failure(FailureKind::rate_limited(Some(secs(86_400))), &p, t0());
+    h.record_failure(FailureKind::rate_limited(Some(secs(86_400))), &hour, t0());
     assert_eq!(
         h.availability(t0()),
         Availability::At(t0() + delta(secs(3600)))
@@ -140,6 +145,31 @@ fn rate_limits_cool_down_for_retry_after_clamped() {
     assert_eq!(
         h.availability(t0()),
         Availability::At(t0() + TimeDelta::minutes(10))
+    );
+}
+
+/// A daily quota's reset hint (up to a day ahead, 25 hours across a daylight-saving change) is
+/// honoured whole by the default policy: the account stays out until its quota resets, not for
+/// an hour. Beyond 25 hours the default clamp applies.
+#[test]
+fn the_default_policy_honours_a_daily_quota_reset() {
+    let p = HealthPolicy::default();
+    assert_eq!(p.max_cooldown, secs(25 * 3600));
+    for wait in [secs(20 * 3600), secs(24 * 3600), secs(25 * 3600)] {
+        let mut h = CredentialHealth::default();
+        h.record_failure(FailureKind::rate_limited(Some(wait)), &p, t0());
+        assert_eq!(h.availability(t0()), Availability::At(t0() + delta(wait)));
+        assert_eq!(
+            h.state(t0() + delta(wait - secs(1))),
+            CredentialState::CoolingDown
+        );
+        assert!(h.is_available(t0() + delta(wait)));
+    }
+    let mut h = CredentialHealth::default();
+    h.record_failure(FailureKind::rate_limited(Some(secs(7 * 86_400))), &p, t0());
+    assert_eq!(
+        h.availability(t0()),
+        Availability::At(t0() + delta(secs(25 * 3600)))
     );
 }
 
