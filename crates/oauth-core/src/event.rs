@@ -230,6 +230,22 @@ pub enum EventKind {
         /// The store's error, classified (never a token).
         reason: String,
     },
+    /// The pool's store became unreachable (its database connection was lost), as the store
+    /// reports it (`CredentialStore::connection_status` in oauth-store). The pool keeps serving
+    /// the tokens it holds; a pool that fails closed on store outages (the default for stores
+    /// shared between processes) refreshes nothing until the store is back, so credentials drop
+    /// out as their tokens expire.
+    StoreDisconnected {
+        /// The provider of the pool.
+        provider: String,
+    },
+    /// The store is reachable again after a [`StoreDisconnected`](Self::StoreDisconnected).
+    StoreReconnected {
+        /// The provider of the pool.
+        provider: String,
+        /// When the outage was reported (the `StoreDisconnected` event's time).
+        disconnected_at: DateTime<Utc>,
+    },
     /// No credential could serve a request.
     PoolExhausted {
         /// The provider.
@@ -265,7 +281,9 @@ impl EventKind {
             | Self::Misconfigured { credential, .. }
             | Self::TokenResponseQuirk { credential, .. }
             | Self::StoreUnavailable { credential, .. } => Some(credential),
-            Self::PoolExhausted { .. } => None,
+            Self::PoolExhausted { .. }
+            | Self::StoreDisconnected { .. }
+            | Self::StoreReconnected { .. } => None,
         }
     }
 
@@ -295,6 +313,8 @@ impl EventKind {
             Self::TokenResponseQuirk { .. } => "token_response_quirk",
             Self::StoreUnavailable { .. } => "store_unavailable",
             Self::PoolExhausted { .. } => "pool_exhausted",
+            Self::StoreDisconnected { .. } => "store_disconnected",
+            Self::StoreReconnected { .. } => "store_reconnected",
         }
     }
 }
@@ -310,5 +330,47 @@ mod secs {
 
     pub(super) fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
         u64::deserialize(d).map(Duration::from_secs)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use chrono::TimeZone;
+
+    use super::*;
+
+    #[test]
+    fn store_outage_events_are_pool_wide_and_serialize_with_their_names() {
+        let at = Utc
+            .with_ymd_and_hms(2026, 1, 1, 0, 0, 5)
+            .single()
+            .expect("date");
+        let down_at = at - chrono::TimeDelta::seconds(5);
+        let down = Event::new(
+            down_at,
+            EventKind::StoreDisconnected {
+                provider: "gemini".into(),
+            },
+        );
+        let up = Event::new(
+            at,
+            EventKind::StoreReconnected {
+                provider: "gemini".into(),
+                disconnected_at: down_at,
+            },
+        );
+        for (event, name) in [(&down, "store_disconnected"), (&up, "store_reconnected")] {
+            assert_eq!(event.kind.name(), name);
+            assert!(event.credential().is_none());
+            let v = serde_json::to_value(event).expect("serializes");
+            assert_eq!(
+                (v["type"].as_str(), v["provider"].as_str()),
+                (Some(name), Some("gemini"))
+            );
+            let back: Event = serde_json::from_value(v).expect("round trip");
+            assert_eq!(&back, event);
+        }
+        let v = serde_json::to_value(&up).expect("serializes");
+        assert_eq!(v["disconnected_at"], "2026-01-01T00:00:00Z");
     }
 }

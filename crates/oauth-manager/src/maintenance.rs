@@ -113,7 +113,10 @@ impl Drop for MaintenanceHandle {
 }
 
 impl OAuthKeyManager {
-    /// Starts the maintenance loop on the current tokio runtime.
+    /// Starts the maintenance loop on the current tokio runtime: a
+    /// [`run_maintenance_once`](Self::run_maintenance_once) every interval and, between ticks,
+    /// the store's change feed and connection status as they move (a store outage is reported
+    /// as `StoreDisconnected` / `StoreReconnected` when it begins and ends).
     ///
     /// # Errors
     /// [`SettingsError::Maintenance`](crate::SettingsError::Maintenance) for a nonsense
@@ -129,6 +132,7 @@ impl OAuthKeyManager {
         let (stop, mut stopped) = watch::channel(false);
         let this = self.clone();
         let mut changes = self.inner.refreshing.changes();
+        let mut status = self.inner.refreshing.connection_status();
         let task = tokio::spawn(async move {
             let mut ticker = tokio::time::interval(config.interval);
             ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -136,6 +140,7 @@ impl OAuthKeyManager {
                 tokio::select! {
                     _ = ticker.tick() => { this.run_maintenance_once(&config).await; }
                     change = next_change(&mut changes) => { this.apply_store_change(change).await; }
+                    () = next_status(&mut status) => { this.note_store_status(); }
                     _ = stopped.changed() => break,
                 }
             }
@@ -146,11 +151,13 @@ impl OAuthKeyManager {
         })
     }
 
-    /// One maintenance tick: refresh idle credentials ahead of expiry, retry pending persistence,
+    /// One maintenance tick: report a store outage that began or ended (for stores that report
+    /// their connection), refresh idle credentials ahead of expiry, retry pending persistence,
     /// adopt credentials changed in the store or by the credential provider, auto-decommission
     /// expired rotations, evaluate and send alerts.
     pub async fn run_maintenance_once(&self, config: &MaintenanceConfig) -> MaintenanceReport {
         let mut report = MaintenanceReport::default();
+        self.note_store_status();
         self.adopt_store_changes(&mut report).await;
         let _ = self.sync_from_provider().await;
         self.retry_persistence(&mut report).await;
@@ -158,7 +165,18 @@ impl OAuthKeyManager {
         let decommissioned = self.auto_decommission_expired().await;
         report.decommissioned = decommissioned.decommissioned;
         report.alerts = self.check_alerts().len();
+        // The store may have gone or come back during the tick.
+        self.note_store_status();
         report
+    }
+
+    /// Reports the store's connection status if it changed since last reported:
+    /// `StoreDisconnected` once per outage, `StoreReconnected` when it ends (nothing for stores
+    /// that cannot tell). Gauges and the health report read the status directly.
+    fn note_store_status(&self) {
+        if let Some(up) = self.inner.refreshing.store_connected() {
+            self.inner.telemetry.store_status(up, self.now());
+        }
     }
 
     /// Adopts one change the store's feed reported (another process refreshed, a file was dropped
@@ -293,6 +311,19 @@ impl OAuthKeyManager {
     }
 }
 
+/// The next transition of an optional connection status; pending forever without one (or once
+/// its store is gone).
+async fn next_status(status: &mut Option<watch::Receiver<bool>>) {
+    let Some(rx) = status.as_mut() else {
+        return std::future::pending().await;
+    };
+    if rx.changed().await.is_err() {
+        *status = None;
+        return;
+    }
+    rx.borrow_and_update();
+}
+
 /// The next change of an optional feed: pending forever without one; `None` when the feed lagged
 /// or closed (then everything is reloaded, and a closed feed is dropped).
 async fn next_change(feed: &mut Option<broadcast::Receiver<StoreChange>>) -> Option<StoreChange> {
@@ -306,5 +337,167 @@ async fn next_change(feed: &mut Option<broadcast::Receiver<StoreChange>>) -> Opt
             *feed = None;
             None
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+    use std::sync::Arc;
+    use std::time::Duration;
+
+    use async_trait::async_trait;
+    use oauth_core::{Credential, CredentialId, Event, EventKind};
+    use oauth_store::{CredentialStore, MemoryStore, StoreError, Version, Versioned};
+    use tokio::sync::watch;
+
+    use super::MaintenanceConfig;
+    use crate::OAuthKeyManager;
+
+    /// The in-memory store behind a connection that the test takes down and brings back.
+    #[derive(Debug)]
+    struct Connected(MemoryStore, watch::Sender<bool>);
+
+    #[async_trait]
+    impl CredentialStore for Connected {
+        async fn load_all(&self, p: &str) -> Result<Vec<Versioned<Credential>>, StoreError> {
+            self.0.load_all(p).await
+        }
+        async fn load(
+            &self,
+            p: &str,
+            id: &CredentialId,
+        ) -> Result<Option<Versioned<Credential>>, StoreError> {
+            self.0.load(p, id).await
+        }
+        async fn save(
+            &self,
+            p: &str,
+            c: &Credential,
+            expected: Option<Version>,
+        ) -> Result<Version, StoreError> {
+            self.0.save(p, c, expected).await
+        }
+        async fn delete(
+            &self,
+            p: &str,
+            id: &CredentialId,
+            expected: Option<Version>,
+        ) -> Result<(), StoreError> {
+            self.0.delete(p, id, expected).await
+        }
+        async fn versions(&self, p: &str) -> Result<BTreeMap<CredentialId, Version>, StoreError> {
+            self.0.versions(p).await
+        }
+        fn connection_status(&self) -> Option<watch::Receiver<bool>> {
+            Some(self.1.subscribe())
+        }
+    }
+
+    fn credential() -> Credential {
+        Credential::new("a", "access", chrono::Utc::now()).expect("valid")
+    }
+
+    async fn outage_event(events: &mut crate::EventReceiver) -> Event {
+        loop {
+            let event = tokio::time::timeout(Duration::from_secs(5), events.recv())
+                .await
+                .expect("an event in time")
+                .expect("open");
+            if matches!(
+                event.kind,
+                EventKind::StoreDisconnected { .. } | EventKind::StoreReconnected { .. }
+            ) {
+                return event;
+            }
+        }
+    }
+
+    fn status(pool: &OAuthKeyManager) -> (Option<bool>, Option<bool>, Option<bool>) {
+        (
+            pool.store_connected(),
+            pool.health_summary().store_connected,
+            pool.gauge_source().store_connected(),
+        )
+    }
+
+    #[tokio::test]
+    async fn the_loop_reports_a_store_outage_once_and_its_end_in_events_gauge_and_health() {
+        let (tx, _) = watch::channel(true);
+        let store = Arc::new(Connected(MemoryStore::new(), tx));
+        let pool = OAuthKeyManager::builder("p")
+            .credential(credential())
+            .store_arc(Arc::clone(&store) as Arc<dyn CredentialStore>)
+            .build()
+            .await
+            .expect("builds");
+        let mut events = pool.subscribe();
+        let handle = pool
+            .spawn_maintenance(
+                MaintenanceConfig::default().with_interval(Duration::from_secs(3600)),
+            )
+            .expect("starts");
+        assert_eq!(status(&pool), (Some(true), Some(true), Some(true)));
+
+        store.1.send_replace(false);
+        let down = outage_event(&mut events).await;
+        assert_eq!(
+            down.kind,
+            EventKind::StoreDisconnected {
+                provider: "p".into()
+            }
+        );
+        assert_eq!(status(&pool), (Some(false), Some(false), Some(false)));
+        let json = pool.export_json().expect("json");
+        assert!(json.contains("\"store_connected\": false"), "{json}");
+        // Still down: nothing new, however often the status is written.
+        store.1.send_replace(false);
+        store.1.send_replace(true);
+        let up = outage_event(&mut events).await;
+        assert_eq!(
+            up.kind,
+            EventKind::StoreReconnected {
+                provider: "p".into(),
+                disconnected_at: down.at,
+            }
+        );
+        assert_eq!(status(&pool), (Some(true), Some(true), Some(true)));
+        handle.stop().await;
+        assert!(
+            events.try_recv().is_err(),
+            "one event per transition, nothing more"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_tick_reports_an_outage_in_progress_and_stores_that_cannot_tell_report_nothing() {
+        let (tx, _) = watch::channel(false);
+        let pool = OAuthKeyManager::builder("p")
+            .credential(credential())
+            .store(Connected(MemoryStore::new(), tx))
+            .build()
+            .await
+            .expect("builds");
+        let mut events = pool.subscribe();
+        let config = MaintenanceConfig::default();
+        pool.run_maintenance_once(&config).await;
+        pool.run_maintenance_once(&config).await;
+        let down = outage_event(&mut events).await;
+        assert!(matches!(down.kind, EventKind::StoreDisconnected { .. }));
+        assert!(events.try_recv().is_err(), "once per outage");
+        assert_eq!(status(&pool), (Some(false), Some(false), Some(false)));
+
+        let plain = OAuthKeyManager::builder("p")
+            .credential(credential())
+            .store(MemoryStore::new())
+            .build()
+            .await
+            .expect("builds");
+        let mut events = plain.subscribe();
+        plain.run_maintenance_once(&config).await;
+        assert_eq!(status(&plain), (None, None, None));
+        assert!(events.try_recv().is_err());
+        let json = plain.export_json().expect("json");
+        assert!(!json.contains("store_connected"), "the Go shape: {json}");
     }
 }

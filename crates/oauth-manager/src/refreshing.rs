@@ -95,6 +95,8 @@ pub(crate) struct Refreshing {
     /// The store shares changes between processes (it has a change feed): rate-limit cooldowns
     /// seen here are published to it.
     shared: bool,
+    /// The store's connection status, for stores that report one.
+    status: Option<tokio::sync::watch::Receiver<bool>>,
 }
 
 impl std::fmt::Debug for Refreshing {
@@ -117,6 +119,7 @@ impl Refreshing {
         outage: StoreOutage,
     ) -> Self {
         let shared = store.changes().is_some();
+        let status = store.connection_status();
         Self {
             provider,
             refresher: ArcSwap::from_pointee(RefresherCell(refresher)),
@@ -125,7 +128,18 @@ impl Refreshing {
             credential_provider: ArcSwap::from_pointee(ProviderCell(credential_provider)),
             outage,
             shared,
+            status,
         }
+    }
+
+    /// The store's connection status, if it reports one (a receiver of its own).
+    pub(crate) fn connection_status(&self) -> Option<tokio::sync::watch::Receiver<bool>> {
+        self.status.clone()
+    }
+
+    /// Whether the store is reachable now, if it can tell.
+    pub(crate) fn store_connected(&self) -> Option<bool> {
+        self.status.as_ref().map(|rx| *rx.borrow())
     }
 
     /// The store's change feed, if it has one.

@@ -116,6 +116,16 @@ impl OAuthKeyManager {
     pub fn health_summary(&self) -> HealthSummary {
         let slots = self.inner.selection.slots();
         HealthSummary::from_infos(slots.iter().map(|s| self.health_info(s)))
+            .with_store_connected(self.store_connected())
+    }
+
+    /// Whether the pool's store is reachable now, for a store that can tell (the PostgreSQL
+    /// store follows its connection); `None` for the others. Also in
+    /// [`health_summary`](Self::health_summary) (`store_connected`) and, through the gauge
+    /// source, the `store_connected` gauge. While it is `false` the pool serves the tokens it
+    /// holds and, failing closed, refreshes nothing.
+    pub fn store_connected(&self) -> Option<bool> {
+        self.inner.refreshing.store_connected()
     }
 
     /// The health summary as pretty JSON (Go `ExportJSON`). Holds no secret.
@@ -211,5 +221,9 @@ impl GaugeSource for PoolGauges {
             let expires_at = slot.credential().expires_at;
             f(GaugeRow::from_health(&slot.id, &health, expires_at, now));
         }
+    }
+
+    fn store_connected(&self) -> Option<bool> {
+        self.0.upgrade()?.refreshing.store_connected()
     }
 }

@@ -27,6 +27,9 @@ pub(crate) struct Telemetry {
     recorder: Arc<dyn MetricsRecorder>,
     /// Set when a call found no credential, so `PoolExhausted` is reported once per episode.
     exhausted: AtomicBool,
+    /// When the store's current outage was reported (`StoreDisconnected`); `None` while the
+    /// store is reachable (or cannot tell).
+    store_down_since: std::sync::Mutex<Option<DateTime<Utc>>>,
     /// Ids that left the pool recently: a late `record_request` for one of them (a call that was
     /// in flight when it was removed) must not bring its series back.
     departed: std::sync::Mutex<std::collections::VecDeque<CredentialId>>,
@@ -58,6 +61,7 @@ impl Telemetry {
             usage: Arc::new(usage),
             recorder,
             exhausted: AtomicBool::new(false),
+            store_down_since: std::sync::Mutex::new(None),
             departed: std::sync::Mutex::default(),
         }
     }
@@ -148,6 +152,43 @@ impl Telemetry {
         if self.exhausted.load(Ordering::Relaxed) {
             self.exhausted.store(false, Ordering::Relaxed);
         }
+    }
+
+    /// The store says it is reachable (`up`) or not, at `now`: `StoreDisconnected` once per
+    /// outage, `StoreReconnected` when it ends. Returns whether an event went out.
+    pub(crate) fn store_status(&self, up: bool, now: DateTime<Utc>) -> bool {
+        let kind = {
+            let mut since = self
+                .store_down_since
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            match (up, *since) {
+                (false, None) => {
+                    *since = Some(now);
+                    EventKind::StoreDisconnected {
+                        provider: self.provider.clone(),
+                    }
+                }
+                (true, Some(disconnected_at)) => {
+                    *since = None;
+                    EventKind::StoreReconnected {
+                        provider: self.provider.clone(),
+                        disconnected_at,
+                    }
+                }
+                _ => return false,
+            }
+        };
+        if up {
+            tracing::info!(provider = %self.provider, "credential store reachable again");
+        } else {
+            tracing::warn!(
+                provider = %self.provider,
+                "credential store unreachable; serving the tokens held"
+            );
+        }
+        self.emit(Event::new(now, kind));
+        true
     }
 
     /// A call found no credential: `PoolExhausted` once per episode.

@@ -21,6 +21,11 @@ pub struct HealthSummary {
     pub credentials_in_backoff: usize,
     /// Credentials reported healthy.
     pub healthy_credentials: usize,
+    /// Whether the pool's store is reachable now, for a store that can tell (a database);
+    /// absent for the others, so the Go shape is unchanged for them. Set with
+    /// [`with_store_connected`](Self::with_store_connected).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub store_connected: Option<bool>,
     /// Successes / requests over all credentials; 1.0 without requests.
     pub success_rate: f64,
     /// Credentials in the report.
@@ -60,12 +65,20 @@ impl HealthSummary {
         Self {
             credentials_in_backoff: in_backoff,
             healthy_credentials: healthy,
+            store_connected: None,
             success_rate,
             total_credentials: credentials.len(),
             total_requests,
             unhealthy_credentials: credentials.len() - healthy,
             credentials,
         }
+    }
+
+    /// The summary with [`store_connected`](Self::store_connected) set.
+    #[must_use]
+    pub fn with_store_connected(mut self, connected: Option<bool>) -> Self {
+        self.store_connected = connected;
+        self
     }
 }
 

@@ -212,7 +212,8 @@ impl PrometheusConfig {
     }
 
     /// The series one provider adds to a scrape besides its credentials' (with a
-    /// [`GaugeSource`] attached).
+    /// [`GaugeSource`] attached), not counting the one `store_connected` gauge of a pool whose
+    /// store reports its connection ([`GaugeSource::store_connected`]).
     pub fn series_per_provider(&self) -> usize {
         let states = CredentialState::ALL.len();
         match self.granularity {
@@ -682,6 +683,8 @@ struct View {
     provider: Arc<ProviderSeries>,
     credentials: Vec<Arc<CredentialSeries>>,
     gauges: Option<Vec<Gauges>>,
+    /// [`GaugeSource::store_connected`], read in the same scrape.
+    store_connected: Option<bool>,
     other: Vec<(OtherKey, u64)>,
 }
 
@@ -696,6 +699,7 @@ impl View {
     fn of(provider: &Arc<ProviderSeries>) -> Self {
         let credentials = read(&provider.credentials).values().cloned().collect();
         let source = read(&provider.gauges).as_ref().and_then(Weak::upgrade);
+        let store_connected = source.as_ref().and_then(|s| s.store_connected());
         let gauges = source.map(|s| {
             let mut rows = Vec::new();
             s.visit(&mut |row: GaugeRow<'_>| {
@@ -719,6 +723,7 @@ impl View {
             provider: Arc::clone(provider),
             credentials,
             gauges,
+            store_connected,
             other,
         }
     }
@@ -1010,6 +1015,19 @@ fn encode_gauges(enc: &mut DescriptorEncoder<'_>, views: &[View]) -> fmt::Result
                 let n = gauges.iter().filter(|g| g.state == s).count();
                 let l = [("provider", v.name()), ("state", s.as_str())];
                 gauge_i(&mut m, &l, i64::try_from(n).unwrap_or(i64::MAX))?;
+            }
+        }
+    }
+    if views.iter().any(|v| v.store_connected.is_some()) {
+        let mut m = enc.encode_descriptor(
+            "store_connected",
+            "Whether the pool's credential store is reachable (1) or not (0); only for stores that can tell.",
+            None,
+            MetricType::Gauge,
+        )?;
+        for v in views {
+            if let Some(up) = v.store_connected {
+                gauge_i(&mut m, &[("provider", v.name())], i64::from(up))?;
             }
         }
     }

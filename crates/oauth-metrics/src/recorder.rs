@@ -73,6 +73,13 @@ pub trait MetricsRecorder: Send + Sync + fmt::Debug {
 pub trait GaugeSource: Send + Sync + fmt::Debug {
     /// Calls `f` once for each credential in the pool, with its gauges now.
     fn visit(&self, f: &mut dyn FnMut(GaugeRow<'_>));
+
+    /// Whether the pool's store is reachable now (`Some(true)` up, `Some(false)` down), exported
+    /// as the per-provider `store_connected` gauge; `None` (the default) when the store cannot
+    /// tell, and then no such gauge is exported.
+    fn store_connected(&self) -> Option<bool> {
+        None
+    }
 }
 
 /// One credential's gauges at scrape time (see [`GaugeSource`]).

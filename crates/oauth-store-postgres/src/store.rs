@@ -698,6 +698,11 @@ impl CredentialStore for PostgresStore {
         Some(self.inner.shared.changes.subscribe())
     }
 
+    /// [`PostgresStore::connection_status`]: follows the LISTEN connection.
+    fn connection_status(&self) -> Option<watch::Receiver<bool>> {
+        Some(PostgresStore::connection_status(self))
+    }
+
     async fn publish_cooldown(
         &self,
         provider: &str,

@@ -48,8 +48,9 @@
 //! [`StoreError::Backend`], saying whether a retry may help. If processes on several hosts share
 //! the store, return a [`RefreshLock`] from [`refresh_lock`](CredentialStore::refresh_lock) (for
 //! example a lease row with an owner, a fence counter and an expiry on the database clock), built
-//! on [`RefreshGuard::new`]. The lock only makes duplicate refreshes rare; the version check keeps
-//! them harmless. The contract is spelled out case by case in the conformance suite, module
+//! on [`RefreshGuard::new`]; a store whose backend can be unreachable (a database) reports it
+//! through [`connection_status`](CredentialStore::connection_status). The lock only makes
+//! duplicate refreshes rare; the version check keeps them harmless. The contract is spelled out case by case in the conformance suite, module
 //! `conformance` behind this crate's `conformance` feature, which both stores here pass; run it
 //! against a new store with `oauth_store::conformance_tests!` from its tests.
 

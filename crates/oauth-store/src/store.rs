@@ -8,7 +8,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use oauth_core::{Credential, CredentialId};
-use tokio::sync::broadcast;
+use tokio::sync::{broadcast, watch};
 
 use crate::StoreError;
 
@@ -93,6 +93,15 @@ pub trait CredentialStore: Send + Sync + fmt::Debug {
     /// a pool then relies on polling. A lagging receiver must treat the gap as
     /// [`StoreChange::Resync`].
     fn changes(&self) -> Option<broadcast::Receiver<StoreChange>> {
+        None
+    }
+
+    /// Whether the store's backend is reachable now, for stores that can tell (a database: its
+    /// connection; `true` while up), as a `watch` receiver whose `changed()` wakes on every
+    /// transition. A pool follows it to report an outage (an event, a gauge, its health report)
+    /// while it keeps serving the tokens it holds. `None` (the default) for stores without a
+    /// backend to lose (memory) or whose failures show only per call (files).
+    fn connection_status(&self) -> Option<watch::Receiver<bool>> {
         None
     }
 
@@ -266,6 +275,10 @@ impl<S: CredentialStore + ?Sized> CredentialStore for Arc<S> {
         (**self).changes()
     }
 
+    fn connection_status(&self) -> Option<watch::Receiver<bool>> {
+        (**self).connection_status()
+    }
+
     async fn publish_cooldown(
         &self,
         provider: &str,
@@ -298,6 +311,59 @@ mod tests {
         assert_eq!(released.load(Ordering::SeqCst), 0);
         drop(guard);
         assert_eq!(released.load(Ordering::SeqCst), 1);
+    }
+
+    /// A memory store that says whether its (pretend) backend is reachable.
+    #[derive(Debug)]
+    struct WithStatus(crate::MemoryStore, watch::Sender<bool>);
+
+    #[async_trait]
+    impl CredentialStore for WithStatus {
+        async fn load_all(&self, p: &str) -> Result<Vec<Versioned<Credential>>, StoreError> {
+            self.0.load_all(p).await
+        }
+        async fn load(
+            &self,
+            p: &str,
+            id: &CredentialId,
+        ) -> Result<Option<Versioned<Credential>>, StoreError> {
+            self.0.load(p, id).await
+        }
+        async fn save(
+            &self,
+            p: &str,
+            c: &Credential,
+            expected: Option<Version>,
+        ) -> Result<Version, StoreError> {
+            self.0.save(p, c, expected).await
+        }
+        async fn delete(
+            &self,
+            p: &str,
+            id: &CredentialId,
+            expected: Option<Version>,
+        ) -> Result<(), StoreError> {
+            self.0.delete(p, id, expected).await
+        }
+        async fn versions(&self, p: &str) -> Result<BTreeMap<CredentialId, Version>, StoreError> {
+            self.0.versions(p).await
+        }
+        fn connection_status(&self) -> Option<watch::Receiver<bool>> {
+            Some(self.1.subscribe())
+        }
+    }
+
+    #[test]
+    fn connection_status_defaults_to_none_and_passes_through_arc() {
+        let memory: Arc<dyn CredentialStore> = Arc::new(crate::MemoryStore::new());
+        assert!(memory.connection_status().is_none());
+        let (tx, _) = watch::channel(true);
+        let store = Arc::new(WithStatus(crate::MemoryStore::new(), tx));
+        let shared: Arc<dyn CredentialStore> = Arc::new(Arc::clone(&store));
+        let status = shared.connection_status().expect("forwarded");
+        assert!(*status.borrow());
+        store.1.send_replace(false);
+        assert!(!*status.borrow());
     }
 
     #[test]

@@ -48,11 +48,15 @@ pub enum WebhookEventType {
     Unhealthy,
     /// A credential succeeded again after failures.
     Recovered,
+    /// The pool's store became unreachable (`details.phase = "disconnected"`) or reachable again
+    /// (`"reconnected"`): while it is down the pool serves the tokens it holds and, failing closed,
+    /// refreshes nothing.
+    StoreOutage,
 }
 
 impl WebhookEventType {
     /// Every type, in declaration order.
-    pub const ALL: [Self; 13] = [
+    pub const ALL: [Self; 14] = [
         Self::Refresh,
         Self::Failure,
         Self::Rotation,
@@ -66,6 +70,7 @@ impl WebhookEventType {
         Self::DecommissionFailed,
         Self::Unhealthy,
         Self::Recovered,
+        Self::StoreOutage,
     ];
 
     /// The Go package's default filter: `refresh`, `failure`, `rotation`, `expiry_warning`.
@@ -80,7 +85,7 @@ impl WebhookEventType {
     /// should know about, and no routine traffic. Not included: `refresh` (one per successful
     /// refresh: opt in by adding it, or start from [`MonitoringConfig::go_default`]), `unhealthy`
     /// and `recovered` (health flapping).
-    pub const DEFAULTS: [Self; 10] = [
+    pub const DEFAULTS: [Self; 11] = [
         Self::Failure,
         Self::Rotation,
         Self::ExpiryWarning,
@@ -91,6 +96,7 @@ impl WebhookEventType {
         Self::PersistenceFailed,
         Self::Decommissioned,
         Self::DecommissionFailed,
+        Self::StoreOutage,
     ];
 
     /// The serialized name (`"expiry_warning"`).
@@ -109,6 +115,7 @@ impl WebhookEventType {
             Self::DecommissionFailed => "decommission_failed",
             Self::Unhealthy => "unhealthy",
             Self::Recovered => "recovered",
+            Self::StoreOutage => "store_outage",
         }
     }
 }

@@ -206,6 +206,36 @@ impl WebhookEvent {
                     ("next_available_at", json_time(*next_available_at)),
                 ]),
             ),
+            EventKind::StoreDisconnected { provider } => (
+                T::StoreOutage,
+                "Credential store unreachable; serving the tokens held, refreshing nothing until it is back"
+                    .to_owned(),
+                details([
+                    ("provider", json!(provider)),
+                    ("phase", json!("disconnected")),
+                ]),
+            ),
+            EventKind::StoreReconnected {
+                provider,
+                disconnected_at,
+            } => (
+                T::StoreOutage,
+                "Credential store reachable again".to_owned(),
+                details([
+                    ("provider", json!(provider)),
+                    ("phase", json!("reconnected")),
+                    ("disconnected_at", json_time(Some(*disconnected_at))),
+                    (
+                        "outage_secs",
+                        json!(
+                            (event.at - *disconnected_at)
+                                .to_std()
+                                .unwrap_or_default()
+                                .as_secs_f64()
+                        ),
+                    ),
+                ]),
+            ),
             _ => return None,
         };
         Some(Self::new(
@@ -384,6 +414,52 @@ mod tests {
         assert!(v.get("credential_id").is_none());
         assert_eq!(v["type"], "pool_exhausted");
         assert_eq!(v["details"]["next_available_at"], "2026-01-01T00:00:30Z");
+    }
+
+    #[test]
+    fn store_outages_are_one_pool_wide_type_with_a_phase_and_pass_the_default_filter() {
+        let down_at = at();
+        let up_at = at() + chrono::TimeDelta::milliseconds(2500);
+        let down = Event::new(
+            down_at,
+            EventKind::StoreDisconnected {
+                provider: "anthropic".into(),
+            },
+        );
+        let up = Event::new(
+            up_at,
+            EventKind::StoreReconnected {
+                provider: "anthropic".into(),
+                disconnected_at: down_at,
+            },
+        );
+        let config = crate::MonitoringConfig::default();
+        let (Some(d), Some(u)) = (
+            crate::route_event(&config, &down),
+            crate::route_event(&config, &up),
+        ) else {
+            panic!("store outages are in the default filter");
+        };
+        for (hook, phase) in [(&d, "disconnected"), (&u, "reconnected")] {
+            let v = serde_json::to_value(hook).expect("serializes");
+            assert_eq!(v["type"], "store_outage");
+            assert!(v.get("credential_id").is_none());
+            assert_eq!(v["details"]["provider"], "anthropic");
+            assert_eq!(v["details"]["phase"], phase);
+        }
+        let v = serde_json::to_value(&u).expect("serializes");
+        assert_eq!(v["details"]["disconnected_at"], "2026-01-01T00:00:00Z");
+        assert_eq!(v["details"]["outage_secs"], 2.5);
+        assert_eq!(
+            crate::gating_switch(&down.kind),
+            None,
+            "only the filter decides"
+        );
+        let mut without = config;
+        without
+            .webhook_events
+            .remove(&crate::WebhookEventType::StoreOutage);
+        assert!(crate::route_event(&without, &down).is_none());
     }
 
     #[test]

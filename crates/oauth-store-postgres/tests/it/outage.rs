@@ -37,7 +37,12 @@ async fn a_database_restart_fails_calls_typed_then_recovers_with_a_resync() {
     let mut feed = b.changes().expect("feed");
     let v1 = a.save(P, &credential("x", 0), None).await.expect("create");
     let mut status = a.connection_status();
-    assert!(a.is_connected() && b.is_connected());
+    // The same status through the trait, as a pool sees the store.
+    let dyn_store: std::sync::Arc<dyn CredentialStore> = std::sync::Arc::new(a.clone());
+    let mut via_trait = dyn_store
+        .connection_status()
+        .expect("the PostgreSQL store reports its connection");
+    assert!(a.is_connected() && b.is_connected() && *via_trait.borrow_and_update());
     assert_eq!(
         tokio::time::timeout(Duration::from_secs(5), feed.recv())
             .await
@@ -66,6 +71,7 @@ async fn a_database_restart_fails_calls_typed_then_recovers_with_a_resync() {
         .expect("status");
     eprintln!("outage noticed after {:?}", down_at.elapsed());
     assert!(!a.is_connected());
+    assert!(via_trait.has_changed().unwrap_or(false) && !*via_trait.borrow_and_update());
 
     assert_unavailable("load", a.load(P, &id("x"))).await;
     assert_unavailable("load_all", a.load_all(P)).await;
@@ -103,6 +109,7 @@ async fn a_database_restart_fails_calls_typed_then_recovers_with_a_resync() {
         "reconnected {:?} after the server was back",
         up_at.elapsed()
     );
+    assert!(*via_trait.borrow_and_update());
 
     // The other replica was told it may have missed changes.
     let resync = tokio::time::timeout(Duration::from_secs(15), async {
