@@ -13,6 +13,8 @@ mod outage_flow;
 mod pg;
 mod rate_limit;
 mod replicas;
+mod replicas_kill;
+mod replicas_outage;
 mod replicas_restart;
 mod restart;
 mod rotation;

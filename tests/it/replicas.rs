@@ -44,7 +44,7 @@ const TOKEN_URL_VAR: &str = "OAUTH_REPLICA_TOKEN_URL";
 const PROVIDER_URL_VAR: &str = "OAUTH_REPLICA_PROVIDER_URL";
 const NAME_VAR: &str = "OAUTH_REPLICA_NAME";
 const RUN_MS_VAR: &str = "OAUTH_REPLICA_RUN_MS";
-const LINE_PREFIX: &str = "REPLICA:";
+pub(crate) const LINE_PREFIX: &str = "REPLICA:";
 const CHILD: &str = "replicas::replica_process";
 
 /// Access-token lifetime at the token server.
@@ -55,7 +55,7 @@ const REPLICAS: usize = 4;
 const ACCOUNTS: [&str; 3] = ["acct-a", "acct-b", "acct-c"];
 const RUN: Duration = Duration::from_secs(18);
 
-fn runtime() -> tokio::runtime::Runtime {
+pub(crate) fn runtime() -> tokio::runtime::Runtime {
     tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
@@ -183,11 +183,17 @@ fn replica_process() {
 }
 
 fn spawn_replica(envs: &[(&str, String)]) -> (Child, mpsc::Receiver<String>) {
+    spawn_child(CHILD, envs)
+}
+
+/// Runs the ignored test `child` of this binary in a process of its own with `envs`; its
+/// stdout lines that carry a row (`REPLICA:` + JSON) arrive on the receiver, in order.
+pub(crate) fn spawn_child(child: &str, envs: &[(&str, String)]) -> (Child, mpsc::Receiver<String>) {
     let exe = std::env::current_exe().expect("test binary path");
     let mut cmd = Command::new(exe);
     cmd.args([
         "--exact",
-        CHILD,
+        child,
         "--ignored",
         "--nocapture",
         "--test-threads=1",
