@@ -242,6 +242,27 @@ impl RefreshWindow {
         }
     }
 
+    /// An instant before which [`needs_refresh`](Self::needs_refresh) is false at every time,
+    /// however early (a wall clock stepped back included): the hot path compares one number
+    /// instead of re-deciding on every call. `MAX_UTC` for a token without an expiry.
+    ///
+    /// Usually [`refresh_at`](Self::refresh_at). When the minimum interval ends after the window
+    /// opens and the token was received after that (a lifetime shorter than the floor), the quiet
+    /// times are two intervals; only the first is returned, so the answer stays conservative.
+    pub fn quiet_until(&self, credential: &Credential) -> DateTime<Utc> {
+        let Some(expires_at) = credential.expires_at else {
+            return DateTime::<Utc>::MAX_UTC;
+        };
+        let lifetime = Self::lifetime(credential);
+        let due = sub(expires_at, self.window_for(lifetime));
+        match (credential.last_refresh, lifetime) {
+            (Some(issued), Some(lifetime)) if issued <= due => {
+                due.max(add(issued, self.min_interval_for(lifetime)))
+            }
+            _ => due,
+        }
+    }
+
     /// [`needs_refresh`](Self::needs_refresh), or `forced`: the provider rejected the access
     /// token (HTTP 401), which no window or minimum interval holds back.
     pub fn should_refresh(

@@ -2,14 +2,13 @@
 
 use std::future::Future;
 use std::sync::Arc;
-use std::time::Instant;
 
-use chrono::{DateTime, Utc};
 use tracing::Instrument as _;
 
 use oauth_core::{ClassifyFailure, Credential, CredentialId, FailureKind, Usage};
 use oauth_metrics::RequestOutcome;
 
+use crate::clock::from_ms;
 use crate::error::{AttemptError, ExecuteError};
 use crate::manager::OAuthKeyManager;
 use crate::refreshing::RefreshNeed;
@@ -30,19 +29,16 @@ pub struct Served<T> {
     pub attempts: u32,
 }
 
-/// The settings one call reads, copied once at its start.
+/// The settings one call reads, copied once at its start (a few words: the paths that need the
+/// refresh strategy or the health policy read the settings in force when they run).
 struct CallSettings {
     failover: FailoverSettings,
-    strategy: oauth_refresh::RefreshStrategy,
-    health: oauth_core::HealthPolicy,
 }
 
 impl From<&Settings> for CallSettings {
     fn from(s: &Settings) -> Self {
         Self {
             failover: s.failover.clone(),
-            strategy: s.strategy.clone(),
-            health: s.health.clone(),
         }
     }
 }
@@ -170,7 +166,8 @@ impl OAuthKeyManager {
                         if let Some(wake) = tokio::time::Instant::now().checked_add(wait)
                             && wake <= until
                         {
-                            tokio::time::sleep_until(wake).await;
+                            // Boxed: a timer is large, and only this rare path needs one.
+                            Box::pin(tokio::time::sleep_until(wake)).await;
                             tokio::task::yield_now().await;
                             continue;
                         }
@@ -195,11 +192,11 @@ impl OAuthKeyManager {
             );
             let traced = !attempt_span.is_disabled();
             let result = if traced {
-                self.attempt(&slot, &mut operation, settings, now_ms)
+                self.attempt(&slot, &mut operation, now_ms)
                     .instrument(attempt_span.clone())
                     .await
             } else {
-                self.attempt(&slot, &mut operation, settings, now_ms).await
+                self.attempt(&slot, &mut operation, now_ms).await
             };
             if traced {
                 attempt_span.record(
@@ -270,7 +267,6 @@ impl OAuthKeyManager {
         &self,
         slot: &Arc<Slot>,
         operation: &mut F,
-        settings: &CallSettings,
         now_ms: i64,
     ) -> Result<(T, Option<Usage>), Failed<E>>
     where
@@ -278,33 +274,45 @@ impl OAuthKeyManager {
         Fut: Future<Output = Result<(T, Option<Usage>), E>>,
         E: ClassifyFailure,
     {
-        // The selection's clock read (the health timeline) serves the whole attempt.
-        let mut at = crate::clock::from_ms(now_ms);
-        let (mut credential, refreshed) = self
-            .credential_for_use(slot, at, settings)
-            .await
-            .map_err(|e| Failed {
-                kind: e.kind(),
-                error: AttemptError::Refresh(e),
-            })?;
-        if refreshed {
-            at = self.inner.time.health();
-        }
+        // The selection's clock read (the health timeline, in milliseconds) serves the whole
+        // attempt; calendar time is made once, for the recorders, when the call ends.
+        let mut at_ms = now_ms;
+        // The hot path: one wall-clock reading compared with what the slot remembers. Otherwise
+        // (a refresh may be due, the token may have expired, nothing is remembered yet) the slow
+        // path decides, boxed so that its futures do not weigh on every call.
+        let usable = slot.usable_until_ms();
+        let mut credential = if usable != i64::MIN && self.inner.time.wall_ms() < usable {
+            slot.credential()
+        } else {
+            let (credential, refreshed) =
+                Box::pin(self.credential_for_use(slot))
+                    .await
+                    .map_err(|e| Failed {
+                        kind: e.kind(),
+                        error: AttemptError::Refresh(e),
+                    })?;
+            if refreshed {
+                at_ms = self.inner.time.now_ms();
+            }
+            credential
+        };
         let mut retried_unauthorized = false;
         loop {
             // Requests in flight matter only to the load-aware selections.
             let _in_flight = (self.inner.selection.selection() != crate::Selection::RoundRobin)
                 .then(|| InFlight::enter(slot));
-            let started = Instant::now();
+            let started = self.inner.time.ticks();
             let result = operation(Arc::clone(&credential)).await;
-            let latency = started.elapsed();
+            let latency = self.inner.time.elapsed(started, self.inner.time.ticks());
             // One clock read per attempt: the end of the call is its start plus its latency.
-            let now = oauth_core::after(at, latency);
+            let latency_ms = i64::try_from(latency.as_millis()).unwrap_or(i64::MAX);
+            let end_ms = at_ms.saturating_add(latency_ms);
+            let now = from_ms(end_ms);
             match result {
                 Ok((value, usage)) => {
                     let tokens = usage.as_ref().map_or(0, Usage::tokens);
                     slot.record_request(tokens, latency, RequestOutcome::Success, now);
-                    let (change, changed) = slot.record_success(now);
+                    let (change, changed) = slot.record_success(now, end_ms);
                     if change.is_some() || changed != Default::default() {
                         self.after_health_change(slot, change, changed);
                     }
@@ -318,17 +326,13 @@ impl OAuthKeyManager {
                         && self.inner.refreshing.is_configured()
                     {
                         retried_unauthorized = true;
-                        match self
-                            .inner
-                            .refreshing
-                            .refresh(self, slot, RefreshNeed::Rejected(Arc::clone(&credential)))
-                            .await
-                        {
+                        let rejected = RefreshNeed::Rejected(Arc::clone(&credential));
+                        match Box::pin(self.inner.refreshing.refresh(self, slot, rejected)).await {
                             // A refresh that did not change the token (the grant is dead, or
                             // refresh is impossible) makes a retry pointless.
                             Ok(fresh) if !fresh.same_tokens(&credential) => {
                                 credential = fresh;
-                                at = self.inner.time.health();
+                                at_ms = self.inner.time.now_ms();
                                 continue;
                             }
                             // The provider rejects a token whose grant is dead: unusable now.
@@ -351,7 +355,7 @@ impl OAuthKeyManager {
                         }
                     }
                     if kind != FailureKind::RequestScoped {
-                        self.record_failure_since(slot, kind, at);
+                        self.record_failure_since(slot, kind, from_ms(at_ms));
                     }
                     return Err(Failed {
                         kind,
@@ -362,25 +366,34 @@ impl OAuthKeyManager {
         }
     }
 
-    /// The credential to use now: refreshed first when the strategy says so and no refresh
-    /// backoff is in force; if that refresh fails, or is backing off, while the current token still
-    /// works, the current token. Without a refresher, a credential stays usable until its token
-    /// really expires (Go made it unusable 5 minutes early).
+    /// The credential to use now, decided (the slow path of an attempt): refreshed first when
+    /// the strategy says so and no refresh backoff is in force; if that refresh fails, or is
+    /// backing off, while the current token still works, the current token. Without a refresher,
+    /// a credential stays usable until its token really expires (Go made it unusable 5 minutes
+    /// early). When the credential is usable as it is, the slot remembers until when, so the
+    /// next calls skip this.
     async fn credential_for_use(
         &self,
         slot: &Arc<Slot>,
-        at: DateTime<Utc>,
-        settings: &CallSettings,
     ) -> Result<(Arc<Credential>, bool), oauth_refresh::RefreshError> {
+        // The epoch first: what is remembered below is forgotten if the strategy or the
+        // refresher changes after this read.
+        let epoch = self.inner.selection.usable_epoch();
+        let settings = self.settings();
         let credential = slot.credential();
-        // Token expiry is wall time; `at` is on the health timeline (the same while the wall
-        // clock has not stepped).
-        // One cheap wall reading (milliseconds), not a conversion through the skew.
-        let wall = crate::clock::from_ms(self.inner.time.wall_ms());
+        // Token expiry is wall time. One cheap wall reading (milliseconds), not a conversion
+        // through the skew.
+        let wall_ms = self.inner.time.wall_ms();
+        let wall = from_ms(wall_ms);
         if !self.inner.refreshing.is_configured() {
             if credential.access_token_valid(wall) {
+                let until = credential
+                    .expires_at
+                    .map_or(i64::MAX, |t| t.timestamp_millis());
+                slot.remember_usable_until(&credential, until, epoch, &self.inner.selection);
                 return Ok((credential, false));
             }
+            let at = self.inner.time.health();
             let expired_at = credential
                 .expires_at
                 .map(|t| self.inner.time.on_timeline(t));
@@ -398,8 +411,13 @@ impl OAuthKeyManager {
             });
         }
         if !self.needs_refresh_before_use(slot, &credential, &settings.strategy, wall) {
+            if let Some(quiet) = settings.strategy.quiet_until(&credential) {
+                let until = quiet.timestamp_millis();
+                slot.remember_usable_until(&credential, until, epoch, &self.inner.selection);
+            }
             return Ok((credential, false));
         }
+        drop(settings);
         let result = self
             .inner
             .refreshing

@@ -158,7 +158,7 @@ impl OAuthKeyManager {
     pub fn report_success(&self, id: &str) {
         if let Some(slot) = self.slot(id) {
             let now = self.inner.time.health();
-            let (change, published) = slot.record_success(now);
+            let (change, published) = slot.record_success(now, now.timestamp_millis());
             self.after_health_change(&slot, change, published);
         }
     }
@@ -302,6 +302,7 @@ impl OAuthKeyManager {
     /// [`set_refresher`](Self::set_refresher) with a shared refresher.
     pub fn set_refresher_arc(&self, refresher: Arc<dyn Refresher>) {
         self.inner.refreshing.set_refresher(refresher);
+        self.inner.selection.forget_usable_until();
         let now = self.inner.time.health();
         for slot in self.inner.selection.slots().iter() {
             let (cleared, published) = slot.with_health(now, |h| h.clear_misconfigured());
@@ -422,6 +423,7 @@ impl OAuthKeyManager {
     pub fn set_refresh_strategy(&self, strategy: RefreshStrategy) -> Result<(), SettingsError> {
         strategy.validate()?;
         self.update_settings(|s| s.strategy = strategy.clone());
+        self.inner.selection.forget_usable_until();
         Ok(())
     }
 

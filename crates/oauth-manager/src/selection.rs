@@ -61,6 +61,11 @@ pub(crate) struct Slot {
     /// The health has something to clear on success (failures, backoff); a success on a clean slot
     /// takes no lock.
     troubled: AtomicBool,
+    /// Wall-clock milliseconds before which the current credential can be used as it is: no
+    /// refresh due under the strategy (with a refresher), or its token still valid (without one).
+    /// The hot path's one comparison; `i64::MIN` until the slow path has decided (and again after
+    /// anything it depends on changed: the credential, the strategy, the refresher).
+    usable_until_ms: AtomicI64,
     /// Fields written on every call. (Giving them a cache line of their own was measured: it
     /// helped two threads sharing three credentials by 8% and cost a single thread over 10,000
     /// credentials 19%, so they stay packed.)
@@ -109,6 +114,7 @@ impl Slot {
             hard_at_ms: AtomicI64::new(NOW),
             available_until_ms: AtomicI64::new(i64::MAX),
             troubled: AtomicBool::new(false),
+            usable_until_ms: AtomicI64::new(i64::MIN),
             per_call: PerCall {
                 last_success_ms: AtomicI64::new(i64::MIN),
                 in_flight: AtomicU32::new(0),
@@ -232,6 +238,30 @@ impl Slot {
     /// Publishes a new credential (after a refresh, or adopted from the store).
     pub(crate) fn set_credential(&self, credential: Credential) {
         self.credential.store(Arc::new(credential));
+        self.usable_until_ms.store(i64::MIN, Ordering::SeqCst);
+    }
+
+    /// Until when (wall milliseconds) the current credential is usable without a decision; see
+    /// [`remember_usable_until`](Self::remember_usable_until).
+    pub(crate) fn usable_until_ms(&self) -> i64 {
+        self.usable_until_ms.load(Ordering::Acquire)
+    }
+
+    /// Remembers that `credential` is usable as it is before `until_ms` (wall milliseconds), as
+    /// decided under the selector's `epoch`. Forgotten at once if the credential was replaced or
+    /// the epoch moved meanwhile (both writers store first and reset after, so one of the two
+    /// always sees the other).
+    pub(crate) fn remember_usable_until(
+        &self,
+        credential: &Arc<Credential>,
+        until_ms: i64,
+        epoch: u64,
+        selector: &Selector,
+    ) {
+        self.usable_until_ms.store(until_ms, Ordering::SeqCst);
+        if !Arc::ptr_eq(&self.credential.load(), credential) || selector.usable_epoch() != epoch {
+            self.usable_until_ms.store(i64::MIN, Ordering::SeqCst);
+        }
     }
 
     /// How loaded the slot looks to a load-aware selection: lower is better.
@@ -320,10 +350,15 @@ impl Slot {
     }
 
     /// Records a success: lock-free unless the health has something to clear.
-    pub(crate) fn record_success(&self, now: DateTime<Utc>) -> (Option<HealthChange>, Republished) {
+    /// `now` and `now_ms` are the same instant (the caller has both).
+    pub(crate) fn record_success(
+        &self,
+        now: DateTime<Utc>,
+        now_ms: i64,
+    ) -> (Option<HealthChange>, Republished) {
         self.per_call
             .last_success_ms
-            .store(millis(now), Ordering::Relaxed);
+            .store(now_ms, Ordering::Relaxed);
         if !self.troubled.load(Ordering::Acquire) {
             return (None, Republished::default());
         }
@@ -539,6 +574,9 @@ pub(crate) struct Selector {
     /// Serializes changes of the slot list.
     writer: Mutex<()>,
     rebuild: Mutex<()>,
+    /// Moves whenever what the slots' `usable_until_ms` was decided with changes (the refresh
+    /// strategy, the refresher).
+    usable_epoch: AtomicU64,
 }
 
 impl Selector {
@@ -554,9 +592,23 @@ impl Selector {
             selection: std::sync::atomic::AtomicU8::new(0),
             writer: Mutex::new(()),
             rebuild: Mutex::new(()),
+            usable_epoch: AtomicU64::new(0),
         };
         s.rebuild(now_ms);
         s
+    }
+
+    /// The epoch the slots' usable-until times are decided under.
+    pub(crate) fn usable_epoch(&self) -> u64 {
+        self.usable_epoch.load(Ordering::SeqCst)
+    }
+
+    /// The refresh strategy or the refresher changed: every slot decides again on its next use.
+    pub(crate) fn forget_usable_until(&self) {
+        self.usable_epoch.fetch_add(1, Ordering::SeqCst);
+        for slot in self.pool.load().slots.iter() {
+            slot.usable_until_ms.store(i64::MIN, Ordering::SeqCst);
+        }
     }
 
     /// The slot of credential `id`.

@@ -172,6 +172,55 @@ impl RefreshStrategy {
     }
 }
 
+impl RefreshStrategy {
+    /// An instant before which [`should_refresh`](Self::should_refresh) is false for this
+    /// credential whatever the usage snapshot and however early the clock (see
+    /// [`RefreshWindow::quiet_until`]): the pool compares one number on its hot path instead of
+    /// deciding on every call. `None` when no bound is known: an adaptive buffer without a
+    /// `max_buffer` can grow without limit.
+    pub fn quiet_until(&self, credential: &Credential) -> Option<DateTime<Utc>> {
+        if !self.adaptive_buffer && !self.preemptive_refresh {
+            // The buffer is fixed: the window's own (exact) bound.
+            return Some(
+                self.window
+                    .with_buffer(self.buffer_time)
+                    .quiet_until(credential),
+            );
+        }
+        // The usage moves the buffer, up to this much (without a usage snapshot it is the plain
+        // `buffer_time`, unclamped).
+        let most = if self.adaptive_buffer {
+            if self.max_buffer.is_zero() {
+                return None;
+            }
+            self.max_buffer.max(self.buffer_time)
+        } else {
+            let doubled = self.buffer_time.saturating_mul(2);
+            let preemptive = if self.max_buffer.is_zero() {
+                doubled
+            } else {
+                doubled.min(self.max_buffer)
+            };
+            preemptive.max(self.buffer_time)
+        };
+        // The window grows with the buffer, so the widest one bounds them all. (The minimum
+        // interval grows with it too, so that part is left out: conservative.)
+        let Some(expires_at) = credential.expires_at else {
+            return Some(DateTime::<Utc>::MAX_UTC);
+        };
+        let window = self
+            .window
+            .with_buffer(most)
+            .window_for(RefreshWindow::lifetime(credential));
+        Some(
+            chrono::TimeDelta::from_std(window)
+                .ok()
+                .and_then(|w| expires_at.checked_sub_signed(w))
+                .unwrap_or(DateTime::<Utc>::MIN_UTC),
+        )
+    }
+}
+
 /// Go's `time.Duration(x) * time.Second`: truncation toward zero to whole seconds (negative and NaN
 /// give zero, which Go would not produce from these non-negative terms either).
 fn whole_seconds(secs: f64) -> Duration {

@@ -35,6 +35,40 @@ fn any_duration() -> impl Strategy<Value = Duration> {
 proptest! {
     #![proptest_config(ProptestConfig::with_cases(2_000))]
 
+    /// The hot path's one comparison (`now < quiet_until`) never skips a refresh that
+    /// `needs_refresh` would do, at any time near the token's life (clock stepped back included),
+    /// and in the usual case (received before its window opens) it is exactly the due instant.
+    #[test]
+    fn the_quiet_bound_never_skips_a_due_refresh(
+        lifetime_s in 0i64..20_000,
+        issued_s in -20_000i64..20_000,
+        received in any::<bool>(),
+        now_ms in -40_000_000i64..40_000_000,
+        buffer_s in 0u64..10_000,
+        floor_s in 0u64..10_000,
+        min_interval_s in 0u64..10_000,
+        fraction in 0.0..=1.0f64,
+    ) {
+        let t = |ms: i64| DateTime::from_timestamp_millis(1_767_225_600_000 + ms).unwrap_or_default();
+        let issued = t(issued_s * 1000);
+        let mut cred = Credential::new("q", "at", issued).expect("valid");
+        cred.expires_at = Some(t((issued_s + lifetime_s) * 1000));
+        cred.last_refresh = received.then_some(issued);
+        let secs = Duration::from_secs;
+        let custom = RefreshWindow::new(secs(buffer_s), fraction, secs(floor_s), secs(min_interval_s));
+        for w in [RefreshWindow::default()].iter().chain(custom.as_ref().ok()) {
+            let quiet = w.quiet_until(&cred);
+            let now = t(now_ms);
+            if now < quiet {
+                prop_assert!(!w.needs_refresh(&cred, now), "due at {now} before {quiet}");
+            }
+            // Unless the window opened before the token arrived, it is exactly the due instant.
+            if !received || quiet >= issued {
+                prop_assert_eq!(Some(quiet), w.refresh_at(&cred));
+            }
+        }
+    }
+
     #[test]
     fn no_time_or_setting_panics(
         expires_at in proptest::option::of(any_time()),
@@ -64,6 +98,10 @@ proptest! {
                 prop_assert_eq!(due, at.is_some_and(|at| now > at));
             }
             let _ = w.window_for(RefreshWindow::lifetime(&cred));
+            // Before the quiet bound nothing is due, whatever the clock says.
+            if now < w.quiet_until(&cred) {
+                prop_assert!(!due);
+            }
         }
         let _ = cred.expires_within(buffer, now);
         let _ = cred.is_expired(now);

@@ -2,6 +2,7 @@
 
 mod builder;
 mod failover;
+mod hot_path;
 mod maintenance;
 mod mocks;
 mod monitoring;

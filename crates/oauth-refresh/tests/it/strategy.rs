@@ -265,3 +265,63 @@ mod extremes {
         }
     }
 }
+
+mod quiet_bound {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn strategy() -> impl Strategy<Value = RefreshStrategy> {
+        (
+            0u64..3_600,
+            any::<bool>(),
+            0u64..1_800,
+            0u64..3_600,
+            any::<bool>(),
+            0u64..500,
+        )
+            .prop_map(|(buffer, adaptive, min_b, max_b, preemptive, threshold)| {
+                RefreshStrategy {
+                    buffer_time: secs(buffer),
+                    adaptive_buffer: adaptive,
+                    min_buffer: secs(min_b),
+                    max_buffer: secs(max_b),
+                    preemptive_refresh: preemptive,
+                    high_traffic_threshold: threshold,
+                    ..RefreshStrategy::default()
+                }
+            })
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(2_000))]
+
+        /// The pool's hot path skips the strategy while `now < quiet_until`: no usage (latency,
+        /// traffic, failures) may make a refresh due there.
+        #[test]
+        fn no_usage_makes_a_refresh_due_before_the_quiet_bound(
+            s in strategy(),
+            lifetime_s in 0i64..10_000,
+            received in any::<bool>(),
+            now_s in -12_000i64..12_000,
+            ok in 0u64..5_000,
+            failed in 0u64..5_000,
+            latency_ms in 0u64..60_000,
+            first_used_ago_s in 1u64..7_200,
+        ) {
+            let mut cred = Credential::new("q", "at", now()).expect("valid");
+            cred.expires_at = Some(now() + TimeDelta::seconds(lifetime_s));
+            cred.last_refresh = received.then(now);
+            let at = now() + TimeDelta::seconds(now_s);
+            let Some(quiet) = s.quiet_until(&cred) else {
+                prop_assert!(s.adaptive_buffer && s.max_buffer.is_zero());
+                return Ok(());
+            };
+            if at < quiet {
+                let busy = usage(ok, failed, latency_ms, secs(first_used_ago_s));
+                for u in [None, Some(&busy), Some(&UsageSnapshot::default())] {
+                    prop_assert!(!s.should_refresh(&cred, u, at), "due at {at} before {quiet}");
+                }
+            }
+        }
+    }
+}
