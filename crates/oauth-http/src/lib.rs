@@ -12,7 +12,8 @@
 //! refreshes and retries once, an overload fails over without a penalty, ...), records the
 //! usage the answer reports, and fails over with a copy of the request when the body can be
 //! copied. A streamed answer (`text/event-stream`) is classified on its status and headers and
-//! never retried once returned; its usage is read as it passes ([`StreamUsage`]).
+//! never retried once returned; its usage is read as it passes ([`StreamUsage`]) and added to the
+//! pool's token counts when it ends.
 //!
 //! Why a crate of its own: the adapters need the facade (`oauth-manager`) and the classifiers
 //! (`oauth-providers`, which depends on `oauth-core` only); putting them above the facade keeps

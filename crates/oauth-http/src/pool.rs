@@ -74,9 +74,12 @@ impl PoolClient {
         self
     }
 
-    /// Calls `hook` when a streamed answer ends, with the usage it reported: the pool records
-    /// a stream's request when its headers arrive, before its usage is known, so this is where
-    /// streamed token counts can be taken (the answer's [`StreamUsage`] has them too).
+    /// Calls `hook` when a streamed answer ends, with the usage it reported. The pool records a
+    /// stream's request when its headers arrive, before its usage is known; the adapter adds the
+    /// stream's tokens itself when it ends
+    /// ([`OAuthKeyManager::record_tokens`](oauth_manager::OAuthKeyManager::record_tokens)), then
+    /// calls `hook`, for anything else the application does with them (the answer's
+    /// [`StreamUsage`] has them too).
     #[must_use]
     pub fn on_stream_end(mut self, hook: OnStreamEnd) -> Self {
         self.on_stream_end = hook;
@@ -199,8 +202,10 @@ impl StreamUsage {
 }
 
 /// A streamed body passed through to the caller unchanged while its events are read for usage
-/// and errors. When it ends, a mid-stream error event (or a broken connection) is reported to
-/// the pool against the credential; it is never retried (its first bytes reached the caller).
+/// and errors. When it ends, the usage it reported is added to the credential's token count
+/// (without counting another request), and a mid-stream error event (or a broken connection) is
+/// reported to the pool against the credential; it is never retried (its first bytes reached
+/// the caller).
 pub struct WatchedBody<B> {
     inner: B,
     sse: SseUsage,
@@ -246,6 +251,12 @@ impl<B> WatchedBody<B> {
         if let Some(kind) = kind.filter(|k| *k != FailureKind::RequestScoped) {
             self.manager
                 .report_failure_kind(self.credential.as_str(), kind);
+        }
+        // The stream's request was recorded when its headers arrived, with no tokens: its usage
+        // counts now, whatever the end (tokens reported before a cut were consumed). A
+        // credential removed meanwhile has no counters left to add to.
+        if let Some(tokens) = self.sse.usage().map(|u| u.tokens()).filter(|t| *t > 0) {
+            let _ = self.manager.record_tokens(self.credential.as_str(), tokens);
         }
         (self.on_end)(&self.credential, self.sse.usage(), end);
     }

@@ -555,6 +555,29 @@ impl OAuthKeyManager {
     }
 }
 
+// ---------------------------------------------------------------------------------------------
+// Usage that arrives after its request was recorded (issue 18): a streamed answer's final token
+// count. Kept apart from the rest of the facade.
+impl OAuthKeyManager {
+    /// Adds `tokens` to credential `id`'s token usage **without** counting a request: for usage
+    /// known only after the request was recorded, such as a streamed answer's final usage event
+    /// (`execute_with_failover` records a stream's request when its headers arrive, before its
+    /// usage is known). The tokens reach the in-memory counters
+    /// ([`credential_metrics`](Self::credential_metrics), [`all_metrics`](Self::all_metrics),
+    /// [`health_summary`](Self::health_summary)) and the application's recorder
+    /// (`tokens_total` in Prometheus). oauth-http's adapters call it when a watched stream ends.
+    ///
+    /// # Errors
+    /// [`CredentialOpError::UnknownCredential`] for an id not in the pool; nothing is recorded
+    /// (unlike [`record_request`](Self::record_request), which keeps bounded counters for
+    /// unknown ids as Go did).
+    pub fn record_tokens(&self, id: &str, tokens: u64) -> Result<(), CredentialOpError> {
+        self.slot_or_err(id)?.record_tokens(tokens);
+        Ok(())
+    }
+}
+// ---------------------------------------------------------------------------------------------
+
 /// A credential handed out by [`OAuthKeyManager::next_credential`]: a read-only view of the pool's
 /// current copy. Taking one writes no shared memory (no reference count), so threads picking the
 /// same credential do not contend; hold it for the length of a call, or turn it into an `Arc` with

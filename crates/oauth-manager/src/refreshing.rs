@@ -668,10 +668,13 @@ impl RefreshTarget for SlotRefresh {
             h.record_refresh_success(manager.inner.time.health())
         });
         manager.after_health_change(slot, health_change, published);
+        // Each kind of quirk once per response: an event and a count in the recorder
+        // (`token_response_quirks_total` in Prometheus).
         let mut seen = Vec::new();
         for quirk in change.quirks {
             if !seen.contains(quirk) {
                 seen.push(*quirk);
+                manager.inner.telemetry.record_token_quirk(&slot.id, *quirk);
                 manager.emit(EventKind::TokenResponseQuirk {
                     credential: slot.id.clone(),
                     quirk: *quirk,

@@ -384,6 +384,14 @@ impl Slot {
         }
         snap
     }
+
+    /// Adds tokens to both recorders without counting a request (a stream's final usage).
+    pub(crate) fn record_tokens(&self, tokens: u64) {
+        if !self.is_removed() {
+            self.usage.record_tokens(tokens);
+            self.recorder.record_tokens(tokens);
+        }
+    }
 }
 
 /// The largest weight a credential may have.

@@ -130,6 +130,16 @@ impl Telemetry {
         self.recorder.record_failover(from, reason);
     }
 
+    /// A tolerated token-response quirk of `id` (issue 13), for the application's recorder;
+    /// the `TokenResponseQuirk` event is emitted separately. Not recorded for a credential that
+    /// just left the pool.
+    pub(crate) fn record_token_quirk(&self, id: &CredentialId, quirk: oauth_core::TokenQuirk) {
+        if self.departed().contains(id) {
+            return;
+        }
+        self.recorder.record_token_quirk(id, quirk);
+    }
+
     pub(crate) fn subscribe(&self) -> broadcast::Receiver<Event> {
         self.events.subscribe()
     }

@@ -420,6 +420,14 @@ impl CredentialRecorder for CredentialMetrics {
             c.refresh_failures += 1;
         }
     }
+
+    /// Adds to `tokens_used` only: no request, latency or time of use is counted.
+    fn record_tokens(&self, tokens: u64) {
+        if tokens > 0 {
+            let mut c = self.lock();
+            c.tokens_used = c.tokens_used.saturating_add(tokens);
+        }
+    }
 }
 
 /// Requests and failures over the recent window, in a ring of 30 fixed-width time buckets of

@@ -8,7 +8,7 @@ use std::sync::{Arc, Mutex, PoisonError, RwLock, Weak};
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
-use oauth_core::{CredentialId, CredentialState, FailureKind};
+use oauth_core::{CredentialId, CredentialState, FailureKind, TokenQuirk};
 use prometheus_client::collector::Collector;
 use prometheus_client::encoding::{DescriptorEncoder, EncodeLabelSet, MetricEncoder, NoLabelSet};
 use prometheus_client::metrics::MetricType;
@@ -63,6 +63,13 @@ const TOKENS: usize = 7;
 /// Where persistence failures are counted in the cold counters (after the 7 refresh results).
 const PERSISTENCE: usize = 7;
 
+/// The quirks known to oauth-core, each with a per-provider counter.
+const QUIRKS: usize = TokenQuirk::ALL.len();
+
+fn quirk_index(quirk: TokenQuirk) -> Option<usize> {
+    TokenQuirk::ALL.iter().position(|q| *q == quirk)
+}
+
 fn failure_index(kind: FailureKind) -> Option<usize> {
     match kind {
         FailureKind::RateLimited { .. } => Some(0),
@@ -89,18 +96,19 @@ pub enum Granularity {
     /// `tokens_total`, `persistence_failures_total`, `credential_state` × 6 states,
     /// `token_expiry_seconds` (absent while the expiry is unknown) and
     /// `cooldown_remaining_seconds`. Per provider: `failovers_total` × 6 reasons, two histograms
-    /// (38 series) and `credentials` × 6 states: 50 series. A pool of 400 credentials stays under
-    /// Prometheus's guideline of about 10,000 series per target (it was 222 before).
+    /// (38 series), `credentials` × 6 states and `token_response_quirks_total` × 7 quirks: 57
+    /// series. A pool of 400 credentials stays under Prometheus's guideline of about 10,000
+    /// series per target (it was 222 before).
     #[default]
     Credential,
     /// Everything per credential, the two histograms and the failovers too: 24 + 6 + 38 = **68
-    /// series per credential**, plus `credentials` × 6 per provider. For small pools, or to find
-    /// the one slow account.
+    /// series per credential**, plus `credentials` × 6 and `token_response_quirks_total` × 7
+    /// per provider. For small pools, or to find the one slow account.
     CredentialHistograms,
     /// For large pools: no `credential` label at all. Per provider: `requests_total` × 7,
     /// `refreshes_total` × 7, `tokens_total`, `persistence_failures_total`, `failovers_total` ×
-    /// 6, two histograms (38) and `credentials` × 6 (the number of credentials in each state):
-    /// **66 series per provider**, whatever the pool's size.
+    /// 6, two histograms (38), `credentials` × 6 (the number of credentials in each state) and
+    /// `token_response_quirks_total` × 7: **73 series per provider**, whatever the pool's size.
     Provider,
 }
 
@@ -215,12 +223,13 @@ impl PrometheusConfig {
     /// [`GaugeSource`] attached), not counting the one `store_connected` gauge of a pool whose
     /// store reports its connection ([`GaugeSource::store_connected`]).
     pub fn series_per_provider(&self) -> usize {
-        let states = CredentialState::ALL.len();
+        // The per-state counts and the quirk counters, whatever the granularity.
+        let always = CredentialState::ALL.len() + QUIRKS;
         match self.granularity {
-            Granularity::Credential => FAILURE_KINDS.len() + self.histogram_series() + states,
-            Granularity::CredentialHistograms => states,
+            Granularity::Credential => FAILURE_KINDS.len() + self.histogram_series() + always,
+            Granularity::CredentialHistograms => always,
             Granularity::Provider => {
-                2 * OUTCOMES.len() + 2 + FAILURE_KINDS.len() + self.histogram_series() + states
+                2 * OUTCOMES.len() + 2 + FAILURE_KINDS.len() + self.histogram_series() + always
             }
         }
     }
@@ -298,6 +307,8 @@ struct ProviderSeries {
     totals: Counters,
     /// Failovers by reason, when they are per provider.
     failovers: [AtomicU64; 6],
+    /// Tolerated token-response quirks, in [`TokenQuirk::ALL`] order (always per provider).
+    quirks: [AtomicU64; QUIRKS],
     /// When histograms are per provider.
     request_duration: Option<DurationHistogram>,
     refresh_duration: Option<DurationHistogram>,
@@ -338,6 +349,7 @@ impl ProviderSeries {
                 config.shards
             }),
             failovers: std::array::from_fn(|_| AtomicU64::new(0)),
+            quirks: std::array::from_fn(|_| AtomicU64::new(0)),
             request_duration: hist(&config.request_buckets),
             refresh_duration: hist(&config.refresh_buckets),
             other: Mutex::default(),
@@ -414,6 +426,7 @@ impl Shared {
 /// | `refreshes_total` | counter | `result`: `success` or the failure kind |
 /// | `failovers_total` | counter | `reason`: the failure kind that caused the failover |
 /// | `persistence_failures_total` | counter | refreshed credentials the store or provider refused (each is retried) |
+/// | `token_response_quirks_total` | counter | `quirk`: the [`TokenQuirk::as_str`] name; per provider only, whatever the granularity |
 /// | `request_duration_seconds` | histogram ([`Buckets`]) | |
 /// | `refresh_duration_seconds` | histogram ([`Buckets`]) | |
 /// | `credential_state` | gauge | `state`: one series per [`CredentialState`], 1 for the current state and 0 for the others |
@@ -423,7 +436,9 @@ impl Shared {
 ///
 /// **Counters** of a credential all exist at 0 from its first [`handle`](MetricsRecorder::handle)
 /// (every outcome, result and reason), so `rate()` and `increase()` see the first failure; all of
-/// them go with [`remove`](MetricsRecorder::remove). A handle holds its credential's counters
+/// them go with [`remove`](MetricsRecorder::remove). The provider's counters (failovers by
+/// default, and `token_response_quirks_total` for every [`TokenQuirk`]) exist at 0 from the
+/// recorder's creation. A handle holds its credential's counters
 /// directly: recording is a few relaxed atomic additions on the calling thread's shard, with no
 /// lock and no label lookup.
 ///
@@ -530,6 +545,13 @@ impl MetricsRecorder for PrometheusRecorder {
         }
     }
 
+    fn record_token_quirk(&self, _credential: &CredentialId, quirk: TokenQuirk) {
+        // Per provider: a quirk is the token endpoint's habit, not an account's.
+        if let Some(c) = quirk_index(quirk).and_then(|i| self.provider.quirks.get(i)) {
+            c.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
     fn remove(&self, credential: &CredentialId) {
         let p = &self.provider;
         write(&p.credentials).remove(credential);
@@ -612,6 +634,13 @@ impl CredentialRecorder for CredentialHandle {
     fn record_persistence_failure(&self) {
         self.series.counters.add_cold(PERSISTENCE);
     }
+
+    #[inline]
+    fn record_tokens(&self, tokens: u64) {
+        if tokens > 0 {
+            self.series.counters.hot.mine()[TOKENS].fetch_add(tokens, Ordering::Relaxed);
+        }
+    }
 }
 
 /// A credential's handle when counters are per provider ([`Granularity::Provider`]).
@@ -669,6 +698,13 @@ impl CredentialRecorder for ProviderHandle {
 
     fn record_persistence_failure(&self) {
         self.provider.totals.add_cold(PERSISTENCE);
+    }
+
+    #[inline]
+    fn record_tokens(&self, tokens: u64) {
+        if tokens > 0 {
+            self.provider.totals.hot.mine()[TOKENS].fetch_add(tokens, Ordering::Relaxed);
+        }
     }
 }
 
@@ -852,6 +888,23 @@ fn single_family(
     Ok(())
 }
 
+/// Encodes `token_response_quirks_total`: one series per provider and quirk, 0 until seen.
+fn quirks_family(enc: &mut DescriptorEncoder<'_>, views: &[View]) -> fmt::Result {
+    let mut m = enc.encode_descriptor(
+        "token_response_quirks",
+        "Oddities tolerated in successful token responses (their tokens were kept), by quirk.",
+        None,
+        MetricType::Counter,
+    )?;
+    for v in views {
+        for (q, c) in TokenQuirk::ALL.iter().zip(&v.provider.quirks) {
+            let l = [("provider", v.name()), ("quirk", q.as_str())];
+            counter(&mut m, &l, c.load(Ordering::Relaxed))?;
+        }
+    }
+    Ok(())
+}
+
 fn histogram_family(
     enc: &mut DescriptorEncoder<'_>,
     views: &[View],
@@ -921,6 +974,7 @@ impl Collector for PoolCollector {
             "Refreshed credentials that could not be persisted (each is retried).",
             |c| c.cold(PERSISTENCE),
         )?;
+        quirks_family(&mut enc, &views)?;
         histogram_family(
             &mut enc,
             &views,
@@ -1054,14 +1108,14 @@ mod tests {
     fn series_counts_are_the_documented_ones() {
         let c = PrometheusConfig::new();
         assert_eq!(c.series_per_credential(), 24);
-        assert_eq!(c.series_per_provider(), 50);
+        assert_eq!(c.series_per_provider(), 57);
         let d = c
             .clone()
             .with_granularity(Granularity::CredentialHistograms);
         assert_eq!(d.series_per_credential(), 68);
-        assert_eq!(d.series_per_provider(), 6);
+        assert_eq!(d.series_per_provider(), 13);
         let p = c.with_granularity(Granularity::Provider);
         assert_eq!(p.series_per_credential(), 0);
-        assert_eq!(p.series_per_provider(), 66);
+        assert_eq!(p.series_per_provider(), 73);
     }
 }

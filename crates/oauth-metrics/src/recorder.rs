@@ -6,7 +6,7 @@ use std::sync::{Arc, Weak};
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
-use oauth_core::{CredentialId, CredentialState, FailureKind, HealthSnapshot};
+use oauth_core::{CredentialId, CredentialState, FailureKind, HealthSnapshot, TokenQuirk};
 
 /// Receives the pool's metrics. Sync, infallible and cheap: recording never blocks on I/O and never
 /// fails.
@@ -22,6 +22,15 @@ pub trait MetricsRecorder: Send + Sync + fmt::Debug {
 
     /// A failover away from `from`, caused by a failure of kind `reason`.
     fn record_failover(&self, from: &CredentialId, reason: FailureKind);
+
+    /// A successful token response for `credential` had an oddity that was tolerated (its
+    /// tokens were kept): called once per kind of [`TokenQuirk`] per response, next to the
+    /// manager's `TokenResponseQuirk` event. The credential is given so a backend can choose;
+    /// the Prometheus recorder counts per provider (`token_response_quirks_total{quirk}`), which
+    /// keeps the series count independent of the pool's size. Nothing by default.
+    fn record_token_quirk(&self, credential: &CredentialId, quirk: TokenQuirk) {
+        let _ = (credential, quirk);
+    }
 
     /// The credential left the pool (a rotation decommissioned it): drop what is kept for it.
     /// Handles already given out may still be called and must not panic.
@@ -158,6 +167,14 @@ pub trait CredentialRecorder: Send + Sync + fmt::Debug {
     /// A refreshed credential could not be persisted (store or credential provider); it is kept in
     /// memory and retried. Nothing by default.
     fn record_persistence_failure(&self) {}
+
+    /// Tokens consumed by a request that was already recorded (with
+    /// [`record_request`](Self::record_request)) before its usage was known: a streamed answer
+    /// is recorded when its headers arrive and its token count arrives at the end of the stream.
+    /// Adds to the credential's token count **without** counting a request. Nothing by default.
+    fn record_tokens(&self, tokens: u64) {
+        let _ = tokens;
+    }
 
     /// **Superseded by [`GaugeSource`]**: gauges are read at scrape time, never pushed. Kept so
     /// existing callers compile; the recorders of this crate ignore it, and the default does
@@ -299,6 +316,12 @@ impl MetricsRecorder for Fanout {
         }
     }
 
+    fn record_token_quirk(&self, credential: &CredentialId, quirk: TokenQuirk) {
+        for r in &self.recorders {
+            r.record_token_quirk(credential, quirk);
+        }
+    }
+
     fn remove(&self, credential: &CredentialId) {
         for r in &self.recorders {
             r.remove(credential);
@@ -341,6 +364,12 @@ impl CredentialRecorder for FanoutHandle {
         }
     }
 
+    fn record_tokens(&self, tokens: u64) {
+        for h in &self.0 {
+            h.record_tokens(tokens);
+        }
+    }
+
     fn record_state(
         &self,
         state: CredentialState,
@@ -361,6 +390,10 @@ impl<R: MetricsRecorder + ?Sized> MetricsRecorder for Arc<R> {
 
     fn record_failover(&self, from: &CredentialId, reason: FailureKind) {
         (**self).record_failover(from, reason);
+    }
+
+    fn record_token_quirk(&self, credential: &CredentialId, quirk: TokenQuirk) {
+        (**self).record_token_quirk(credential, quirk);
     }
 
     fn remove(&self, credential: &CredentialId) {
@@ -392,6 +425,55 @@ mod tests {
         assert!(!RequestOutcome::Failure(FailureKind::Transient).is_success());
     }
 
+    #[derive(Debug, Default)]
+    struct Counting {
+        quirks: std::sync::atomic::AtomicU64,
+        tokens: Arc<std::sync::atomic::AtomicU64>,
+    }
+
+    #[derive(Debug)]
+    struct CountingHandle(Arc<std::sync::atomic::AtomicU64>);
+
+    impl MetricsRecorder for Counting {
+        fn handle(&self, _: &CredentialId) -> Arc<dyn CredentialRecorder> {
+            Arc::new(CountingHandle(Arc::clone(&self.tokens)))
+        }
+
+        fn record_failover(&self, _: &CredentialId, _: FailureKind) {}
+
+        fn record_token_quirk(&self, _: &CredentialId, _: TokenQuirk) {
+            self.quirks
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        }
+    }
+
+    impl CredentialRecorder for CountingHandle {
+        fn record_request(&self, _: u64, _: Duration, _: RequestOutcome, _: DateTime<Utc>) {}
+
+        fn record_refresh(&self, _: RefreshResult, _: Duration, _: DateTime<Utc>) {}
+
+        fn record_tokens(&self, tokens: u64) {
+            self.0
+                .fetch_add(tokens, std::sync::atomic::Ordering::Relaxed);
+        }
+    }
+
+    #[test]
+    fn fanout_and_shared_recorders_forward_quirks_and_late_tokens() {
+        use std::sync::atomic::Ordering::Relaxed;
+        let id = CredentialId::new("a").expect("valid id");
+        let (one, two) = (Arc::new(Counting::default()), Arc::new(Counting::default()));
+        let fanout = Arc::new(Fanout::new(vec![one.clone(), two.clone()]));
+        fanout.handle(&id).record_tokens(7);
+        Fanout::record_token_quirk(&fanout, &id, TokenQuirk::UnusableExpiresIn);
+        // Through the blanket `Arc<R>` impl.
+        <Arc<Fanout> as MetricsRecorder>::record_token_quirk(&fanout, &id, TokenQuirk::OddScope);
+        for c in [&one, &two] {
+            assert_eq!(c.tokens.load(Relaxed), 7);
+            assert_eq!(c.quirks.load(Relaxed), 2);
+        }
+    }
+
     #[test]
     fn noop_accepts_everything() {
         let id = CredentialId::new("a").expect("valid id");
@@ -404,7 +486,9 @@ mod tests {
         );
         h.record_refresh(RefreshResult::Success, Duration::ZERO, Utc::now());
         h.record_state(CredentialState::Active, None, None);
+        h.record_tokens(5);
         NoopRecorder.record_failover(&id, FailureKind::Transient);
+        NoopRecorder.record_token_quirk(&id, TokenQuirk::OddScope);
         NoopRecorder.remove(&id);
         assert!(format!("{h:?}").contains("Noop"));
     }

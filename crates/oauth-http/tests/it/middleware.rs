@@ -540,3 +540,68 @@ async fn a_request_scoped_answer_after_a_failover_counts_both_attempts() {
     assert!(pool.credential_health("b").expect("known").is_available);
     assert_eq!(pool.credential_health("a").expect("known").failure_count, 1);
 }
+
+/// Issue 18: a streamed answer's final usage reaches the pool's metrics. The stream is recorded
+/// as one request when its headers arrive (no tokens yet); when the body has been read to its
+/// end the usage it reported is in `credential_metrics` and in Prometheus' `tokens_total`, and
+/// still one request: for every provider's stream shape, from a real streamed body on
+/// 127.0.0.1.
+#[tokio::test]
+async fn a_streamed_answers_final_usage_reaches_the_pool_metrics() {
+    use oauth_manager::metrics::prometheus_client::registry::Registry;
+    use oauth_manager::metrics::{PrometheusRecorder, encode_openmetrics};
+
+    for case in CASES {
+        let world = World::start(case.dialect).await;
+        let (a, _) = world.grant("a");
+        let p = case.provider.as_str();
+        let mut registry = Registry::with_prefix("oauth_pool");
+        let recorder = PrometheusRecorder::new(&mut registry, p);
+        let pool = world
+            .builder(p, vec![a])
+            .metrics(recorder)
+            .build()
+            .await
+            .expect("pool builds");
+        let client = client(&world, &pool, case.provider);
+        let prompt = "count my streamed tokens please";
+        let want = usage_for(prompt).total_tokens;
+        assert!(want > 0);
+        let r = client
+            .post(format!("{}{}", world.provider.base_url(), case.stream_path))
+            .json(&request_body(case.dialect, prompt, true))
+            .send()
+            .await
+            .expect("stream starts");
+        assert_eq!(r.status(), 200, "{p}");
+        let before = pool.credential_metrics("a").expect("known");
+        assert_eq!((before.request_count, before.tokens_used), (1, 0), "{p}");
+        let report = r
+            .extensions()
+            .get::<StreamUsage>()
+            .cloned()
+            .expect("StreamUsage");
+        let text = r.text().await.expect("whole stream");
+        assert!(text.contains("data: "), "{p}");
+        assert_eq!(report.end(), Some(StreamEnd::Complete), "{p}");
+        assert_eq!(report.usage().map(|u| u.tokens()), Some(want), "{p}");
+
+        let after = pool.credential_metrics("a").expect("known");
+        assert_eq!(
+            (after.request_count, after.success_count, after.tokens_used),
+            (1, 1, want),
+            "{p}: the stream's tokens, and still one request"
+        );
+        let exposition = encode_openmetrics(&registry).expect("encodes");
+        let tokens = format!("oauth_pool_tokens_total{{provider=\"{p}\",credential=\"a\"}} {want}");
+        let requests = format!(
+            "oauth_pool_requests_total{{provider=\"{p}\",credential=\"a\",outcome=\"success\"}} 1"
+        );
+        for line in [tokens, requests] {
+            assert!(
+                exposition.lines().any(|l| l == line),
+                "{line}\n{exposition}"
+            );
+        }
+    }
+}

@@ -4,9 +4,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use chrono::{DateTime, TimeDelta, TimeZone, Utc};
-use oauth_core::{Clock, Credential, HealthPolicy, ManualClock};
-use oauth_manager::OAuthKeyManager;
+use oauth_core::{Clock, Credential, ManualClock};
 use oauth_manager::refresh::{HttpRefresher, TokenEndpoint};
+use oauth_manager::{OAuthKeyManager, OAuthKeyManagerBuilder};
 use oauth_providers::Provider;
 use oauth_testkit::provider::{Dialect, FakeProvider, ScriptedAnswer, dialect};
 use oauth_testkit::token_server::{IssuedGrant, TokenServer, TokenServerConfig};
@@ -68,9 +68,22 @@ impl World {
         (credential, grant)
     }
 
-    /// A pool over `credentials` with the world's clock, the HTTP refresher against the token
-    /// server, and cooldowns allowed up to two days (a daily quota cools for up to 24 hours).
+    /// A pool over `credentials` with the world's clock and the HTTP refresher against the
+    /// token server. The health policy is the default one: its cooldown clamp (25 hours) lets a
+    /// daily quota cool for up to a day.
     pub(crate) async fn pool(&self, name: &str, credentials: Vec<Credential>) -> OAuthKeyManager {
+        self.builder(name, credentials)
+            .build()
+            .await
+            .expect("pool builds")
+    }
+
+    /// The builder of [`pool`](Self::pool), for a test that adds to it (a metrics recorder).
+    pub(crate) fn builder(
+        &self,
+        name: &str,
+        credentials: Vec<Credential>,
+    ) -> OAuthKeyManagerBuilder {
         let refresher = HttpRefresher::builder(TokenEndpoint::new(self.tokens.url()))
             .clock(self.clock())
             .request_timeout(Duration::from_secs(5))
@@ -80,13 +93,6 @@ impl World {
             .credentials(credentials)
             .clock(self.clock())
             .refresher(Arc::new(refresher))
-            .health_policy(HealthPolicy {
-                max_cooldown: Duration::from_secs(2 * 24 * 3600),
-                ..HealthPolicy::default()
-            })
-            .build()
-            .await
-            .expect("pool builds")
     }
 }
 

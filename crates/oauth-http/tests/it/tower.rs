@@ -289,4 +289,10 @@ async fn the_stream_end_hook_gets_the_streamed_usage() {
             StreamEnd::Complete
         )]
     );
+    // The adapter recorded the stream's tokens itself (the hook is for anything else), once.
+    let usage = pool.credential_metrics("a").expect("known");
+    assert_eq!(
+        (usage.request_count, usage.tokens_used),
+        (1, usage_for("count me").total_tokens)
+    );
 }

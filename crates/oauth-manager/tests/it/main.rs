@@ -3,9 +3,11 @@
 mod builder;
 mod failover;
 mod hot_path;
+mod late_tokens;
 mod maintenance;
 mod mocks;
 mod monitoring;
+mod quirks;
 mod refresh;
 mod reliability;
 mod reporting;

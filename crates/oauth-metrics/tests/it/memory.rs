@@ -297,3 +297,33 @@ fn request_scoped_failures_are_errors_but_not_recent_credential_failures() {
         "the alert window blames the credential once"
     );
 }
+
+/// Issue 18: tokens reported after their request was recorded (a stream's final usage) add to
+/// `tokens_used` only: no request, no latency, no time of use, nothing in the recent window; in
+/// one shard or several.
+#[test]
+fn late_tokens_add_to_tokens_used_without_counting_a_request() {
+    for shards in [1, 4] {
+        let rec = InMemoryRecorder::new().with_shards(shards);
+        let h = rec.handle(&id("a"));
+        h.record_request(0, ms(40), RequestOutcome::Success, t0());
+        h.record_tokens(900);
+        h.record_tokens(0);
+        std::thread::scope(|s| {
+            for _ in 0..3 {
+                s.spawn(|| h.record_tokens(100));
+            }
+        });
+        let s = rec.snapshot(&id("a"), t0()).expect("known");
+        assert_eq!(s.tokens_used, 1200, "{shards} shards");
+        assert_eq!((s.request_count, s.success_count, s.error_count), (1, 1, 0));
+        assert_eq!(s.total_latency, ms(40));
+        assert_eq!((s.first_used, s.last_used), (Some(t0()), Some(t0())));
+        assert_eq!((s.recent_requests, s.recent_failures), (1, 0));
+    }
+    // Tokens alone: still no request and no first use.
+    let rec = InMemoryRecorder::new();
+    rec.handle(&id("b")).record_tokens(7);
+    let s = rec.snapshot(&id("b"), t0()).expect("known");
+    assert_eq!((s.tokens_used, s.request_count, s.first_used), (7, 0, None));
+}

@@ -5,7 +5,7 @@ use std::sync::{Arc, Weak};
 use std::time::Duration;
 
 use chrono::TimeDelta;
-use oauth_core::{Credential, CredentialState, ExposeSecret, FailureKind};
+use oauth_core::{Credential, CredentialState, ExposeSecret, FailureKind, TokenQuirk};
 use oauth_metrics::prometheus_client::registry::Registry;
 use oauth_metrics::{
     Buckets, DURATION_BUCKETS, GaugeSource, Granularity, MetricsRecorder, OPENMETRICS_CONTENT_TYPE,
@@ -55,6 +55,7 @@ fn workload(rec: &PrometheusRecorder) {
     rec.record_failover(&id("acct-b"), FailureKind::Transient);
     b.record_persistence_failure();
     b.record_persistence_failure();
+    rec.record_token_quirk(&id("acct-b"), TokenQuirk::UnusableExpiresIn);
 }
 
 /// A pool where `acct-a` is active with an hour of token left and `acct-b` cools down for 30 s.
@@ -135,6 +136,12 @@ fn metadata_lines_follow_prometheus_naming() {
             "counter",
             None,
             "Refreshed credentials that could not be persisted (each is retried).",
+        ),
+        (
+            "token_response_quirks",
+            "counter",
+            None,
+            "Oddities tolerated in successful token responses (their tokens were kept), by quirk.",
         ),
         (
             "request_duration_seconds",
@@ -529,6 +536,7 @@ fn labels_are_ids_and_fixed_names_only_and_no_secret_appears() {
             .into();
         allowed.extend(OUTCOMES.iter().map(|s| (*s).to_owned()));
         allowed.extend(CredentialState::ALL.iter().map(|s| s.as_str().to_owned()));
+        allowed.extend(TokenQuirk::ALL.iter().map(|q| q.as_str().to_owned()));
         let label_names: BTreeSet<&str> = [
             "provider",
             "credential",
@@ -536,6 +544,7 @@ fn labels_are_ids_and_fixed_names_only_and_no_secret_appears() {
             "result",
             "reason",
             "state",
+            "quirk",
             "le",
         ]
         .into();
@@ -860,6 +869,117 @@ fn concurrent_recording_sums_exactly() {
                 &provider_labels(&[])
             ),
             12_000.0
+        );
+    }
+}
+
+/// Issue 13: a tolerated token-response quirk reaches Prometheus. One counter per provider and
+/// quirk, every quirk's series at 0 from the recorder's creation (before any credential), in
+/// every granularity; counted per provider whichever credential it came from; never a
+/// `credential` label; providers sharing the families count apart.
+#[test]
+fn token_response_quirks_exist_at_zero_per_provider_and_count() {
+    let name = format!("{P}_token_response_quirks_total");
+    for granularity in [
+        Granularity::Credential,
+        Granularity::CredentialHistograms,
+        Granularity::Provider,
+    ] {
+        let mut registry = Registry::with_prefix(P);
+        let rec = PrometheusRecorder::with_config(
+            &mut registry,
+            "anthropic",
+            PrometheusConfig::new().with_granularity(granularity),
+        );
+        let openai = rec.for_provider("openai");
+        let e = scrape(&registry);
+        assert_eq!(
+            e.families[&format!("{P}_token_response_quirks")]
+                .kind
+                .as_deref(),
+            Some("counter")
+        );
+        assert_eq!(
+            e.named(&name).count(),
+            2 * TokenQuirk::ALL.len(),
+            "{granularity:?}"
+        );
+        for q in TokenQuirk::ALL {
+            for p in ["anthropic", "openai"] {
+                let v = e.value(&name, &[("provider", p), ("quirk", q.as_str())]);
+                assert_eq!(v, 0.0, "{granularity:?} {p} {q:?}");
+            }
+        }
+
+        let (a, b) = (rec.handle(&id("a")), rec.handle(&id("b")));
+        rec.record_token_quirk(&id("a"), TokenQuirk::UnusableExpiresIn);
+        rec.record_token_quirk(&id("b"), TokenQuirk::UnusableExpiresIn);
+        rec.record_token_quirk(&id("b"), TokenQuirk::OddScope);
+        openai.record_token_quirk(&id("a"), TokenQuirk::ExpiryClamped);
+        // A credential that left the pool does not take the provider's counts with it.
+        rec.remove(&id("b"));
+        let e = scrape(&registry);
+        for (p, q, want) in [
+            ("anthropic", TokenQuirk::UnusableExpiresIn, 2.0),
+            ("anthropic", TokenQuirk::OddScope, 1.0),
+            ("anthropic", TokenQuirk::ExpiryClamped, 0.0),
+            ("anthropic", TokenQuirk::NotJsonContentType, 0.0),
+            ("openai", TokenQuirk::ExpiryClamped, 1.0),
+            ("openai", TokenQuirk::UnusableExpiresIn, 0.0),
+        ] {
+            let v = e.value(&name, &[("provider", p), ("quirk", q.as_str())]);
+            assert_eq!(v, want, "{granularity:?} {p} {q:?}");
+        }
+        assert!(e.named(&name).all(|s| !s.labels.contains_key("credential")));
+        drop((a, b));
+    }
+}
+
+/// Issue 18: tokens a streamed answer reports after its request was recorded are added to
+/// `tokens_total` without counting a request, in every granularity.
+#[test]
+fn late_tokens_count_without_a_request() {
+    for granularity in [
+        Granularity::Credential,
+        Granularity::CredentialHistograms,
+        Granularity::Provider,
+    ] {
+        let mut registry = Registry::with_prefix(P);
+        let rec = PrometheusRecorder::with_config(
+            &mut registry,
+            "anthropic",
+            PrometheusConfig::new().with_granularity(granularity),
+        );
+        let h = rec.handle(&id("a"));
+        h.record_request(0, secs(0.2), RequestOutcome::Success, t0());
+        h.record_tokens(1234);
+        h.record_tokens(0);
+        let e = scrape(&registry);
+        let per_credential = granularity != Granularity::Provider;
+        let who = if per_credential {
+            labels("a", &[])
+        } else {
+            provider_labels(&[])
+        };
+        assert_eq!(
+            e.value(&format!("{P}_tokens_total"), &who),
+            1234.0,
+            "{granularity:?}"
+        );
+        let mut ok = who.clone();
+        ok.push(("outcome", "success"));
+        assert_eq!(
+            e.value(&format!("{P}_requests_total"), &ok),
+            1.0,
+            "{granularity:?}"
+        );
+        let requests: f64 = e
+            .named(&format!("{P}_requests_total"))
+            .map(|s| s.value)
+            .sum();
+        assert_eq!(
+            requests, 1.0,
+            "{granularity:?}: one request, however many token reports"
         );
     }
 }

@@ -49,6 +49,7 @@ fn registry(granularity: Granularity) -> (Registry, Arc<Pool>) {
         h.record_persistence_failure();
     }
     rec.record_failover(&id("a"), FailureKind::Transient);
+    rec.record_token_quirk(&id("a"), oauth_core::TokenQuirk::UnusableExpiresIn);
     pool.with_health(&id("b"), |h, policy, now| {
         h.cool_down_until(now + TimeDelta::seconds(30), policy, now);
     });
