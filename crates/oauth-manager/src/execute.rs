@@ -281,28 +281,30 @@ impl OAuthKeyManager {
         // (a refresh may be due, the token may have expired, nothing is remembered yet) the slow
         // path decides, boxed so that its futures do not weigh on every call.
         let usable = slot.usable_until_ms();
-        let mut credential = if usable != i64::MIN && self.inner.time.wall_ms() < usable {
-            slot.credential()
-        } else {
-            let (credential, refreshed) =
-                Box::pin(self.credential_for_use(slot))
+        let (mut credential, mut generation) =
+            if usable != i64::MIN && self.inner.time.wall_ms() < usable {
+                slot.credential_and_generation()
+            } else {
+                let (credential, refreshed) = Box::pin(self.credential_for_use(slot))
                     .await
                     .map_err(|e| Failed {
                         kind: e.kind(),
                         error: AttemptError::Refresh(e),
                     })?;
-            if refreshed {
-                at_ms = self.inner.time.now_ms();
-            }
-            credential
-        };
+                if refreshed {
+                    at_ms = self.inner.time.now_ms();
+                }
+                (credential, slot.generation())
+            };
         let mut retried_unauthorized = false;
         loop {
             // Requests in flight matter only to the load-aware selections.
             let _in_flight = (self.inner.selection.selection() != crate::Selection::RoundRobin)
                 .then(|| InFlight::enter(slot));
             let started = self.inner.time.ticks();
-            let result = operation(Arc::clone(&credential)).await;
+            // The only reference this call takes: the operation's. (The unauthorized path below
+            // tells whether it is still current by the slot's generation.)
+            let result = operation(credential).await;
             let latency = self.inner.time.elapsed(started, self.inner.time.ticks());
             // One clock read per attempt: the end of the call is its start plus its latency.
             let latency_ms = i64::try_from(latency.as_millis()).unwrap_or(i64::MAX);
@@ -326,12 +328,21 @@ impl OAuthKeyManager {
                         && self.inner.refreshing.is_configured()
                     {
                         retried_unauthorized = true;
-                        let rejected = RefreshNeed::Rejected(Arc::clone(&credential));
+                        let (current, now_generation) = slot.credential_and_generation();
+                        if now_generation != generation {
+                            // Replaced since this call took it (a refresh by another caller, the
+                            // store): retry with the new one, as a refresh would have returned.
+                            (credential, generation) = (current, now_generation);
+                            at_ms = self.inner.time.now_ms();
+                            continue;
+                        }
+                        let rejected = RefreshNeed::Rejected(Arc::clone(&current));
                         match Box::pin(self.inner.refreshing.refresh(self, slot, rejected)).await {
                             // A refresh that did not change the token (the grant is dead, or
                             // refresh is impossible) makes a retry pointless.
-                            Ok(fresh) if !fresh.same_tokens(&credential) => {
+                            Ok(fresh) if !fresh.same_tokens(&current) => {
                                 credential = fresh;
+                                generation = slot.generation();
                                 at_ms = self.inner.time.now_ms();
                                 continue;
                             }
