@@ -253,7 +253,7 @@ impl OAuthKeyManager {
             return;
         }
         let now = self.now();
-        let buffer = self.settings().strategy.buffer_time;
+        let strategy = self.settings().strategy.clone();
         for slot in self.inner.selection.slots().iter() {
             // Spread each credential's lead over [ahead/2, ahead] with a stable per-id jitter.
             #[allow(clippy::cast_precision_loss)]
@@ -261,7 +261,7 @@ impl OAuthKeyManager {
             let ahead = config.refresh_ahead.mul_f64(0.5 + 0.5 * unit);
             let credential = slot.credential();
             let health_now = self.inner.time.now_ms();
-            if !credential.expires_within(buffer.saturating_add(ahead), now)
+            if !due_ahead(&strategy, &credential, ahead, now)
                 || slot.read_health(|h| h.needs_reauthorization() || h.is_misconfigured())
                 || !slot.is_available_at(health_now)
             {
@@ -309,6 +309,24 @@ impl OAuthKeyManager {
             }
         }
     }
+}
+
+/// Whether maintenance refreshes `credential` now, `ahead` before the strategy's buffer would:
+/// the buffer plus the lead goes through the strategy's refresh window like the request path's
+/// buffer, so it is clamped to the token's lifetime (a 600-second token is refreshed at half its
+/// life, not on every tick because buffer + lead exceeds its lifetime) and a token the pool
+/// received is not refreshed again within the window's minimum interval. For tokens of an hour
+/// the window is the plain buffer + lead.
+pub(crate) fn due_ahead(
+    strategy: &oauth_refresh::RefreshStrategy,
+    credential: &oauth_core::Credential,
+    ahead: Duration,
+    now: chrono::DateTime<chrono::Utc>,
+) -> bool {
+    strategy
+        .window
+        .with_buffer(strategy.buffer_time.saturating_add(ahead))
+        .needs_refresh(credential, now)
 }
 
 /// The next transition of an optional connection status; pending forever without one (or once

@@ -608,10 +608,12 @@ impl RefreshTarget for SlotRefresh {
                 wall,
             ),
             RefreshNeed::Rejected(old) => current.same_tokens(old),
-            RefreshNeed::Ahead(ahead) => {
-                let buffer = self.manager.settings().strategy.buffer_time;
-                current.expires_within(buffer.saturating_add(*ahead), wall)
-            }
+            RefreshNeed::Ahead(ahead) => crate::maintenance::due_ahead(
+                &self.manager.settings().strategy,
+                current,
+                *ahead,
+                wall,
+            ),
             RefreshNeed::Forced => true,
         };
         match backoff {

@@ -5,6 +5,7 @@ mod failover;
 mod hot_path;
 mod late_tokens;
 mod maintenance;
+mod maintenance_window;
 mod mocks;
 mod monitoring;
 mod quirks;
