@@ -197,7 +197,11 @@ impl Slot {
         } else {
             old - old / 8 + sample / 8
         };
-        self.per_call.latency_ewma_us.store(new, Ordering::Relaxed);
+        // Written only when it moves: threads sharing a credential then share its cache line
+        // instead of fighting over it.
+        if new != old {
+            self.per_call.latency_ewma_us.store(new, Ordering::Relaxed);
+        }
         self.recorder.record_request(tokens, latency, outcome, now);
     }
 
@@ -376,9 +380,12 @@ impl Slot {
         now: DateTime<Utc>,
         now_ms: i64,
     ) -> (Option<HealthChange>, Republished) {
-        self.per_call
-            .last_success_ms
-            .store(now_ms, Ordering::Relaxed);
+        // The latest success (a racing older one never moves it back), written only when it
+        // moves: calls in the same millisecond leave the shared line alone.
+        let last = &self.per_call.last_success_ms;
+        if now_ms > last.load(Ordering::Relaxed) {
+            last.fetch_max(now_ms, Ordering::Relaxed);
+        }
         if !self.troubled.load(Ordering::Acquire) {
             return (None, Republished::default());
         }
