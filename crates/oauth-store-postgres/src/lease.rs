@@ -137,6 +137,17 @@ impl RefreshLock for PostgresRefreshLock {
             .await?
             .into_guard())
     }
+
+    /// One `INSERT … ON CONFLICT` (the inherent [`try_acquire`](PostgresRefreshLock::try_acquire)).
+    async fn try_acquire(
+        &self,
+        provider: &str,
+        id: &CredentialId,
+    ) -> Result<Option<RefreshGuard>, StoreError> {
+        Ok(PostgresRefreshLock::try_acquire(self, provider, id)
+            .await?
+            .map(Lease::into_guard))
+    }
 }
 
 impl fmt::Debug for PostgresRefreshLock {

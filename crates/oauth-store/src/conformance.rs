@@ -44,7 +44,7 @@ const P: &str = PROVIDER;
 pub const SECRET_MARKER: &str = "SECRETVALUE";
 
 /// The names of every case, in the order [`run_all`] runs them.
-pub const CASES: [&str; 13] = [
+pub const CASES: [&str; 14] = [
     "create_load_and_list",
     "create_of_existing_is_a_conflict",
     "compare_and_set_bumps_the_version",
@@ -57,6 +57,7 @@ pub const CASES: [&str; 13] = [
     "providers_are_isolated_and_odd_names_work",
     "empty_provider_is_rejected",
     "refresh_lock_excludes_and_releases_on_drop",
+    "refresh_lock_try_acquire_does_not_wait",
     "debug_and_errors_hold_no_secret",
 ];
 
@@ -134,6 +135,9 @@ pub async fn run(name: &str, store: Store) {
         "refresh_lock_excludes_and_releases_on_drop" => {
             refresh_lock_excludes_and_releases_on_drop(store).await
         }
+        "refresh_lock_try_acquire_does_not_wait" => {
+            refresh_lock_try_acquire_does_not_wait(store).await
+        }
         "debug_and_errors_hold_no_secret" => debug_and_errors_hold_no_secret(store).await,
         other => panic!("no conformance case named {other:?}"),
     }
@@ -164,6 +168,7 @@ macro_rules! conformance_tests {
             providers_are_isolated_and_odd_names_work,
             empty_provider_is_rejected,
             refresh_lock_excludes_and_releases_on_drop,
+            refresh_lock_try_acquire_does_not_wait,
             debug_and_errors_hold_no_secret,
         );
     };
@@ -571,6 +576,42 @@ pub async fn refresh_lock_excludes_and_releases_on_drop(store: Store) {
         .acquire(P, &id("a"), Duration::from_millis(50))
         .await
         .expect("free again");
+}
+
+/// `try_acquire` takes a free lock, answers `None` at once for a held one (whoever holds it:
+/// another handle, or an `acquire` of the same store), never blocks other credentials, and takes
+/// the lock again once the holder's guard drops.
+pub async fn refresh_lock_try_acquire_does_not_wait(store: Store) {
+    let lock = store.refresh_lock().expect("this store has a refresh lock");
+    // Bounded far below any lock timeout a waiting acquisition would use.
+    let at_once = Duration::from_secs(2);
+    let once = |name: &'static str| {
+        let lock = Arc::clone(&lock);
+        async move {
+            tokio::time::timeout(at_once, lock.try_acquire(P, &id(name)))
+                .await
+                .expect("try_acquire does not wait")
+                .expect("the store answers")
+        }
+    };
+    let held = once("a").await.expect("a free lock is taken");
+    assert_eq!(held.id(), "a");
+    assert!(once("a").await.is_none(), "held by the first guard");
+    let err = lock
+        .acquire(P, &id("a"), Duration::from_millis(50))
+        .await
+        .expect_err("held");
+    assert!(matches!(err, StoreError::LockTimeout { .. }), "{err:?}");
+    let other = once("b").await.expect("another credential is free");
+    drop(held);
+    let again = once("a").await.expect("free again after the guard dropped");
+    drop((again, other));
+    let by_acquire = lock
+        .acquire(P, &id("a"), Duration::from_secs(5))
+        .await
+        .expect("free");
+    assert!(once("a").await.is_none(), "held by an acquire");
+    drop(by_acquire);
 }
 
 /// The store's `Debug`, loaded credentials' `Debug` and error messages hold no secret.

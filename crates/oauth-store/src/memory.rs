@@ -164,4 +164,19 @@ impl RefreshLock for MemoryRefreshLock {
             }),
         }
     }
+
+    async fn try_acquire(
+        &self,
+        provider: &str,
+        id: &CredentialId,
+    ) -> Result<Option<RefreshGuard>, StoreError> {
+        let mutex = {
+            let mut locks = self.locks.lock().unwrap_or_else(PoisonError::into_inner);
+            Arc::clone(locks.entry((provider.to_owned(), id.clone())).or_default())
+        };
+        Ok(mutex
+            .try_lock_owned()
+            .ok()
+            .map(|held| RefreshGuard::new(provider, id.clone(), move || drop(held))))
+    }
 }

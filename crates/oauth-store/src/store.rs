@@ -172,6 +172,31 @@ pub trait RefreshLock: Send + Sync + fmt::Debug {
         id: &CredentialId,
         timeout: Duration,
     ) -> Result<RefreshGuard, StoreError>;
+
+    /// One attempt, without waiting: `Ok(Some(guard))` when the lock was free, `Ok(None)` when
+    /// someone else holds it. A pool uses it when its current access token still works: it does
+    /// not wait for another holder's refresh then, it keeps serving and adopts the holder's
+    /// result when it reaches the store.
+    ///
+    /// The default makes one [`acquire`](Self::acquire) with a zero timeout and maps
+    /// [`StoreError::LockTimeout`] to `Ok(None)`; implementations with a cheaper probe override
+    /// it.
+    ///
+    /// # Errors
+    /// What [`acquire`](Self::acquire) returns other than a timeout (the store cannot be
+    /// reached, a lock file cannot be opened): unlike `Ok(None)`, that says nothing about other
+    /// holders.
+    async fn try_acquire(
+        &self,
+        provider: &str,
+        id: &CredentialId,
+    ) -> Result<Option<RefreshGuard>, StoreError> {
+        match self.acquire(provider, id, Duration::ZERO).await {
+            Ok(guard) => Ok(Some(guard)),
+            Err(StoreError::LockTimeout { .. }) => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
 }
 
 /// Proof of holding a [`RefreshLock`]; dropping it releases the lock.
