@@ -11,9 +11,9 @@ use oauth_manager::metrics::{MetricsRecorder, PrometheusRecorder};
 use oauth_manager::refresh::{HttpRefresher, RefreshStrategy};
 use oauth_manager::store::{CredentialStore, StoreChange};
 use oauth_manager::{
-    BuildError, Clock, Credential, CredentialHealthInfo, CredentialId, CredentialOpError,
-    ExposeSecret, MaintenanceConfig, MaintenanceHandle, OAuthKeyManager, RefreshNowError,
-    RefreshWindow, RemoveError, SecretString, SystemClock,
+    BuildError, Clock, Credential, CredentialHealthInfo, CredentialId, ExposeSecret,
+    MaintenanceConfig, MaintenanceHandle, OAuthKeyManager, RefreshNowError, RefreshWindow,
+    RemoveError, SecretString, SystemClock, UnknownCredential,
 };
 use oauth_signin::{PendingSignin, SigninOptions, SigninPrompt};
 use serde::Serialize;
@@ -748,7 +748,7 @@ impl Keeper {
         if let Some(pool) = self.pool(kind) {
             return match pool.add_credential(credential.clone()).await {
                 Ok(()) => Ok(()),
-                Err(CredentialOpError::DuplicateId { .. }) => pool
+                Err(oauth_manager::AddCredentialError::DuplicateId { .. }) => pool
                     .reauthorize(credential)
                     .await
                     .map_err(|e| KeeperError::Install {
@@ -829,16 +829,10 @@ fn failed(kind: ProviderKind, account: &CredentialId, reason: String) -> SigninS
     }
 }
 
-fn op_error(kind: ProviderKind, id: &str, e: CredentialOpError) -> KeeperError {
-    match e {
-        CredentialOpError::UnknownCredential { .. } => KeeperError::UnknownAccount {
-            provider: kind,
-            id: id.to_owned(),
-        },
-        other => KeeperError::Install {
-            provider: kind,
-            reason: other.to_string(),
-        },
+fn op_error(kind: ProviderKind, id: &str, _: UnknownCredential) -> KeeperError {
+    KeeperError::UnknownAccount {
+        provider: kind,
+        id: id.to_owned(),
     }
 }
 

@@ -242,37 +242,76 @@ impl<E> ExecuteError<E> {
     }
 }
 
-/// An operation on one credential named by id failed.
+/// No credential in the pool has this id: the error of the operations on one credential that
+/// can fail in no other way ([`disable`](crate::OAuthKeyManager::disable),
+/// [`enable`](crate::OAuthKeyManager::enable),
+/// [`clear_cooldown`](crate::OAuthKeyManager::clear_cooldown),
+/// [`record_tokens`](crate::OAuthKeyManager::record_tokens)).
+#[derive(Debug, Clone, PartialEq, Eq, Error)]
+#[error("credential {id} not found")]
+#[non_exhaustive]
+pub struct UnknownCredential {
+    /// The id asked for.
+    pub id: String,
+}
+
+impl UnknownCredential {
+    pub(crate) fn new(id: &str) -> Self {
+        Self { id: id.to_owned() }
+    }
+}
+
+/// [`set_weight`](crate::OAuthKeyManager::set_weight) failed; the weight is unchanged.
 #[derive(Debug, Error)]
 #[non_exhaustive]
-pub enum CredentialOpError {
+pub enum SetWeightError {
     /// No credential has that id.
-    #[error("credential {id} not found")]
-    UnknownCredential {
-        /// The id.
-        id: String,
-    },
+    #[error(transparent)]
+    UnknownCredential(#[from] UnknownCredential),
+    /// The weight is out of range.
+    #[error(transparent)]
+    Weight(#[from] SettingsError),
+}
+
+/// [`add_credential`](crate::OAuthKeyManager::add_credential) failed; the pool and the store are
+/// unchanged.
+#[derive(Debug, Error)]
+#[non_exhaustive]
+pub enum AddCredentialError {
     /// A credential with that id already exists.
     #[error("credential {id} already exists")]
     DuplicateId {
         /// The id.
         id: CredentialId,
     },
-    /// Removing it would leave the pool empty.
-    #[error("credential {id} is the last one in the pool")]
-    LastCredential {
-        /// The id.
-        id: CredentialId,
-    },
-    /// The rotation state machine refused.
+    /// The rotation tracker refused it.
     #[error(transparent)]
     Rotation(#[from] oauth_rotation::RotationError),
     /// The store failed.
     #[error("the credential store failed")]
     Store(#[from] oauth_store::StoreError),
-    /// A setting was refused.
+}
+
+/// A rotation step ([`mark_for_rotation`](crate::OAuthKeyManager::mark_for_rotation),
+/// [`complete_rotation`](crate::OAuthKeyManager::complete_rotation)) failed.
+#[derive(Debug, Error)]
+#[non_exhaustive]
+pub enum RotationOpError {
+    /// No credential has that id.
     #[error(transparent)]
-    Setting(#[from] SettingsError),
+    UnknownCredential(#[from] UnknownCredential),
+    /// The replacement's id is already in the pool.
+    #[error("credential {id} already exists")]
+    DuplicateId {
+        /// The id.
+        id: CredentialId,
+    },
+    /// The rotation state machine (or a hook) refused.
+    #[error(transparent)]
+    Rotation(#[from] oauth_rotation::RotationError),
+    /// The store failed.
+    #[error("the credential store failed")]
+    Store(#[from] oauth_store::StoreError),
 }
 
 /// [`remove_credential`](crate::OAuthKeyManager::remove_credential) failed; the credential stays.

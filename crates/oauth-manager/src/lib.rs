@@ -67,8 +67,9 @@ mod telemetry;
 pub use builder::OAuthKeyManagerBuilder;
 pub use clock::{CoarseClock, TokioClock};
 pub use error::{
-    AttemptError, BuildError, CredentialOpError, ExecuteError, NoCredentialAvailable,
-    ProviderError, ReauthorizeError, RefreshNowError, RemoveError, SettingsError,
+    AddCredentialError, AttemptError, BuildError, ExecuteError, NoCredentialAvailable,
+    ProviderError, ReauthorizeError, RefreshNowError, RemoveError, RotationOpError, SetWeightError,
+    SettingsError, UnknownCredential,
 };
 pub use execute::Served;
 pub use maintenance::{

@@ -25,7 +25,8 @@ use oauth_webhooks::MonitoringConfig;
 
 use crate::clock::Timeline;
 use crate::error::{
-    CredentialOpError, NoCredentialAvailable, ReauthorizeError, RemoveError, SettingsError,
+    AddCredentialError, NoCredentialAvailable, ReauthorizeError, RemoveError, SetWeightError,
+    SettingsError, UnknownCredential,
 };
 use crate::provider::CredentialProvider;
 use crate::refreshing::Refreshing;
@@ -99,9 +100,8 @@ impl OAuthKeyManager {
         self.inner.selection.get(id)
     }
 
-    fn slot_or_err(&self, id: &str) -> Result<Arc<Slot>, CredentialOpError> {
-        self.slot(id)
-            .ok_or_else(|| CredentialOpError::UnknownCredential { id: id.to_owned() })
+    pub(crate) fn slot_or_err(&self, id: &str) -> Result<Arc<Slot>, UnknownCredential> {
+        self.slot(id).ok_or_else(|| UnknownCredential::new(id))
     }
 
     /// The next available credential, round-robin (Go `GetNextCredential`): a read-only view of the
@@ -223,8 +223,8 @@ impl OAuthKeyManager {
     /// when accounts have different plan limits.
     ///
     /// # Errors
-    /// [`CredentialOpError::UnknownCredential`], or [`SettingsError::Weight`] out of range.
-    pub fn set_weight(&self, id: &str, weight: u32) -> Result<(), CredentialOpError> {
+    /// [`SetWeightError`]: an unknown id, or a weight out of range.
+    pub fn set_weight(&self, id: &str, weight: u32) -> Result<(), SetWeightError> {
         let slot = self.slot_or_err(id)?;
         crate::selection::check_weight(id, weight)?;
         slot.set_weight(weight);
@@ -235,8 +235,8 @@ impl OAuthKeyManager {
     /// Takes a credential out of rotation until [`enable`](Self::enable).
     ///
     /// # Errors
-    /// [`CredentialOpError::UnknownCredential`].
-    pub fn disable(&self, id: &str) -> Result<(), CredentialOpError> {
+    /// [`UnknownCredential`].
+    pub fn disable(&self, id: &str) -> Result<(), UnknownCredential> {
         let slot = self.slot_or_err(id)?;
         let ((), published) = slot.with_health(self.inner.time.health(), |h| h.disable());
         self.after_health_change(&slot, None, published);
@@ -251,8 +251,8 @@ impl OAuthKeyManager {
     /// Returns whether anything was cleared. A dead grant, a misconfiguration or disabling stays.
     ///
     /// # Errors
-    /// [`CredentialOpError::UnknownCredential`].
-    pub fn clear_cooldown(&self, id: &str) -> Result<bool, CredentialOpError> {
+    /// [`UnknownCredential`].
+    pub fn clear_cooldown(&self, id: &str) -> Result<bool, UnknownCredential> {
         let slot = self.slot_or_err(id)?;
         let now = self.inner.time.health();
         let (cleared, published) = slot.with_health(now, |h| h.clear_cooldown(now));
@@ -263,8 +263,8 @@ impl OAuthKeyManager {
     /// Puts a disabled credential back into rotation.
     ///
     /// # Errors
-    /// [`CredentialOpError::UnknownCredential`].
-    pub fn enable(&self, id: &str) -> Result<(), CredentialOpError> {
+    /// [`UnknownCredential`].
+    pub fn enable(&self, id: &str) -> Result<(), UnknownCredential> {
         let slot = self.slot_or_err(id)?;
         let ((), published) = slot.with_health(self.inner.time.health(), |h| h.enable());
         self.after_health_change(&slot, None, published);
@@ -315,11 +315,12 @@ impl OAuthKeyManager {
     /// Adds a credential to the pool (and to the store, if any).
     ///
     /// # Errors
-    /// [`CredentialOpError::DuplicateId`], or the store's error.
-    pub async fn add_credential(&self, credential: Credential) -> Result<(), CredentialOpError> {
+    /// [`AddCredentialError`]: the id is taken, the rotation tracker refused, or the store
+    /// failed.
+    pub async fn add_credential(&self, credential: Credential) -> Result<(), AddCredentialError> {
         let _structure = self.inner.structure.lock().await;
         if self.slot(credential.id.as_str()).is_some() {
-            return Err(CredentialOpError::DuplicateId { id: credential.id });
+            return Err(AddCredentialError::DuplicateId { id: credential.id });
         }
         // Track first (it can refuse), then store; undo the tracking if the store refuses.
         self.inner
@@ -568,10 +569,10 @@ impl OAuthKeyManager {
     /// (`tokens_total` in Prometheus). oauth-http's adapters call it when a watched stream ends.
     ///
     /// # Errors
-    /// [`CredentialOpError::UnknownCredential`] for an id not in the pool; nothing is recorded
+    /// [`UnknownCredential`] for an id not in the pool; nothing is recorded
     /// (unlike [`record_request`](Self::record_request), which keeps bounded counters for
     /// unknown ids as Go did).
-    pub fn record_tokens(&self, id: &str, tokens: u64) -> Result<(), CredentialOpError> {
+    pub fn record_tokens(&self, id: &str, tokens: u64) -> Result<(), UnknownCredential> {
         self.slot_or_err(id)?.record_tokens(tokens);
         Ok(())
     }

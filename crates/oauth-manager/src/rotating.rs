@@ -8,7 +8,7 @@ use oauth_rotation::{
     AutoDecommissionReport, Rotation, RotationHooks, RotationState, RotationTracker,
 };
 
-use crate::error::CredentialOpError;
+use crate::error::{RotationOpError, UnknownCredential};
 use crate::manager::OAuthKeyManager;
 
 /// The rotation component: oauth-rotation's state machine behind its own lock, with the hooks it
@@ -48,13 +48,11 @@ impl OAuthKeyManager {
         &self,
         old: &str,
         replacement: Credential,
-    ) -> Result<Event, CredentialOpError> {
+    ) -> Result<Event, RotationOpError> {
         let structure = self.inner.structure.lock().await;
-        let old_slot = self
-            .slot(old)
-            .ok_or_else(|| CredentialOpError::UnknownCredential { id: old.to_owned() })?;
+        let old_slot = self.slot(old).ok_or_else(|| UnknownCredential::new(old))?;
         if self.slot(replacement.id.as_str()).is_some() {
-            return Err(CredentialOpError::DuplicateId { id: replacement.id });
+            return Err(RotationOpError::DuplicateId { id: replacement.id });
         }
         let version = self.inner.refreshing.create(&replacement).await?;
         let now = self.now();
@@ -93,9 +91,8 @@ impl OAuthKeyManager {
     /// # Errors
     /// Unknown, not marked, grace not elapsed (saying when), the hook's veto (the credential
     /// stays), or the store's error when deleting it (it is then already out of the pool).
-    pub async fn complete_rotation(&self, id: &str) -> Result<Event, CredentialOpError> {
-        let id = CredentialId::new(id)
-            .map_err(|_| CredentialOpError::UnknownCredential { id: id.to_owned() })?;
+    pub async fn complete_rotation(&self, id: &str) -> Result<Event, RotationOpError> {
+        let id = CredentialId::new(id).map_err(|_| UnknownCredential::new(id))?;
         let now = self.now();
         let result = self
             .inner

@@ -7,7 +7,7 @@ use std::time::Duration;
 use oauth_core::ManualClock;
 use oauth_manager::metrics::prometheus_client::registry::Registry;
 use oauth_manager::metrics::{PrometheusRecorder, RequestOutcome, encode_openmetrics};
-use oauth_manager::{CredentialOpError, Usage};
+use oauth_manager::{UnknownCredential, Usage};
 
 use crate::support::{builder, t0};
 
@@ -74,7 +74,7 @@ async fn record_tokens_adds_tokens_but_not_requests() {
     // An unknown id is a typed error and records nothing.
     let err = manager.record_tokens("nobody", 9).expect_err("unknown");
     assert!(
-        matches!(&err, CredentialOpError::UnknownCredential { id } if id == "nobody"),
+        matches!(&err, UnknownCredential { id, .. } if id == "nobody"),
         "{err:?}"
     );
     assert!(manager.credential_metrics("nobody").is_none());
@@ -83,7 +83,7 @@ async fn record_tokens_adds_tokens_but_not_requests() {
     manager.remove_credential("b").await.expect("removed");
     assert!(matches!(
         manager.record_tokens("b", 9),
-        Err(CredentialOpError::UnknownCredential { .. })
+        Err(UnknownCredential { .. })
     ));
     let text = encode_openmetrics(&registry).expect("encodes");
     assert!(!text.contains(r#"credential="b""#), "{text}");

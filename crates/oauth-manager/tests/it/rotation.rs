@@ -6,7 +6,7 @@ use chrono::TimeDelta;
 use oauth_core::ManualClock;
 use oauth_manager::rotation::{HookError, RotationHooks, RotationPolicy};
 use oauth_manager::store::{CredentialStore, MemoryStore};
-use oauth_manager::{CredentialId, CredentialOpError, OAuthKeyManager};
+use oauth_manager::{CredentialId, OAuthKeyManager, RotationOpError};
 
 use crate::support::{cred, creds, t0, within};
 
@@ -105,19 +105,19 @@ async fn marking_errors_are_typed_and_change_nothing() {
         manager
             .mark_for_rotation("nope", cred("n", TimeDelta::hours(1)))
             .await,
-        Err(CredentialOpError::UnknownCredential { .. })
+        Err(RotationOpError::UnknownCredential(_))
     ));
     assert!(matches!(
         manager
             .mark_for_rotation("a", cred("a", TimeDelta::hours(1)))
             .await,
-        Err(CredentialOpError::DuplicateId { .. })
+        Err(RotationOpError::DuplicateId { .. })
     ));
     assert!(matches!(
         manager
             .mark_for_rotation("a", cred("b", TimeDelta::hours(1)))
             .await,
-        Err(CredentialOpError::DuplicateId { .. })
+        Err(RotationOpError::DuplicateId { .. })
     ));
     manager
         .mark_for_rotation("a", cred("n", TimeDelta::hours(1)))
