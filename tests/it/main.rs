@@ -14,6 +14,7 @@ mod pg;
 mod rate_limit;
 mod replicas;
 mod replicas_kill;
+mod replicas_lease;
 mod replicas_outage;
 mod replicas_restart;
 mod restart;

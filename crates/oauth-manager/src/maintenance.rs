@@ -274,7 +274,12 @@ impl OAuthKeyManager {
                 .await
             {
                 Ok(c) if !c.same_tokens(&credential) => report.refreshed.push(slot.id.clone()),
-                Ok(_) | Err(oauth_refresh::RefreshError::BackingOff { .. }) => {}
+                // Backing off, or left to another process holding the refresh lock: no failure.
+                Ok(_)
+                | Err(
+                    oauth_refresh::RefreshError::BackingOff { .. }
+                    | oauth_refresh::RefreshError::Deferred { .. },
+                ) => {}
                 Err(_) => report.refresh_failed.push(slot.id.clone()),
             }
         }

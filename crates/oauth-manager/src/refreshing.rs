@@ -6,13 +6,14 @@
 //! re-read) → [`SlotRefresh::check`] → `Refresher::refresh` → [`SlotRefresh::commit`] (store
 //! compare-and-set, provider update, then publication) → back to `execute`, which retries once.
 
+use std::collections::HashMap;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use arc_swap::ArcSwap;
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
-use oauth_core::{Credential, EventKind, FailureKind, HealthChange};
+use oauth_core::{Credential, CredentialId, EventKind, FailureKind, HealthChange};
 use oauth_metrics::RefreshResult;
 use oauth_refresh::{Committed, RefreshCoordinator, RefreshError, RefreshTarget, Refresher};
 use oauth_store::{CredentialStore, RefreshGuard, StoreError};
@@ -22,8 +23,15 @@ use crate::manager::OAuthKeyManager;
 use crate::provider::{CredentialProvider, NoProvider};
 use crate::selection::Slot;
 
-/// How long a process waits for another process's refresh of the same credential.
+/// How long a process whose token no longer works waits for another process's refresh of the
+/// same credential (within the flight's own timeout).
 const CROSS_PROCESS_LOCK_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// How long a refresh lock seen held by another process is taken as still held, for callers
+/// whose token still works: they defer to the holder without asking the store again (the lease's
+/// own poll interval). Forgotten earlier when the credential changes or this process takes the
+/// lock.
+const HELD_ELSEWHERE_FOR_MS: i64 = 250;
 
 /// What the pool does when its store cannot be used (I/O error, read-only or full file system)
 /// at the start of a refresh. The builder picks `FailClosed` for a store with a change feed
@@ -59,6 +67,16 @@ pub(crate) enum RefreshNeed {
 }
 
 impl RefreshNeed {
+    /// Whether a caller with this need waits for another process's refresh of the credential
+    /// (for its result) rather than go on with the token it holds: after a 401, for an explicit
+    /// request, and when the access token no longer works at `now`.
+    fn waits(&self, current: &Credential, now: DateTime<Utc>) -> bool {
+        match self {
+            Self::Rejected(_) | Self::Forced => true,
+            Self::Strategy | Self::Ahead(_) => !current.access_token_valid(now),
+        }
+    }
+
     fn as_str(&self) -> &'static str {
         match self {
             Self::Strategy => "expiring",
@@ -97,6 +115,12 @@ pub(crate) struct Refreshing {
     shared: bool,
     /// The store's connection status, for stores that report one.
     status: Option<tokio::sync::watch::Receiver<bool>>,
+    /// Credentials whose refresh lock another process was seen holding, until when (the
+    /// manager's timeline, ms): callers whose token still works defer to the holder.
+    held_elsewhere: Mutex<HashMap<CredentialId, i64>>,
+    /// Woken when a credential is added to `held_elsewhere`: callers that joined a flight now
+    /// waiting for the other holder stop waiting for it.
+    held_seen: tokio::sync::Notify,
 }
 
 impl std::fmt::Debug for Refreshing {
@@ -129,6 +153,8 @@ impl Refreshing {
             outage,
             shared,
             status,
+            held_elsewhere: Mutex::default(),
+            held_seen: tokio::sync::Notify::new(),
         }
     }
 
@@ -230,15 +256,8 @@ impl Refreshing {
             need = need.as_str(),
             outcome = tracing::field::Empty,
         );
-        let target = Arc::new(SlotRefresh {
-            manager: manager.clone(),
-            slot: Arc::clone(slot),
-            need,
-            guard: Mutex::new(None),
-        });
         let result = self
-            .coordinator
-            .refresh(&slot.id, target, self.refresher())
+            .refresh_or_defer(manager, slot, need)
             .instrument(span.clone())
             .await;
         span.record(
@@ -246,11 +265,114 @@ impl Refreshing {
             match &result {
                 Ok(outcome) if outcome.refreshed => "refreshed",
                 Ok(_) => "current",
+                Err(RefreshError::Deferred { .. }) => "deferred",
                 Err(e) => e.kind().as_str(),
             },
         );
         result?;
         Ok(slot.credential())
+    }
+
+    /// The flight of [`refresh`](Self::refresh), for a caller that waits for another process's
+    /// refresh or for one that defers to it.
+    ///
+    /// A caller whose token still works (`Strategy`, `Ahead`) never waits for another
+    /// process: while another process holds the credential's refresh lock (or the shared store
+    /// cannot be reached) it gets [`RefreshError::Deferred`] at once, also when it joined a
+    /// flight of this process that waits for the other holder, and goes on with its token; the
+    /// holder's result arrives through the store. A caller whose token does not work (a 401, an
+    /// expired token, `Forced`) waits for the holder (bounded by the lock wait and the flight
+    /// timeout) and re-reads; if it joined a flight that deferred, it runs its own.
+    async fn refresh_or_defer(
+        &self,
+        manager: &OAuthKeyManager,
+        slot: &Arc<Slot>,
+        need: RefreshNeed,
+    ) -> Result<oauth_refresh::RefreshOutcome, RefreshError> {
+        let waits = need.waits(&slot.credential(), manager.now());
+        if !waits && self.defers(manager, &slot.id) {
+            return Err(RefreshError::Deferred {
+                id: slot.id.clone(),
+            });
+        }
+        // A caller that waits and joined a flight that deferred runs its own: a flight defers
+        // only when its caller's token works, so a few rounds at most.
+        let mut rounds = 0;
+        loop {
+            let target = Arc::new(SlotRefresh {
+                manager: manager.clone(),
+                slot: Arc::clone(slot),
+                need: need.clone(),
+                waits,
+                guard: Mutex::new(None),
+            });
+            let flight = self.coordinator.refresh(&slot.id, target, self.refresher());
+            let result = if waits {
+                flight.await
+            } else {
+                tokio::select! {
+                    result = flight => result,
+                    () = self.seen_held_elsewhere(manager, &slot.id) => Err(RefreshError::Deferred {
+                        id: slot.id.clone(),
+                    }),
+                }
+            };
+            rounds += 1;
+            match result {
+                Err(RefreshError::Deferred { .. }) if waits && rounds < 4 => {}
+                other => return other,
+            }
+        }
+    }
+
+    /// Whether callers whose token still works defer the refresh of `id` now, without asking
+    /// the store: another process was seen holding its refresh lock a moment ago, or the
+    /// shared store reports itself unreachable (a shared store fails closed: nothing would be
+    /// refreshed, and asking it could take its connect timeout).
+    fn defers(&self, manager: &OAuthKeyManager, id: &CredentialId) -> bool {
+        if self.outage == StoreOutage::FailClosed && self.store_connected() == Some(false) {
+            return true;
+        }
+        self.held_elsewhere_now(manager, id)
+    }
+
+    fn held_elsewhere_now(&self, manager: &OAuthKeyManager, id: &CredentialId) -> bool {
+        let held = lock(&self.held_elsewhere);
+        held.get(id)
+            .is_some_and(|until| manager.inner.time.now_ms() < *until)
+    }
+
+    /// Another process holds `id`'s refresh lock: callers whose token works defer to it for
+    /// `for_ms`, and those waiting in a flight of this process stop waiting.
+    fn note_held_elsewhere(&self, manager: &OAuthKeyManager, id: &CredentialId, for_ms: i64) {
+        let now = manager.inner.time.now_ms();
+        let mut held = lock(&self.held_elsewhere);
+        // Keep the map to credentials that are held now.
+        held.retain(|_, until| now < *until);
+        held.insert(id.clone(), now.saturating_add(for_ms));
+        drop(held);
+        self.held_seen.notify_waiters();
+    }
+
+    /// `id` changed, or this process holds its lock: the holder seen before is forgotten.
+    fn forget_held_elsewhere(&self, id: &CredentialId) {
+        let mut held = lock(&self.held_elsewhere);
+        if !held.is_empty() {
+            held.remove(id);
+        }
+    }
+
+    /// Resolves once `id`'s refresh lock has been seen held by another process.
+    async fn seen_held_elsewhere(&self, manager: &OAuthKeyManager, id: &CredentialId) {
+        loop {
+            let seen = self.held_seen.notified();
+            tokio::pin!(seen);
+            seen.as_mut().enable();
+            if self.held_elsewhere_now(manager, id) {
+                return;
+            }
+            seen.await;
+        }
     }
 
     /// Runs `work` inside `slot`'s flight (no refresh of it interleaves) and returns its value.
@@ -426,6 +548,8 @@ impl Refreshing {
             return false;
         }
         slot.set_credential(cred);
+        // The holder's result (or someone else's change) is here: nothing to defer to.
+        self.forget_held_elsewhere(&slot.id);
         if other_grant {
             let now = manager.inner.time.health();
             let ((), published) = slot.with_health(now, |h| {
@@ -480,24 +604,55 @@ impl Refreshing {
     }
 
     /// Reads the source of truth for `slot` inside its flight (the protocol's "read").
+    ///
+    /// Another process may be refreshing the same credential: take the store's refresh lock,
+    /// then re-read what the store holds. When another process holds the lock, a flight that
+    /// `waits` (its caller's token does not work) waits for it and then re-reads, adopting the
+    /// holder's result; one that does not ends with [`RefreshError::Deferred`] at once (as it
+    /// does when a shared store cannot be reached).
     async fn read(
         &self,
         manager: &OAuthKeyManager,
         slot: &Arc<Slot>,
+        waits: bool,
     ) -> Result<Option<(Credential, Option<RefreshGuard>)>, RefreshError> {
         if slot.is_removed() {
             return Ok(None);
         }
-        // Another process may be refreshing the same credential: take the store's refresh lock,
-        // then re-read what the store holds.
+        let deferred = || RefreshError::Deferred {
+            id: slot.id.clone(),
+        };
         let mut guard = None;
         if let Some(lock) = self.store.refresh_lock() {
-            match lock
-                .acquire(&self.provider, &slot.id, CROSS_PROCESS_LOCK_TIMEOUT)
-                .await
-            {
-                Ok(g) => guard = Some(g),
+            if !waits && self.defers(manager, &slot.id) {
+                return Err(deferred());
+            }
+            match lock.try_acquire(&self.provider, &slot.id).await {
+                Ok(Some(g)) => guard = Some(g),
+                Ok(None) if !waits => {
+                    self.note_held_elsewhere(manager, &slot.id, HELD_ELSEWHERE_FOR_MS);
+                    return Err(deferred());
+                }
+                Ok(None) => {
+                    // Callers whose token works defer for as long as this flight waits.
+                    let _waiting = WaitingForHolder::new(self, manager, &slot.id);
+                    match lock
+                        .acquire(&self.provider, &slot.id, CROSS_PROCESS_LOCK_TIMEOUT)
+                        .await
+                    {
+                        Ok(g) => guard = Some(g),
+                        Err(e) => self.store_trouble(manager, slot, &e)?,
+                    }
+                }
+                Err(e)
+                    if !waits && e.is_unavailable() && self.outage == StoreOutage::FailClosed =>
+                {
+                    return Err(deferred());
+                }
                 Err(e) => self.store_trouble(manager, slot, &e)?,
+            }
+            if guard.is_some() {
+                self.forget_held_elsewhere(&slot.id);
             }
         }
         match self.store.load(&self.provider, &slot.id).await {
@@ -552,6 +707,38 @@ impl Refreshing {
     }
 }
 
+/// A flight waiting for another process to release a credential's refresh lock: while it
+/// waits, callers whose token works defer to the holder (instead of joining the wait); when it
+/// ends, however it ends (lock taken, timed out, flight dropped), they defer for the usual
+/// moment only.
+struct WaitingForHolder<'a> {
+    refreshing: &'a Refreshing,
+    manager: &'a OAuthKeyManager,
+    id: &'a CredentialId,
+}
+
+impl<'a> WaitingForHolder<'a> {
+    fn new(refreshing: &'a Refreshing, manager: &'a OAuthKeyManager, id: &'a CredentialId) -> Self {
+        refreshing.note_held_elsewhere(manager, id, i64::MAX);
+        Self {
+            refreshing,
+            manager,
+            id,
+        }
+    }
+}
+
+impl Drop for WaitingForHolder<'_> {
+    fn drop(&mut self) {
+        self.refreshing
+            .note_held_elsewhere(self.manager, self.id, HELD_ELSEWHERE_FOR_MS);
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
 /// A store error as a refresh error's source (its text holds no secret: store errors never do).
 #[derive(Debug, thiserror::Error)]
 #[error("store: {0}")]
@@ -562,6 +749,8 @@ struct SlotRefresh {
     manager: OAuthKeyManager,
     slot: Arc<Slot>,
     need: RefreshNeed,
+    /// The caller waits for another process's refresh ([`RefreshNeed::waits`]).
+    waits: bool,
     /// The store's cross-process refresh lock, held from the read to the commit.
     guard: Mutex<Option<RefreshGuard>>,
 }
@@ -576,7 +765,11 @@ impl SlotRefresh {
 impl RefreshTarget for SlotRefresh {
     async fn read(&self) -> Result<Option<Credential>, RefreshError> {
         Ok(
-            match self.refreshing().read(&self.manager, &self.slot).await? {
+            match self
+                .refreshing()
+                .read(&self.manager, &self.slot, self.waits)
+                .await?
+            {
                 Some((credential, guard)) => {
                     *self.guard.lock().unwrap_or_else(PoisonError::into_inner) = guard;
                     Some(credential)

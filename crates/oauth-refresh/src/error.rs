@@ -278,6 +278,16 @@ pub enum RefreshError {
         /// When the next attempt may be made.
         until: chrono::DateTime<chrono::Utc>,
     },
+    /// The refresh was left to another process: it holds the credential's cross-process
+    /// refresh lock (or the store that arbitrates the lock cannot be reached), and the caller's
+    /// access token still works, so it did not wait. The holder's result reaches this process
+    /// through the store (its change feed, or the next re-read). Not a failure of the
+    /// credential: nothing is recorded against it.
+    #[error("the refresh of credential {id} is left to the holder of its refresh lock")]
+    Deferred {
+        /// The credential concerned.
+        id: CredentialId,
+    },
     /// A failure reported by a custom refresher or commit (the message is the implementer's and
     /// must not contain secrets).
     #[error("{message}")]
@@ -347,6 +357,7 @@ impl RefreshError {
     /// | 429, 503 with `Retry-After`, `slow_down` | `RateLimited` |
     /// | other 5xx, timeouts, connection errors, malformed/oversized bodies, odd statuses | `Transient` |
     /// | commit failed | `Transient` (the refresh itself succeeded) |
+    /// | deferred to another process's refresh, backing off | `Transient` |
     pub fn kind(&self) -> FailureKind {
         match self {
             Self::NotConfigured { .. } | Self::ClientConfig { .. } => FailureKind::Misconfigured,
@@ -368,7 +379,8 @@ impl RefreshError {
             | Self::Interrupted { .. }
             | Self::FlightTimeout { .. }
             | Self::Removed { .. }
-            | Self::BackingOff { .. } => FailureKind::Transient,
+            | Self::BackingOff { .. }
+            | Self::Deferred { .. } => FailureKind::Transient,
             Self::Other { kind, .. } | Self::Custom { kind, .. } => *kind,
         }
     }

@@ -15,12 +15,12 @@ use crate::support::{builder_of, cred, t0};
 
 const TICK: Duration = Duration::from_millis(250);
 
+/// When the refresher ran.
+type Times = Arc<Mutex<Vec<DateTime<Utc>>>>;
+
 /// A refresher issuing tokens that live `lifetime` from the clock's now; records when it ran.
-fn refresher(
-    clock: &ManualClock,
-    lifetime: Duration,
-) -> (Arc<dyn Refresher>, Arc<Mutex<Vec<DateTime<Utc>>>>) {
-    let at: Arc<Mutex<Vec<DateTime<Utc>>>> = Arc::default();
+fn refresher(clock: &ManualClock, lifetime: Duration) -> (Arc<dyn Refresher>, Times) {
+    let at: Times = Arc::default();
     let (seen, clock) = (Arc::clone(&at), clock.clone());
     let refresher = FnRefresher::new(move |c: Credential| {
         let (seen, clock) = (Arc::clone(&seen), clock.clone());
@@ -58,8 +58,7 @@ async fn tick_for(
         manager.run_maintenance_once(&config).await;
         clock.advance(TICK);
     }
-    let at = at.lock().expect("lock").clone();
-    at
+    at.lock().expect("lock").clone()
 }
 
 #[tokio::test]
