@@ -7,8 +7,9 @@
 //! through a holding relay in front of the token server (only the victim uses it). The relay
 //! receiving that request is the deterministic signal that the victim is inside its refresh
 //! flight, holding the lease (checked in the lease row: held, owner `victim`, fence 1). The
-//! survivors want the refresh while the lease is held and wait for it. Then the victim is
-//! killed with SIGKILL:
+//! survivors want the refresh while the lease is held; their token still works, so they do not
+//! wait for the holder: they serve it and try the lease again as they go (a call never waits for
+//! the dead holder's lease). Then the victim is killed with SIGKILL:
 //!
 //! - **unanswered**: the relay never forwarded the request. The token server never saw it, the
 //!   stored refresh token is still live, and a survivor refreshes with it once the dead lease
@@ -523,6 +524,10 @@ fn run_order(cluster: &Cluster, order: Order) -> Value {
     );
     assert_eq!(failed, 0, "every call served: {figures} {rows:?}");
     assert!(ok > 50, "traffic ran: {figures}");
+    assert!(
+        max_call_ms < 1_000,
+        "calls with a working token did not wait for the held lease ({LEASE:?}): {figures}"
+    );
     match order {
         Order::Unanswered => {
             assert_eq!(
