@@ -1,9 +1,10 @@
 //! Two processes, each with its own pool (and its own in-process single flight), share one
 //! `FileStore` directory and one strict token server (rotation and reuse detection), and hit an
-//! expiring credential at the same moment: exactly one token-endpoint refresh, zero invalid_grant,
+//! expired credential at the same moment: exactly one token-endpoint refresh, zero invalid_grant,
 //! and both end up using the same new token. The store's cross-process refresh lock
 //! (`FileRefreshLock`, used by the pool through `CredentialStore::refresh_lock`) is what makes the
-//! second process wait, re-read the store, and skip its own refresh.
+//! second process wait, re-read the store, and skip its own refresh. (The token has expired: a
+//! process whose token still works does not wait for another's refresh, it serves its token.)
 //!
 //! The test binary re-executes itself (`--exact cross_process::child_pool --ignored`) for the
 //! children, which talk to the parent through stdin and prefixed stdout lines.
@@ -139,7 +140,7 @@ fn two_processes_refresh_an_expiring_credential_exactly_once() {
     tokens.inject(FaultTarget::Any, Fault::Latency(Duration::from_millis(300)));
     let grant = tokens.issue_grant("client-shared");
     let now = Utc::now();
-    let expiring = credential(ID, &grant, now).with_expires_at(now + TimeDelta::minutes(2));
+    let expiring = credential(ID, &grant, now).with_expires_at(now - TimeDelta::seconds(1));
     let dir = tempfile::tempdir().expect("temp dir");
     let store = FileStore::open(dir.path()).expect("store");
     rt.block_on(store.save(PROVIDER, &expiring, None))
