@@ -43,6 +43,10 @@ impl From<&Settings> for CallSettings {
     }
 }
 
+/// After a refresh deferred to another process's lease, how long calls use the current token
+/// without asking again (the refresher re-tries a held lease no sooner either).
+const DEFERRED_RECHECK_MS: i64 = 250;
+
 /// How one attempt failed.
 struct Failed<E> {
     kind: FailureKind,
@@ -438,7 +442,18 @@ impl OAuthKeyManager {
             Ok(fresh) => Ok((fresh, true)),
             // The refresh failed (recorded, backed off, alerted) or waits out its backoff, but the
             // token it was to replace still works: use it rather than fail the call.
-            Err(_) if credential.access_token_valid(self.now()) => Ok((credential, true)),
+            Err(e) if credential.access_token_valid(self.now()) => {
+                // Another process holds the refresh: its result arrives through the store. Until
+                // the lease is worth asking about again, calls take this token without deciding.
+                if matches!(e, oauth_refresh::RefreshError::Deferred { .. }) {
+                    let expiry = credential
+                        .expires_at
+                        .map_or(i64::MAX, |t| t.timestamp_millis());
+                    let until = wall_ms.saturating_add(DEFERRED_RECHECK_MS).min(expiry);
+                    slot.remember_usable_until(&credential, until, epoch, &self.inner.selection);
+                }
+                Ok((credential, true))
+            }
             Err(e) => {
                 let now = self.inner.time.health();
                 let ((), published) = slot.with_health(now, |h| h.note_token_unusable(now));
