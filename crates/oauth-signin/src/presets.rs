@@ -32,9 +32,10 @@ pub const QWEN_CODE_CLIENT_ID: &str = "f0304373b74a44d2b584a3fb70ca9e56";
 ///   checked on return, `access_type=offline` (so Google issues a refresh token);
 /// - scopes `cloud-platform`, `userinfo.email`, `userinfo.profile`;
 /// - client `OAUTH_CLIENT_ID` with `OAUTH_CLIENT_SECRET`, an installed-application client whose
-///   secret Google says "is obviously not treated as a secret". It is **not** copied here (as in
-///   `oauth-refresh`'s preset): pass it with [`SigninFlow::with_client_secret`]; Google refuses
-///   the exchange without it.
+///   secret Google says "is obviously not treated as a secret". This crate (which depends on
+///   `oauth-core` only) does not carry it: pass it with [`SigninFlow::with_client_secret`], e.g.
+///   `oauth_refresh::presets::GEMINI_CLI_CLIENT_SECRET`, as oauth-keeper does; Google refuses the
+///   exchange without it.
 ///
 /// Not taken from that file, and not verified against Google: the endpoint URLs (those
 /// google-auth-library uses, `accounts.google.com/o/oauth2/v2/auth` and
