@@ -1,6 +1,7 @@
 //! oauth-manager's integration tests: the Go behaviours, as improved, through the public API.
 
 mod builder;
+mod churn;
 mod deferred_refresh;
 mod failover;
 mod hot_path;
