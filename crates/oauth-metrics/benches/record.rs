@@ -5,9 +5,11 @@
 //! cycling through them), as the pool's round-robin spreads requests. The reported time is wall
 //! time divided by the records of all threads: aggregate nanoseconds per record, so a 2-thread
 //! figure below the 1-thread one means recording scales. `shared` runs 2 threads on one
-//! credential, the worst case; `in_memory_sharded` has one shard per core; `3cred_rr` runs 2 threads that both cycle through the same three
-//! credentials (what two tasks calling a pool of three do); `prometheus_1shard` is the
-//! Prometheus recorder with its counters unsharded, for comparison.
+//! credential, the worst case. `in_memory` is the default (a credential's counters get one shard
+//! per core the first time two threads record on it at once), `in_memory_1shard` never shards
+//! them; `3cred_rr` runs 2 threads that both cycle through the same three credentials (what two
+//! tasks calling a pool of three do); `prometheus_1shard` is the Prometheus recorder with its
+//! counters unsharded, for comparison.
 //!
 //! The `footprint` group registers 100,000 credentials in each recorder under a counting
 //! allocator and reports the live heap bytes per credential (handles kept, as the pool keeps them;
@@ -116,11 +118,10 @@ fn bench(c: &mut Criterion) {
             "provider",
             PrometheusConfig::new().with_shards(1),
         );
-        let cores = std::thread::available_parallelism().map_or(1, std::num::NonZero::get);
-        let memory_sharded = InMemoryRecorder::new().with_shards(cores);
+        let memory_1shard = InMemoryRecorder::new().with_shards(1);
         let recorders: [(&str, &dyn MetricsRecorder); 4] = [
             ("in_memory", &memory),
-            ("in_memory_sharded", &memory_sharded),
+            ("in_memory_1shard", &memory_1shard),
             ("prometheus", &prometheus),
             ("prometheus_1shard", &unsharded),
         ];
@@ -203,13 +204,12 @@ fn footprint(c: &mut Criterion) {
         .map(|i| CredentialId::new(format!("account-{i:06}")).expect("valid id"))
         .collect();
     let mut group = c.benchmark_group("footprint");
-    let cores = std::thread::available_parallelism().map_or(1, std::num::NonZero::get);
     type Make = Box<dyn Fn(&mut Registry) -> Box<dyn MetricsRecorder>>;
     let makers: [(&str, Make); 5] = [
         ("in_memory", Box::new(|_| Box::new(InMemoryRecorder::new()))),
         (
-            "in_memory_sharded",
-            Box::new(move |_| Box::new(InMemoryRecorder::new().with_shards(cores))),
+            "in_memory_1shard",
+            Box::new(|_| Box::new(InMemoryRecorder::new().with_shards(1))),
         ),
         (
             "prometheus",

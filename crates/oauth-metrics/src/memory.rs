@@ -1,14 +1,15 @@
 //! The in-memory recorder: everything the Go `CredentialMetrics` kept, plus a recent window.
 
-use std::collections::{BTreeMap, HashMap};
-use std::sync::{Arc, Mutex, MutexGuard, PoisonError, RwLock};
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::sync::atomic::{AtomicU32, Ordering, fence};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock, PoisonError, RwLock, TryLockError};
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use oauth_core::{CredentialId, FailureKind, UsageSnapshot};
 
 use crate::recorder::{CredentialRecorder, MetricsRecorder, RefreshResult, RequestOutcome};
-use crate::shard::{shard_count, thread_shard};
+use crate::shard::{default_shards, shard_count, thread_shard};
 
 /// The default length of the recent window: 5 minutes.
 pub const DEFAULT_WINDOW: Duration = Duration::from_secs(5 * 60);
@@ -51,14 +52,10 @@ pub struct InMemoryRecorder {
 
 #[derive(Debug, Default)]
 struct Entries {
-    map: HashMap<CredentialId, Entry>,
-    unregistered: usize,
-}
-
-#[derive(Debug)]
-struct Entry {
-    metrics: Arc<CredentialMetrics>,
-    registered: bool,
+    map: HashMap<CredentialId, Arc<CredentialMetrics>>,
+    /// The ids in `map` created by recording rather than registered (at most
+    /// `max_unregistered`; kept apart so that the map's entries stay two pointers).
+    unregistered: HashSet<CredentialId>,
 }
 
 impl Default for InMemoryRecorder {
@@ -68,14 +65,16 @@ impl Default for InMemoryRecorder {
 }
 
 impl InMemoryRecorder {
-    /// An empty recorder with a 5-minute window and the default unknown-id bound.
+    /// An empty recorder with a 5-minute window, the default unknown-id bound, and up to one
+    /// shard per core (at most 16) for credentials recorded by several threads at once.
     pub fn new() -> Self {
+        let shards = default_shards();
         Self {
             window: DEFAULT_WINDOW,
-            shards: 1,
+            shards,
             max_unregistered: DEFAULT_MAX_CREDENTIALS,
             entries: RwLock::default(),
-            overflow: Arc::new(CredentialMetrics::new(DEFAULT_WINDOW)),
+            overflow: Arc::new(CredentialMetrics::with_shards(DEFAULT_WINDOW, shards)),
         }
     }
 
@@ -85,18 +84,20 @@ impl InMemoryRecorder {
     #[must_use]
     pub fn with_window(mut self, window: Duration) -> Self {
         self.window = window;
-        self.overflow = Arc::new(CredentialMetrics::new(window));
+        self.overflow = Arc::new(CredentialMetrics::with_shards(window, self.shards));
         self
     }
 
-    /// Sets how many shards each credential's counters have (rounded up to a power of two, 1 to
-    /// 16; default 1). With one shard per core, threads recording on the same credential at the
-    /// same moment each take their own lock, so recording scales with threads; each shard costs
-    /// 384 bytes per credential. Applies to credentials created afterwards: call it on a new
-    /// recorder.
+    /// Sets how many shards each credential's counters may use (rounded up to a power of two, 1
+    /// to 16; default: the machine's parallelism, at most 16). A credential starts with one; the
+    /// first time two threads record on it at the same moment, its shards are allocated (384
+    /// bytes each) and from then on each thread records into its own, so recording on a shared
+    /// credential scales with threads. Credentials recorded by one thread at a time never pay
+    /// for them. Applies to credentials created afterwards: call it on a new recorder.
     #[must_use]
     pub fn with_shards(mut self, shards: usize) -> Self {
         self.shards = shard_count(shards);
+        self.overflow = Arc::new(CredentialMetrics::with_shards(self.window, self.shards));
         self
     }
 
@@ -112,23 +113,16 @@ impl InMemoryRecorder {
     pub fn register(&self, id: &CredentialId) -> Arc<CredentialMetrics> {
         let mut entries = self.write();
         let Entries { map, unregistered } = &mut *entries;
-        match map.get_mut(id) {
-            Some(entry) => {
-                if !entry.registered {
-                    entry.registered = true;
-                    *unregistered -= 1;
+        match map.get(id) {
+            Some(metrics) => {
+                if !unregistered.is_empty() {
+                    unregistered.remove(id);
                 }
-                Arc::clone(&entry.metrics)
+                Arc::clone(metrics)
             }
             None => {
                 let metrics = Arc::new(CredentialMetrics::with_shards(self.window, self.shards));
-                map.insert(
-                    id.clone(),
-                    Entry {
-                        metrics: Arc::clone(&metrics),
-                        registered: true,
-                    },
-                );
+                map.insert(id.clone(), Arc::clone(&metrics));
                 metrics
             }
         }
@@ -136,7 +130,7 @@ impl InMemoryRecorder {
 
     /// The metrics of `id` if it is known (registered, or created by recording by id).
     pub fn metrics(&self, id: &CredentialId) -> Option<Arc<CredentialMetrics>> {
-        self.read().map.get(id).map(|e| Arc::clone(&e.metrics))
+        self.read().map.get(id).map(Arc::clone)
     }
 
     /// Go `RecordRequest`: records a request by id. Unknown ids get an entry, within the bound
@@ -167,7 +161,7 @@ impl InMemoryRecorder {
             .read()
             .map
             .iter()
-            .map(|(id, e)| (id.clone(), Arc::clone(&e.metrics)))
+            .map(|(id, m)| (id.clone(), Arc::clone(m)))
             .collect();
         metrics
             .into_iter()
@@ -200,21 +194,15 @@ impl InMemoryRecorder {
             return m;
         }
         let mut entries = self.write();
-        if let Some(e) = entries.map.get(id) {
-            return Arc::clone(&e.metrics);
+        if let Some(m) = entries.map.get(id) {
+            return Arc::clone(m);
         }
-        if entries.unregistered >= self.max_unregistered {
+        if entries.unregistered.len() >= self.max_unregistered {
             return Arc::clone(&self.overflow);
         }
         let metrics = Arc::new(CredentialMetrics::with_shards(self.window, self.shards));
-        entries.unregistered += 1;
-        entries.map.insert(
-            id.clone(),
-            Entry {
-                metrics: Arc::clone(&metrics),
-                registered: false,
-            },
-        );
+        entries.unregistered.insert(id.clone());
+        entries.map.insert(id.clone(), Arc::clone(&metrics));
         metrics
     }
 
@@ -233,36 +221,54 @@ impl MetricsRecorder for InMemoryRecorder {
     }
 
     fn record_failover(&self, from: &CredentialId, _reason: FailureKind) {
-        self.metrics_or_create(from).lock().failovers += 1;
+        self.metrics_or_create(from).add_failover();
     }
 
     fn remove(&self, credential: &CredentialId) {
         let mut entries = self.write();
-        if let Some(e) = entries.map.remove(credential)
-            && !e.registered
-        {
-            entries.unregistered -= 1;
-        }
+        entries.map.remove(credential);
+        entries.unregistered.remove(credential);
     }
 }
 
 /// One credential's in-memory metrics (the Go `CredentialMetrics`); the handle
 /// [`InMemoryRecorder`] gives out.
 ///
-/// The counters sit behind a small mutex of their own, in one or more shards (see
-/// [`InMemoryRecorder::with_shards`]): a thread records into its own shard, so threads recording
-/// on the same credential at once do not wait for each other; a snapshot locks every shard (in
-/// order) and adds them up, so it is still consistent. One shard is 384 bytes.
+/// The counters sit behind a small mutex of their own and are allocated by the first record: a
+/// credential never used costs only this handle (64 bytes with its reference counts), one used
+/// adds its counters and recent window (352 bytes).
+///
+/// # Shards
+/// With more than one shard (see [`with_shards`](Self::with_shards) and
+/// [`InMemoryRecorder::with_shards`]), the first time two threads record on this credential at
+/// the same moment, the shards are allocated (384 bytes each, each on cache lines of its own),
+/// and from then on every thread records into its own, so threads recording on one credential
+/// no longer wait for each other or bounce its lines between their cores (the handle itself is
+/// then only read; the counters recorded before stay where they are). A credential recorded by
+/// one thread at a time never allocates them. A snapshot locks everything (in order) and adds it
+/// up, so it is still consistent: every request is in it whole or not at all.
 #[derive(Debug)]
 pub struct CredentialMetrics {
-    /// Shard 0, inline: with one shard (the default) recording follows no extra pointer.
-    first: Shard,
-    /// Shards 1 and up.
-    rest: Box<[Shard]>,
-    mask: usize,
+    /// The counters until two threads record at once (and what was recorded until then);
+    /// `None` until something is recorded.
+    first: Mutex<Option<Box<Counters>>>,
+    /// The shards, one per thread slot, allocated on the first contended record (behind a thin
+    /// pointer: this handle stays 48 bytes).
+    rest: OnceLock<Box<Rest>>,
+    width: Width,
+    /// Reads (snapshots) begun, in the high 16 bits, and finished, in the low 16, each wrapping:
+    /// a record that finds shard 0 held while a read may be holding it waits for it instead of
+    /// taking it for contention between recorders (see [`Self::reading`]).
+    reads: AtomicU32,
+    /// The number of shards (a power of two, 1 to 16).
+    shards: u8,
 }
 
-/// One shard: its own line(s), so two shards never share a cache line.
+/// The shards.
+#[derive(Debug)]
+struct Rest(Box<[Shard]>);
+
+/// One shard: its own cache lines, so two shards never share one.
 #[derive(Debug)]
 #[repr(align(64))]
 struct Shard(Mutex<Counters>);
@@ -283,7 +289,7 @@ struct Counters {
 }
 
 impl Counters {
-    fn new(window: Duration) -> Self {
+    const fn new() -> Self {
         Self {
             success_count: 0,
             error_count: 0,
@@ -295,7 +301,7 @@ impl Counters {
             refresh_failures: 0,
             last_refresh: None,
             failovers: 0,
-            recent: RecentWindow::new(window),
+            recent: RecentWindow::new(),
         }
     }
 }
@@ -313,24 +319,41 @@ impl CredentialMetrics {
         Self::with_shards(window, 1)
     }
 
-    /// Empty metrics with a recent window of `window`, in `shards` shards (rounded up to a power
-    /// of two, 1 to 16).
+    /// Empty metrics with a recent window of `window`, in up to `shards` shards (rounded up to a
+    /// power of two, 1 to 16; allocated on the first contended record, see the type's docs).
     pub fn with_shards(window: Duration, shards: usize) -> Self {
-        let shards = shard_count(shards);
-        let shard = || Shard(Mutex::new(Counters::new(window)));
         Self {
-            first: shard(),
-            rest: (1..shards).map(|_| shard()).collect(),
-            mask: shards - 1,
+            first: Mutex::new(None),
+            rest: OnceLock::new(),
+            width: Width::of(window),
+            reads: AtomicU32::new(0),
+            shards: u8::try_from(shard_count(shards)).unwrap_or(1),
         }
     }
 
     /// A consistent copy of the counters; the recent window is evaluated at `now`.
     pub fn snapshot(&self, now: DateTime<Utc>) -> UsageSnapshot {
-        let guards: Vec<MutexGuard<'_, Counters>> = self.all().map(lock).collect();
-        let mut s = UsageSnapshot::default();
-        for c in &guards {
-            let (recent_requests, recent_failures) = c.recent.totals(now);
+        self.reading(|| self.sum(now))
+    }
+
+    fn sum(&self, now: DateTime<Utc>) -> UsageSnapshot {
+        let first = lock(&self.first);
+        let rest: Vec<MutexGuard<'_, Counters>> = self
+            .rest
+            .get()
+            .map(|r| r.0.iter().map(|s| lock(&s.0)).collect())
+            .unwrap_or_default();
+        let current = self.width.slot(now);
+        let mut s = UsageSnapshot {
+            recent_window: self.width.window(),
+            ..UsageSnapshot::default()
+        };
+        for c in first
+            .as_deref()
+            .into_iter()
+            .chain(rest.iter().map(|g| &**g))
+        {
+            let (recent_requests, recent_failures) = c.recent.totals(current);
             s.success_count += c.success_count;
             s.error_count += c.error_count;
             s.tokens_used = s.tokens_used.saturating_add(c.tokens_used);
@@ -342,7 +365,6 @@ impl CredentialMetrics {
             s.last_refresh = s.last_refresh.max(c.last_refresh);
             s.recent_requests += recent_requests;
             s.recent_failures += recent_failures;
-            s.recent_window = c.recent.window();
         }
         s.request_count = s.success_count + s.error_count;
         s
@@ -350,33 +372,104 @@ impl CredentialMetrics {
 
     /// Failovers away from this credential.
     pub fn failovers(&self) -> u64 {
-        self.all().map(|s| lock(s).failovers).sum()
+        self.reading(|| {
+            let first = lock(&self.first).as_ref().map_or(0, |c| c.failovers);
+            let rest = self.rest.get().map_or(0, |r| {
+                r.0.iter()
+                    .map(|s| lock(&s.0).failovers)
+                    .fold(0u64, u64::saturating_add)
+            });
+            first.saturating_add(rest)
+        })
     }
 
-    /// The number of shards.
+    /// Runs `read`, which locks the shards, announced in `reads` so that a record finding shard
+    /// 0 held meanwhile does not take it for contention between recorders.
+    ///
+    /// A record decides that it met another recorder (and allocates the shards) only when no
+    /// read was running when it looked before its `try_lock`, and none began by the time it
+    /// looked again after the `try_lock` failed. Each look that matters is ordered with the
+    /// lock: the read publishes its beginning before it locks (release fence, paired with the
+    /// acquire fence after the failed `try_lock`, which read the read's lock or later), and its
+    /// end after it unlocked (release, paired with the acquire load before the `try_lock`). A
+    /// wrong guess could only cost memory (shards allocated for nothing), never a count.
+    fn reading<R>(&self, read: impl FnOnce() -> R) -> R {
+        self.reads.fetch_add(1 << 16, Ordering::Relaxed);
+        fence(Ordering::Release);
+        let out = read();
+        let _ = self
+            .reads
+            .fetch_update(Ordering::Release, Ordering::Relaxed, |v| {
+                Some((v & 0xffff_0000) | u32::from((v as u16).wrapping_add(1)))
+            });
+        out
+    }
+
+    /// Whether the `reads` seen before and after a failed `try_lock` rule out a read holding
+    /// the lock: none running at the first look, none begun by the second.
+    fn no_read_between(before: u32, after: u32) -> bool {
+        before >> 16 == before & 0xffff && after >> 16 == before >> 16
+    }
+
+    /// The number of shards the counters may use (allocated only once two threads record at
+    /// the same moment).
     pub fn shards(&self) -> usize {
-        self.mask + 1
+        usize::from(self.shards)
     }
 
-    fn all(&self) -> impl Iterator<Item = &Shard> {
-        std::iter::once(&self.first).chain(self.rest.iter())
+    /// Whether the shards have been allocated (by a contended record).
+    #[cfg(test)]
+    fn is_sharded(&self) -> bool {
+        self.rest.get().is_some()
     }
 
-    /// The calling thread's shard, locked.
-    fn lock(&self) -> MutexGuard<'_, Counters> {
-        if self.mask == 0 {
-            return lock(&self.first);
+    fn add_failover(&self) {
+        self.with_mine(|c| c.failovers = c.failovers.saturating_add(1));
+    }
+
+    /// Runs `f` on the calling thread's counters, locked: the first ones until two threads record
+    /// at the same moment, then the thread's own shard.
+    #[inline]
+    fn with_mine<R>(&self, f: impl FnOnce(&mut Counters) -> R) -> R {
+        if let Some(rest) = self.rest.get() {
+            return self.with_sharded(&rest.0, f);
         }
-        match (thread_shard() & self.mask).checked_sub(1) {
-            Some(i) => lock(self.rest.get(i).unwrap_or(&self.first)),
-            None => lock(&self.first),
+        let reads = self.reads.load(Ordering::Acquire);
+        let mut first = match self.first.try_lock() {
+            Ok(g) => g,
+            Err(TryLockError::Poisoned(p)) => p.into_inner(),
+            Err(TryLockError::WouldBlock) => {
+                fence(Ordering::Acquire);
+                if self.shards > 1
+                    && Self::no_read_between(reads, self.reads.load(Ordering::Relaxed))
+                {
+                    let rest = self.rest.get_or_init(|| {
+                        Box::new(Rest(
+                            (0..self.shards)
+                                .map(|_| Shard(Mutex::new(Counters::new())))
+                                .collect(),
+                        ))
+                    });
+                    return self.with_sharded(&rest.0, f);
+                }
+                lock(&self.first)
+            }
+        };
+        f(first.get_or_insert_with(|| Box::new(Counters::new())))
+    }
+
+    fn with_sharded<R>(&self, rest: &[Shard], f: impl FnOnce(&mut Counters) -> R) -> R {
+        let i = thread_shard() & (usize::from(self.shards) - 1);
+        match rest.get(i) {
+            Some(shard) => f(&mut lock(&shard.0)),
+            None => f(lock(&self.first).get_or_insert_with(|| Box::new(Counters::new()))),
         }
     }
 }
 
-fn lock(shard: &Shard) -> MutexGuard<'_, Counters> {
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     // Nothing panics while the lock is held; a poisoned lock still holds consistent counters.
-    shard.0.lock().unwrap_or_else(PoisonError::into_inner)
+    m.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
 impl CredentialRecorder for CredentialMetrics {
@@ -387,46 +480,74 @@ impl CredentialRecorder for CredentialMetrics {
         outcome: RequestOutcome,
         now: DateTime<Utc>,
     ) {
-        let mut c = self.lock();
         let failed = !outcome.is_success();
-        if failed {
-            c.error_count += 1;
-        } else {
-            c.success_count += 1;
-        }
-        c.tokens_used = c.tokens_used.saturating_add(tokens);
-        c.total_latency = c.total_latency.saturating_add(latency);
-        if c.first_used.is_none_or(|t| now < t) {
-            c.first_used = Some(now);
-        }
-        if c.last_used.is_none_or(|t| now > t) {
-            c.last_used = Some(now);
-        }
         // The recent window drives health alerts: a request rejected for its own fault says
         // nothing about the credential, so it counts as a request but not as a failure there.
         let credential_fault =
             failed && !matches!(outcome, RequestOutcome::Failure(FailureKind::RequestScoped));
-        c.recent.record(now, credential_fault);
+        let slot = self.width.slot(now);
+        self.with_mine(|c| {
+            if failed {
+                c.error_count += 1;
+            } else {
+                c.success_count += 1;
+            }
+            c.tokens_used = c.tokens_used.saturating_add(tokens);
+            c.total_latency = c.total_latency.saturating_add(latency);
+            if c.first_used.is_none_or(|t| now < t) {
+                c.first_used = Some(now);
+            }
+            if c.last_used.is_none_or(|t| now > t) {
+                c.last_used = Some(now);
+            }
+            c.recent.record(slot, credential_fault);
+        });
     }
 
     fn record_refresh(&self, result: RefreshResult, _duration: Duration, now: DateTime<Utc>) {
-        let mut c = self.lock();
-        if result.is_success() {
-            c.refresh_count += 1;
-            if c.last_refresh.is_none_or(|t| now > t) {
-                c.last_refresh = Some(now);
+        self.with_mine(|c| {
+            if result.is_success() {
+                c.refresh_count += 1;
+                if c.last_refresh.is_none_or(|t| now > t) {
+                    c.last_refresh = Some(now);
+                }
+            } else {
+                c.refresh_failures += 1;
             }
-        } else {
-            c.refresh_failures += 1;
-        }
+        });
     }
 
     /// Adds to `tokens_used` only: no request, latency or time of use is counted.
     fn record_tokens(&self, tokens: u64) {
         if tokens > 0 {
-            let mut c = self.lock();
-            c.tokens_used = c.tokens_used.saturating_add(tokens);
+            self.with_mine(|c| c.tokens_used = c.tokens_used.saturating_add(tokens));
         }
+    }
+}
+
+/// The width of the recent window's buckets, in milliseconds (at least 1): the window is
+/// `width * 30`. Kept once per credential, beside its shards.
+#[derive(Debug, Clone, Copy)]
+struct Width(i64);
+
+impl Width {
+    fn of(window: Duration) -> Self {
+        let buckets = RecentWindow::BUCKETS;
+        Self(
+            i64::try_from(window.as_millis() / u128::from(WINDOW_BUCKETS as u32))
+                .unwrap_or(i64::MAX / buckets)
+                .clamp(1, i64::MAX / buckets),
+        )
+    }
+
+    /// The window actually covered: the buckets' total width.
+    fn window(self) -> Duration {
+        Duration::from_millis(u64::try_from(self.0 * RecentWindow::BUCKETS).unwrap_or(u64::MAX))
+    }
+
+    /// The bucket slot of `at` (`timestamp_ms / width`); defined for every `DateTime`.
+    fn slot(self, at: DateTime<Utc>) -> i64 {
+        at.timestamp_millis().div_euclid(self.0)
     }
 }
 
@@ -434,11 +555,11 @@ impl CredentialRecorder for CredentialMetrics {
 /// `u32` counts (saturating). Which time slot a bucket holds follows from its position and the
 /// latest slot recorded (`last`): the ring always covers the 30 slots ending at `last`, and
 /// buckets are zeroed as `last` moves past them, so no bucket needs a timestamp of its own.
-/// 256 bytes (it was 720 with a timestamp and two `u64` counts per bucket).
+/// 248 bytes (it was 720 with a timestamp and two `u64` counts per bucket); the bucket width is
+/// the credential's [`Width`].
 #[derive(Debug)]
 struct RecentWindow {
-    width_ms: i64,
-    /// The latest slot (`timestamp_ms / width_ms`) recorded; `i64::MIN` before the first record.
+    /// The latest slot recorded; `i64::MIN` before the first record.
     last: i64,
     /// Requests and failures per slot, at index `slot mod 30`.
     counts: [[u32; 2]; WINDOW_BUCKETS],
@@ -447,32 +568,18 @@ struct RecentWindow {
 impl RecentWindow {
     const BUCKETS: i64 = WINDOW_BUCKETS as i64;
 
-    fn new(window: Duration) -> Self {
-        let width_ms = i64::try_from(window.as_millis() / u128::from(WINDOW_BUCKETS as u32))
-            .unwrap_or(i64::MAX / Self::BUCKETS)
-            .clamp(1, i64::MAX / Self::BUCKETS);
+    const fn new() -> Self {
         Self {
-            width_ms,
             last: i64::MIN,
             counts: [[0; 2]; WINDOW_BUCKETS],
         }
-    }
-
-    /// The window actually covered: the buckets' total width.
-    fn window(&self) -> Duration {
-        Duration::from_millis(u64::try_from(self.width_ms * Self::BUCKETS).unwrap_or(u64::MAX))
     }
 
     fn index(slot: i64) -> usize {
         usize::try_from(slot.rem_euclid(Self::BUCKETS)).unwrap_or(0)
     }
 
-    fn slot(&self, at: DateTime<Utc>) -> i64 {
-        at.timestamp_millis().div_euclid(self.width_ms)
-    }
-
-    fn record(&mut self, at: DateTime<Utc>, failed: bool) {
-        let slot = self.slot(at);
+    fn record(&mut self, slot: i64, failed: bool) {
         if self.last == i64::MIN || slot.saturating_sub(self.last) >= Self::BUCKETS {
             self.counts = [[0; 2]; WINDOW_BUCKETS];
             self.last = slot;
@@ -490,12 +597,11 @@ impl RecentWindow {
     }
 
     /// Requests and failures in the buckets that end no earlier than `now - window` (the current
-    /// bucket and the 29 before it) among those the ring still holds.
-    fn totals(&self, now: DateTime<Utc>) -> (u64, u64) {
+    /// slot `current` and the 29 before it) among those the ring still holds.
+    fn totals(&self, current: i64) -> (u64, u64) {
         if self.last == i64::MIN {
             return (0, 0);
         }
-        let current = self.slot(now);
         let lo = self.last.max(current) - (Self::BUCKETS - 1);
         let hi = self.last.min(current);
         (lo..=hi.max(lo - 1))
@@ -518,9 +624,49 @@ mod tests {
             .expect("valid date")
     }
 
+    /// A window with its width, as a credential keeps them, recording and read at times.
+    struct TestWindow {
+        width: Width,
+        inner: RecentWindow,
+    }
+
+    impl TestWindow {
+        fn new(window: Duration) -> Self {
+            Self {
+                width: Width::of(window),
+                inner: RecentWindow::new(),
+            }
+        }
+
+        fn window(&self) -> Duration {
+            self.width.window()
+        }
+
+        fn record(&mut self, at: DateTime<Utc>, failed: bool) {
+            self.inner.record(self.width.slot(at), failed);
+        }
+
+        fn totals(&self, now: DateTime<Utc>) -> (u64, u64) {
+            self.inner.totals(self.width.slot(now))
+        }
+    }
+
+    impl std::ops::Deref for TestWindow {
+        type Target = RecentWindow;
+        fn deref(&self) -> &RecentWindow {
+            &self.inner
+        }
+    }
+
+    impl std::ops::DerefMut for TestWindow {
+        fn deref_mut(&mut self) -> &mut RecentWindow {
+            &mut self.inner
+        }
+    }
+
     #[test]
     fn window_counts_recent_and_forgets_old() {
-        let mut w = RecentWindow::new(Duration::from_secs(300));
+        let mut w = TestWindow::new(Duration::from_secs(300));
         assert_eq!(w.window(), Duration::from_secs(300));
         w.record(t0(), false);
         w.record(t0() + TimeDelta::seconds(100), true);
@@ -540,7 +686,7 @@ mod tests {
 
     #[test]
     fn window_does_not_count_the_future() {
-        let mut w = RecentWindow::new(Duration::from_secs(60));
+        let mut w = TestWindow::new(Duration::from_secs(60));
         w.record(t0() + TimeDelta::seconds(30), true);
         assert_eq!(w.totals(t0()), (0, 0));
         assert_eq!(w.totals(t0() + TimeDelta::seconds(30)), (1, 1));
@@ -555,9 +701,9 @@ mod tests {
 
     impl OldWindow {
         fn new(window: Duration) -> Self {
-            let w = RecentWindow::new(window);
+            let w = TestWindow::new(window);
             Self {
-                width_ms: w.width_ms,
+                width_ms: w.width.0,
                 buckets: [(i64::MIN, 0, 0); WINDOW_BUCKETS],
             }
         }
@@ -632,17 +778,17 @@ mod tests {
             window_s in 1u64..900,
             ops in proptest::collection::vec((-400i64..400, proptest::bool::ANY, proptest::bool::ANY), 1..200),
         ) {
-            let mut w = RecentWindow::new(Duration::from_secs(window_s));
+            let mut w = TestWindow::new(Duration::from_secs(window_s));
             let mut model = Model::default();
             let mut at = t0();
             for (step_s, failed, query) in ops {
                 at += TimeDelta::milliseconds(step_s * 100);
                 if query {
-                    let current = at.timestamp_millis().div_euclid(w.width_ms);
+                    let current = at.timestamp_millis().div_euclid(w.width.0);
                     proptest::prop_assert_eq!(w.totals(at), model.totals(current));
                 } else {
                     w.record(at, failed);
-                    model.record(at.timestamp_millis().div_euclid(w.width_ms), failed);
+                    model.record(at.timestamp_millis().div_euclid(w.width.0), failed);
                 }
             }
         }
@@ -656,7 +802,7 @@ mod tests {
             ops in proptest::collection::vec((0i64..120_000, proptest::bool::ANY, 0u8..4), 1..300),
         ) {
             let window = Duration::from_secs(window_s);
-            let mut new = RecentWindow::new(window);
+            let mut new = TestWindow::new(window);
             let mut old = OldWindow::new(window);
             let mut at = t0();
             for (step_ms, failed, kind) in ops {
@@ -722,25 +868,187 @@ mod tests {
 
     #[test]
     fn counts_saturate_instead_of_wrapping() {
-        let mut w = RecentWindow::new(Duration::from_secs(300));
-        w.counts[RecentWindow::index(w.slot(t0()))] = [u32::MAX, u32::MAX - 1];
-        w.last = w.slot(t0());
+        let mut w = TestWindow::new(Duration::from_secs(300));
+        let slot = w.width.slot(t0());
+        w.counts[RecentWindow::index(slot)] = [u32::MAX, u32::MAX - 1];
+        w.last = slot;
         w.record(t0(), true);
         w.record(t0(), true);
         assert_eq!(w.totals(t0()), (u64::from(u32::MAX), u64::from(u32::MAX)));
     }
 
     #[test]
-    fn the_window_is_small() {
-        assert_eq!(std::mem::size_of::<RecentWindow>(), 256);
-        // One shard of counters: 368 bytes on x86_64, 384 with its alignment (840 before).
-        assert!(std::mem::size_of::<Counters>() <= 384);
-        assert_eq!(std::mem::size_of::<Shard>(), 384);
+    fn the_handle_is_small_and_the_counters_come_with_the_first_record() {
+        // On x86_64: the handle 48 bytes (64 with the `Arc`'s counts; 512 before), the counters
+        // 352 once something is recorded, the window 248 of them (720 before).
+        if cfg!(target_pointer_width = "64") {
+            assert_eq!(std::mem::size_of::<CredentialMetrics>(), 48);
+            assert_eq!(std::mem::size_of::<Counters>(), 352);
+            assert_eq!(std::mem::size_of::<RecentWindow>(), 248);
+        }
+        assert_eq!(std::mem::size_of::<Shard>() % 64, 0);
+        let m = CredentialMetrics::with_shards(Duration::from_secs(300), 4);
+        assert!(
+            lock(&m.first).is_none(),
+            "nothing allocated before the first record"
+        );
+        assert_eq!(
+            m.snapshot(t0()),
+            UsageSnapshot {
+                recent_window: Duration::from_secs(300),
+                ..UsageSnapshot::default()
+            }
+        );
+        assert!(lock(&m.first).is_none(), "a snapshot allocates nothing");
+        m.record_request(1, Duration::from_millis(5), RequestOutcome::Success, t0());
+        assert!(lock(&m.first).is_some());
+        assert!(!m.is_sharded(), "one thread alone stays in shard 0");
+    }
+
+    /// Runs `f` on a new thread whose shard (of `shards`) is not shard 0, trying new threads
+    /// until one is.
+    fn on_a_thread_off_shard_0(shards: usize, f: impl Fn() + Sync) {
+        std::thread::scope(|s| {
+            for _ in 0..64 {
+                let off = s
+                    .spawn(|| {
+                        let off = thread_shard() & (shards - 1) != 0;
+                        if off {
+                            f();
+                        }
+                        off
+                    })
+                    .join()
+                    .expect("thread");
+                if off {
+                    return;
+                }
+            }
+            panic!("no thread got a shard other than 0");
+        });
+    }
+
+    #[test]
+    fn a_contended_record_takes_a_shard_of_its_own_instead_of_waiting() {
+        let m = CredentialMetrics::with_shards(Duration::from_secs(300), 4);
+        m.record_request(1, Duration::from_millis(1), RequestOutcome::Success, t0());
+        {
+            // Another recorder holds shard 0: this record must not wait for it.
+            let _held = lock(&m.first);
+            on_a_thread_off_shard_0(4, || {
+                m.record_request(2, Duration::from_millis(3), RequestOutcome::Success, t0());
+            });
+        }
+        assert!(m.is_sharded());
+        let s = m.snapshot(t0());
+        assert_eq!((s.request_count, s.tokens_used), (2, 3));
+        assert_eq!(s.total_latency, Duration::from_millis(4));
+        assert_eq!(s.recent_requests, 2);
+        // From now on other threads record into their own shards too.
+        on_a_thread_off_shard_0(4, || {
+            m.record_request(4, Duration::ZERO, RequestOutcome::Success, t0());
+        });
+        assert_eq!(m.snapshot(t0()).tokens_used, 7);
+    }
+
+    #[test]
+    fn one_shard_never_allocates_more() {
+        let m = CredentialMetrics::new(Duration::from_secs(300));
+        std::thread::scope(|s| {
+            for _ in 0..2 {
+                s.spawn(|| {
+                    for _ in 0..20_000 {
+                        m.record_request(1, Duration::ZERO, RequestOutcome::Success, t0());
+                    }
+                });
+            }
+        });
+        assert!(!m.is_sharded());
+        assert_eq!(m.snapshot(t0()).request_count, 40_000);
+    }
+
+    /// Snapshots taken while one thread records do not count as contention: the credential
+    /// stays in one shard (a reporting loop would otherwise shard every credential in time).
+    #[test]
+    fn snapshots_do_not_shard_a_credential() {
+        let m = CredentialMetrics::with_shards(Duration::from_secs(300), 4);
+        let done = std::sync::atomic::AtomicBool::new(false);
+        std::thread::scope(|s| {
+            s.spawn(|| {
+                for _ in 0..200_000 {
+                    m.record_request(1, Duration::ZERO, RequestOutcome::Success, t0());
+                }
+                done.store(true, Ordering::Release);
+            });
+            s.spawn(|| {
+                while !done.load(Ordering::Acquire) {
+                    std::hint::black_box(m.snapshot(t0()));
+                }
+            });
+        });
+        assert!(!m.is_sharded());
+        assert_eq!(m.snapshot(t0()).request_count, 200_000);
+    }
+
+    /// Writers on one credential at once, with snapshots taken meanwhile: every snapshot holds
+    /// whole requests only, and the end result is the sum of everything recorded, whether or not
+    /// (and whenever) the credential got its shards.
+    #[test]
+    fn concurrent_writers_sum_to_the_total_and_snapshots_stay_whole() {
+        for shards in [1, 2, 4, 16] {
+            let m = CredentialMetrics::with_shards(Duration::from_secs(300), shards);
+            let writers = 4u64;
+            let per_writer = 20_000u64;
+            let done = AtomicU32::new(0);
+            std::thread::scope(|s| {
+                for t in 0..writers {
+                    let (m, done) = (&m, &done);
+                    s.spawn(move || {
+                        for i in 0..per_writer {
+                            let outcome = if (i + t) % 5 == 0 {
+                                RequestOutcome::Failure(FailureKind::Transient)
+                            } else {
+                                RequestOutcome::Success
+                            };
+                            m.record_request(3, Duration::from_micros(7), outcome, t0());
+                            if i % 1000 == 0 {
+                                m.record_refresh(RefreshResult::Success, Duration::ZERO, t0());
+                            }
+                        }
+                        done.fetch_add(1, Ordering::Release);
+                    });
+                }
+                s.spawn(|| {
+                    while done.load(Ordering::Acquire) < 4 {
+                        let snap = m.snapshot(t0());
+                        assert_eq!(snap.tokens_used, 3 * snap.request_count);
+                        assert_eq!(
+                            snap.total_latency,
+                            Duration::from_micros(7 * snap.request_count)
+                        );
+                        assert_eq!(snap.recent_requests, snap.request_count);
+                        assert_eq!(snap.recent_failures, snap.error_count);
+                    }
+                });
+            });
+            let s = m.snapshot(t0());
+            let total = writers * per_writer;
+            assert_eq!(s.request_count, total, "{shards} shards");
+            assert_eq!(s.error_count, total / 5);
+            assert_eq!(s.tokens_used, 3 * total);
+            assert_eq!(s.total_latency, Duration::from_micros(7 * total));
+            assert_eq!((s.recent_requests, s.recent_failures), (total, total / 5));
+            assert_eq!(s.refresh_count, writers * per_writer / 1000);
+            assert_eq!((s.first_used, s.last_used), (Some(t0()), Some(t0())));
+            if shards == 1 {
+                assert!(!m.is_sharded());
+            }
+        }
     }
 
     #[test]
     fn tiny_window_is_clamped() {
-        let w = RecentWindow::new(Duration::ZERO);
+        let w = TestWindow::new(Duration::ZERO);
         assert_eq!(w.window(), Duration::from_millis(30));
     }
 }

@@ -13,6 +13,7 @@ mod pool;
 mod prometheus;
 #[cfg(feature = "prometheus")]
 mod scrape;
+mod usage_model;
 
 use chrono::{DateTime, TimeZone, Utc};
 use oauth_core::CredentialId;
