@@ -2,8 +2,8 @@
 
 use std::time::Duration;
 
-use oauth_core::CredentialId;
-use oauth_store::StoreChange;
+use oauth_core::{CredentialId, CredentialState, EventKind, FailureKind};
+use oauth_store::{SharedState, StoreChange};
 use tokio::sync::{broadcast, watch};
 use tokio::task::JoinHandle;
 
@@ -221,9 +221,90 @@ impl OAuthKeyManager {
                     ));
                 }
             }
+            StoreChange::StateChanged {
+                provider,
+                id,
+                state,
+                version,
+            } if provider == self.provider() => {
+                if let Some(slot) = self.slot(id.as_str()) {
+                    self.apply_shared_state(&slot, state, version).await;
+                }
+            }
             StoreChange::Resync { provider } if provider == self.provider() => {
                 let mut report = MaintenanceReport::default();
                 self.adopt_store_changes(&mut report).await;
+            }
+            _ => {}
+        }
+    }
+
+    /// Adopts a state another process published for `slot`, without publishing it again, and
+    /// reports it only when it changed something here (so a replica emits one event at most).
+    async fn apply_shared_state(
+        &self,
+        slot: &std::sync::Arc<crate::selection::Slot>,
+        state: SharedState,
+        version: Option<u64>,
+    ) {
+        let time = &self.inner.time;
+        let now = time.health();
+        match state {
+            SharedState::Disabled | SharedState::Enabled => {
+                let disable = state == SharedState::Disabled;
+                let was = slot.read_health(|h| h.state(now) == CredentialState::Disabled);
+                if was == disable {
+                    return;
+                }
+                let ((), published) = slot.with_health(now, |h| {
+                    if disable {
+                        h.disable();
+                    } else {
+                        h.enable();
+                    }
+                });
+                self.after_health_change(slot, None, published);
+                let credential = slot.id.clone();
+                self.emit(if disable {
+                    EventKind::Disabled { credential }
+                } else {
+                    EventKind::Enabled { credential }
+                });
+            }
+            SharedState::NeedsReauthorization => {
+                if slot.read_health(oauth_core::CredentialHealth::needs_reauthorization) {
+                    return;
+                }
+                if let Some(dead) = version {
+                    // Decided on an older refresh token than this replica holds, or than the
+                    // store holds now (a re-authorization since): not ours to mark.
+                    if slot.version() > dead {
+                        return;
+                    }
+                    if let Ok(Some(stored)) = self.inner.refreshing.load(&slot.id).await
+                        && stored.version > dead
+                    {
+                        self.inner.refreshing.adopt_from_store(self, slot).await;
+                        return;
+                    }
+                }
+                let policy = self.settings().health.clone();
+                let usable_until = slot
+                    .credential()
+                    .expires_at
+                    .map_or(chrono::DateTime::<chrono::Utc>::MAX_UTC, |t| {
+                        time.on_timeline(t)
+                    });
+                let (change, published) = slot.with_health(now, |h| {
+                    h.record_refresh_failure(
+                        FailureKind::PermanentAuth,
+                        Some(usable_until),
+                        &policy,
+                        now,
+                    )
+                });
+                // Reported here, not published again: it came from the store.
+                self.after_health_change(slot, change, published);
             }
             _ => {}
         }

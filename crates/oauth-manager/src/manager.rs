@@ -232,7 +232,8 @@ impl OAuthKeyManager {
         Ok(())
     }
 
-    /// Takes a credential out of rotation until [`enable`](Self::enable).
+    /// Takes a credential out of rotation until [`enable`](Self::enable). With a store shared by
+    /// several processes (one with a change feed), the others take it out of rotation too.
     ///
     /// # Errors
     /// [`UnknownCredential`].
@@ -240,6 +241,9 @@ impl OAuthKeyManager {
         let slot = self.slot_or_err(id)?;
         let ((), published) = slot.with_health(self.inner.time.health(), |h| h.disable());
         self.after_health_change(&slot, None, published);
+        self.inner
+            .refreshing
+            .publish_state(&slot.id, oauth_store::SharedState::Disabled, None);
         self.emit(EventKind::Disabled {
             credential: slot.id.clone(),
         });
@@ -260,7 +264,8 @@ impl OAuthKeyManager {
         Ok(cleared)
     }
 
-    /// Puts a disabled credential back into rotation.
+    /// Puts a disabled credential back into rotation (in the other processes sharing the store
+    /// too).
     ///
     /// # Errors
     /// [`UnknownCredential`].
@@ -268,6 +273,9 @@ impl OAuthKeyManager {
         let slot = self.slot_or_err(id)?;
         let ((), published) = slot.with_health(self.inner.time.health(), |h| h.enable());
         self.after_health_change(&slot, None, published);
+        self.inner
+            .refreshing
+            .publish_state(&slot.id, oauth_store::SharedState::Enabled, None);
         self.emit(EventKind::Enabled {
             credential: slot.id.clone(),
         });

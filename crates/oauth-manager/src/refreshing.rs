@@ -191,6 +191,28 @@ impl Refreshing {
         }
     }
 
+    /// Shares a credential's state (disabled, enabled, dead grant) with the other processes using
+    /// the store, as decided at stored `version` (on its own task; nothing for a store without a
+    /// change feed).
+    pub(crate) fn publish_state(
+        &self,
+        id: &oauth_core::CredentialId,
+        state: oauth_store::SharedState,
+        version: Option<u64>,
+    ) {
+        if !self.shared {
+            return;
+        }
+        let (store, provider, id) = (Arc::clone(&self.store), self.provider.clone(), id.clone());
+        if let Ok(rt) = tokio::runtime::Handle::try_current() {
+            rt.spawn(async move {
+                if let Err(e) = store.publish_state(&provider, &id, state, version).await {
+                    tracing::warn!(provider = %provider, credential = %id, state = state.as_str(), error = %e, "sharing a credential state failed");
+                }
+            });
+        }
+    }
+
     /// One stored credential, for a credential that joined the store from elsewhere.
     pub(crate) async fn load(
         &self,
@@ -953,6 +975,14 @@ impl RefreshTarget for SlotRefresh {
             reason: kind,
             consecutive_failures: failures,
         });
+        if matches!(change, Some(HealthChange::NeedsReauthorization { .. })) {
+            // The other replicas must not present this refresh token again either.
+            self.refreshing().publish_state(
+                &slot.id,
+                oauth_store::SharedState::NeedsReauthorization,
+                Some(slot.version()),
+            );
+        }
         manager.after_health_change(slot, change, published);
         None
     }

@@ -6,7 +6,7 @@ use std::sync::atomic::Ordering;
 
 use chrono::DateTime;
 use oauth_core::CredentialId;
-use oauth_store::StoreChange;
+use oauth_store::{SharedState, StoreChange};
 use serde::Deserialize;
 use tokio::sync::mpsc;
 use tokio_postgres::tls::{MakeTlsConnect, TlsConnect};
@@ -75,6 +75,26 @@ pub(crate) fn cooldown_suffix(provider: &str, id: &str) -> String {
     }
 }
 
+/// The payload announcing a shared credential state (`None` when the names are too long for a
+/// payload: the caller then announces nothing, receivers keep their own view).
+pub(crate) fn state_payload(
+    instance: &str,
+    provider: &str,
+    id: &str,
+    state: SharedState,
+    version: Option<u64>,
+) -> Option<String> {
+    let version = version.map_or_else(|| "null".to_owned(), |v| v.to_string());
+    let text = format!(
+        "{{\"o\":{},\"k\":\"s\",\"s\":{},\"v\":{version},\"p\":{},\"i\":{}}}",
+        json(instance),
+        json(state.as_str()),
+        json(provider),
+        json(id)
+    );
+    (text.len() <= MAX_PAYLOAD).then_some(text)
+}
+
 #[derive(Deserialize)]
 struct Wire {
     o: String,
@@ -85,6 +105,10 @@ struct Wire {
     i: Option<String>,
     #[serde(default)]
     u: Option<i64>,
+    #[serde(default)]
+    s: Option<String>,
+    #[serde(default)]
+    v: Option<u64>,
 }
 
 /// The LISTEN task: runs sessions for as long as the store lives (it is aborted when the last
@@ -289,6 +313,18 @@ async fn dispatch(
                 until,
             }
         }
+        ("s", Some((provider, id))) => {
+            // A state this version does not know is ignored, not a reason to resync.
+            let Some(state) = wire.s.as_deref().and_then(SharedState::parse) else {
+                return true;
+            };
+            StoreChange::StateChanged {
+                provider,
+                id,
+                state,
+                version: wire.v,
+            }
+        }
         _ => return announce_resync(shared, client, config).await,
     };
     let _ = shared.changes.send(change);
@@ -336,5 +372,21 @@ mod tests {
         );
         let w: Wire = serde_json::from_str(&cooldown).expect("json");
         assert!(w.p.is_none(), "degrades to a resync");
+
+        let state = state_payload("r", "p\"", "i", SharedState::NeedsReauthorization, Some(7))
+            .expect("fits");
+        let w: Wire = serde_json::from_str(&state).expect("json");
+        assert_eq!((w.k.as_str(), w.v), ("s", Some(7)));
+        assert_eq!(
+            w.s.as_deref().and_then(SharedState::parse),
+            Some(SharedState::NeedsReauthorization)
+        );
+        assert_eq!(w.p.as_deref(), Some("p\""));
+        let w: Wire = serde_json::from_str(
+            &state_payload("r", "p", "i", SharedState::Disabled, None).expect("fits"),
+        )
+        .expect("json");
+        assert_eq!((w.s.as_deref(), w.v), (Some("disabled"), None));
+        assert!(state_payload("r", &long, "i", SharedState::Enabled, None).is_none());
     }
 }

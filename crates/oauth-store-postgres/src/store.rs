@@ -10,7 +10,9 @@ use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use deadpool_postgres::{Manager, ManagerConfig, Object, Pool, RecyclingMethod, Runtime};
 use oauth_core::{Credential, CredentialId};
-use oauth_store::{CredentialStore, RefreshLock, StoreChange, StoreError, Version, Versioned};
+use oauth_store::{
+    CredentialStore, RefreshLock, SharedState, StoreChange, StoreError, Version, Versioned,
+};
 use tokio::sync::{Notify, broadcast, watch};
 use tokio::task::JoinHandle;
 use tokio_postgres::NoTls;
@@ -737,6 +739,34 @@ impl CredentialStore for PostgresStore {
                 ],
             )
             .await?;
+            Ok(())
+        })
+        .await
+    }
+
+    /// Sent as a notification only (nothing is stored): replicas listening now adopt it; one
+    /// that reconnects later learns a dead grant on its own next refresh attempt.
+    async fn publish_state(
+        &self,
+        provider: &str,
+        id: &CredentialId,
+        state: SharedState,
+        version: Option<Version>,
+    ) -> Result<(), StoreError> {
+        check_provider(provider)?;
+        let op = "publish_state";
+        let Some(payload) = listen::state_payload(
+            &self.inner.shared.instance,
+            provider,
+            id.as_str(),
+            state,
+            version,
+        ) else {
+            return Ok(());
+        };
+        self.run(op, async {
+            self.query(op, "SELECT pg_notify($1, $2)::text", &[&CHANNEL, &payload])
+                .await?;
             Ok(())
         })
         .await

@@ -65,7 +65,9 @@ mod table;
 pub use error::StoreError;
 pub use file::{FileRefreshLock, FileStore, SCHEMA_VERSION};
 pub use memory::{MemoryRefreshLock, MemoryStore};
-pub use store::{CredentialStore, RefreshGuard, RefreshLock, StoreChange, Version, Versioned};
+pub use store::{
+    CredentialStore, RefreshGuard, RefreshLock, SharedState, StoreChange, Version, Versioned,
+};
 
 /// Rejects provider names no store can keep (the empty one).
 fn check_provider(provider: &str) -> Result<(), StoreError> {

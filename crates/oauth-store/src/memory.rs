@@ -2,14 +2,23 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::fmt;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
 use async_trait::async_trait;
+use chrono::{DateTime, Utc};
 use oauth_core::{Credential, CredentialId};
+use tokio::sync::broadcast;
 
 use crate::table::Table;
-use crate::{CredentialStore, RefreshGuard, RefreshLock, StoreError, Version, Versioned};
+use crate::{
+    CredentialStore, RefreshGuard, RefreshLock, SharedState, StoreChange, StoreError, Version,
+    Versioned,
+};
+
+/// Room in each replica's change feed before it lags (a lagging receiver resyncs).
+const FEED_CAPACITY: usize = 1024;
 
 /// A store that keeps credentials in this process's memory: nothing survives a restart.
 ///
@@ -17,16 +26,66 @@ use crate::{CredentialStore, RefreshGuard, RefreshLock, StoreError, Version, Ver
 /// against it and [`FileStore`](crate::FileStore) alike), and a fine store for tests and for pools
 /// whose credentials come from configuration every time. Cloning shares the same store, and its
 /// [`RefreshLock`] coordinates every pool in this process that shares it.
+///
+/// A store has no change feed ([`CredentialStore::changes`] is `None`) unless it is a
+/// [`replica`](Self::replica) view, which plays one process of a multi-replica deployment: the
+/// other replicas' writes, published cooldowns and published states reach its feed.
 #[derive(Clone, Default)]
 pub struct MemoryStore {
     tables: Arc<Mutex<HashMap<String, Table>>>,
     refresh_lock: Arc<MemoryRefreshLock>,
+    feeds: Arc<Feeds>,
+    /// This view's own feed, for a replica view.
+    member: Option<(u64, broadcast::Sender<StoreChange>)>,
+}
+
+/// The change feeds of every replica view of one store.
+#[derive(Default)]
+struct Feeds {
+    members: Mutex<Vec<(u64, broadcast::Sender<StoreChange>)>>,
+    next: AtomicU64,
 }
 
 impl MemoryStore {
     /// An empty store.
     pub fn new() -> Self {
         Self::default()
+    }
+
+    /// Another process's view of this store: the same contents and refresh lock, plus a change
+    /// feed that carries what the other views write (saves, deletes, published cooldowns and
+    /// states), not what this view writes itself, as a shared database's feed would. Each
+    /// replica's feed lives as long as the store.
+    pub fn replica(&self) -> Self {
+        let id = self.feeds.next.fetch_add(1, Ordering::Relaxed);
+        let (tx, _) = broadcast::channel(FEED_CAPACITY);
+        self.feeds
+            .members
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .push((id, tx.clone()));
+        Self {
+            tables: Arc::clone(&self.tables),
+            refresh_lock: Arc::clone(&self.refresh_lock),
+            feeds: Arc::clone(&self.feeds),
+            member: Some((id, tx)),
+        }
+    }
+
+    /// Delivers `change` to every replica view but this one.
+    fn announce(&self, change: &StoreChange) {
+        let own = self.member.as_ref().map(|(id, _)| *id);
+        let members = self
+            .feeds
+            .members
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        for (id, tx) in members.iter() {
+            if Some(*id) != own {
+                // No receiver yet: nobody to tell.
+                let _ = tx.send(change.clone());
+            }
+        }
     }
 
     fn tables(&self) -> MutexGuard<'_, HashMap<String, Table>> {
@@ -88,7 +147,12 @@ impl CredentialStore for MemoryStore {
         credential: &Credential,
         expected: Option<Version>,
     ) -> Result<Version, StoreError> {
-        self.write(provider, |t| t.save(provider, credential, expected))
+        let version = self.write(provider, |t| t.save(provider, credential, expected))?;
+        self.announce(&StoreChange::Changed {
+            provider: provider.to_owned(),
+            id: credential.id.clone(),
+        });
+        Ok(version)
     }
 
     async fn delete(
@@ -97,7 +161,12 @@ impl CredentialStore for MemoryStore {
         id: &CredentialId,
         expected: Option<Version>,
     ) -> Result<(), StoreError> {
-        self.write(provider, |t| t.delete(provider, id, expected))
+        self.write(provider, |t| t.delete(provider, id, expected))?;
+        self.announce(&StoreChange::Removed {
+            provider: provider.to_owned(),
+            id: id.clone(),
+        });
+        Ok(())
     }
 
     async fn versions(
@@ -109,6 +178,43 @@ impl CredentialStore for MemoryStore {
 
     fn refresh_lock(&self) -> Option<Arc<dyn RefreshLock>> {
         Some(Arc::clone(&self.refresh_lock) as Arc<dyn RefreshLock>)
+    }
+
+    /// `Some` for a [`replica`](MemoryStore::replica) view only.
+    fn changes(&self) -> Option<broadcast::Receiver<StoreChange>> {
+        self.member.as_ref().map(|(_, tx)| tx.subscribe())
+    }
+
+    async fn publish_cooldown(
+        &self,
+        provider: &str,
+        id: &CredentialId,
+        until: DateTime<Utc>,
+    ) -> Result<(), StoreError> {
+        crate::check_provider(provider)?;
+        self.announce(&StoreChange::CooledDown {
+            provider: provider.to_owned(),
+            id: id.clone(),
+            until,
+        });
+        Ok(())
+    }
+
+    async fn publish_state(
+        &self,
+        provider: &str,
+        id: &CredentialId,
+        state: SharedState,
+        version: Option<Version>,
+    ) -> Result<(), StoreError> {
+        crate::check_provider(provider)?;
+        self.announce(&StoreChange::StateChanged {
+            provider: provider.to_owned(),
+            id: id.clone(),
+            state,
+            version,
+        });
+        Ok(())
     }
 }
 

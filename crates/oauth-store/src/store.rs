@@ -117,6 +117,57 @@ pub trait CredentialStore: Send + Sync + fmt::Debug {
         let _ = (provider, id, until);
         Ok(())
     }
+
+    /// Shares a change of a credential's state made by this process (an operator disabled or
+    /// enabled it, its refresh token was found dead) with every process using the store, so they
+    /// stop (or resume) using it too (delivered to them as [`StoreChange::StateChanged`]).
+    /// `version` is the stored version the state was decided at, when known: a needs-re-authorization
+    /// decided on an older refresh token than a receiver holds does not apply to it. Stores used
+    /// by one process only keep the default, which does nothing.
+    async fn publish_state(
+        &self,
+        provider: &str,
+        id: &CredentialId,
+        state: SharedState,
+        version: Option<Version>,
+    ) -> Result<(), StoreError> {
+        let _ = (provider, id, state, version);
+        Ok(())
+    }
+}
+
+/// A credential state one process shares with the others using the same store
+/// ([`CredentialStore::publish_state`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum SharedState {
+    /// Taken out of rotation by an operator.
+    Disabled,
+    /// Put back into rotation by an operator.
+    Enabled,
+    /// Its refresh token was rejected as dead (invalid_grant): nobody should present it again.
+    NeedsReauthorization,
+}
+
+impl SharedState {
+    /// A short stable name, for wire formats and logs.
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Self::Disabled => "disabled",
+            Self::Enabled => "enabled",
+            Self::NeedsReauthorization => "needs_reauthorization",
+        }
+    }
+
+    /// The state named by [`as_str`](Self::as_str), if any.
+    pub fn parse(name: &str) -> Option<Self> {
+        match name {
+            "disabled" => Some(Self::Disabled),
+            "enabled" => Some(Self::Enabled),
+            "needs_reauthorization" => Some(Self::NeedsReauthorization),
+            _ => None,
+        }
+    }
 }
 
 /// A change to a store's contents, from [`CredentialStore::changes`].
@@ -146,6 +197,18 @@ pub enum StoreChange {
         id: CredentialId,
         /// End of the cooldown.
         until: DateTime<Utc>,
+    },
+    /// Another process changed this credential's state (disabled, enabled, found its grant
+    /// dead): adopt it without publishing it again.
+    StateChanged {
+        /// Its provider.
+        provider: String,
+        /// The credential.
+        id: CredentialId,
+        /// The new state.
+        state: SharedState,
+        /// The stored version the state was decided at, when known.
+        version: Option<Version>,
     },
     /// Changes may have been missed (the feed reconnected or lagged): reload everything of
     /// `provider`.
@@ -311,6 +374,16 @@ impl<S: CredentialStore + ?Sized> CredentialStore for Arc<S> {
         until: DateTime<Utc>,
     ) -> Result<(), StoreError> {
         (**self).publish_cooldown(provider, id, until).await
+    }
+
+    async fn publish_state(
+        &self,
+        provider: &str,
+        id: &CredentialId,
+        state: SharedState,
+        version: Option<Version>,
+    ) -> Result<(), StoreError> {
+        (**self).publish_state(provider, id, state, version).await
     }
 }
 

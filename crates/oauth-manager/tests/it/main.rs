@@ -16,5 +16,6 @@ mod reliability;
 mod reporting;
 mod rotation;
 mod selection;
+mod shared_state;
 mod stress;
 mod support;

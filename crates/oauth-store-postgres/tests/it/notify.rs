@@ -4,7 +4,7 @@ use std::time::{Duration, Instant};
 
 use chrono::{DateTime, TimeZone, Utc};
 use oauth_store::conformance::credential;
-use oauth_store::{CredentialStore, StoreChange};
+use oauth_store::{CredentialStore, SharedState, StoreChange};
 use tokio::sync::broadcast::Receiver;
 
 use crate::support::{P, config, connect, id, shared};
@@ -96,6 +96,25 @@ async fn writes_deletes_and_cooldowns_of_another_replica_arrive_in_order() {
             until: at(60)
         }
     );
+
+    // A shared credential state (disable, dead grant) reaches the other replica as published.
+    for (state, version) in [
+        (SharedState::NeedsReauthorization, Some(3)),
+        (SharedState::Disabled, None),
+    ] {
+        a.publish_state(P, &id("y"), state, version)
+            .await
+            .expect("state");
+        assert_eq!(
+            next(&mut from_a).await,
+            StoreChange::StateChanged {
+                provider: P.into(),
+                id: id("y"),
+                state,
+                version
+            }
+        );
+    }
 
     // A replica does not hear its own changes: once b's change reached a, a's own earlier
     // notifications (delivered in commit order before it) must have been skipped.
