@@ -275,18 +275,30 @@ impl OAuthKeyManager {
                 if slot.read_health(oauth_core::CredentialHealth::needs_reauthorization) {
                     return;
                 }
+                // A token this replica refreshed but could not save yet is newer than anything
+                // in the store: the grant found dead elsewhere is not the one it holds.
+                if slot.persist_pending() {
+                    return;
+                }
+                let stored = self.inner.refreshing.load(&slot.id).await.ok().flatten();
                 if let Some(dead) = version {
                     // Decided on an older refresh token than this replica holds, or than the
                     // store holds now (a re-authorization since): not ours to mark.
                     if slot.version() > dead {
                         return;
                     }
-                    if let Ok(Some(stored)) = self.inner.refreshing.load(&slot.id).await
-                        && stored.version > dead
-                    {
+                    if stored.as_ref().is_some_and(|s| s.version > dead) {
                         self.inner.refreshing.adopt_from_store(self, slot).await;
                         return;
                     }
+                }
+                // The refresh token found dead is the store's; a replica holding another one
+                // (refreshed here meanwhile) keeps it.
+                if stored
+                    .as_ref()
+                    .is_some_and(|s| s.value.refresh_token_differs(&slot.credential()))
+                {
+                    return;
                 }
                 let policy = self.settings().health.clone();
                 let usable_until = slot

@@ -174,3 +174,120 @@ async fn a_dead_grant_reported_for_an_older_version_is_ignored() {
             .needs_reauthorization
     );
 }
+
+/// A store view whose saves fail while `failing` is set (the replica's disk or database write
+/// path is down; its reads and change feed work).
+#[derive(Debug)]
+struct SavesFail {
+    view: MemoryStore,
+    failing: std::sync::atomic::AtomicBool,
+}
+
+#[oauth_manager::async_trait]
+impl CredentialStore for SavesFail {
+    async fn load_all(
+        &self,
+        p: &str,
+    ) -> Result<Vec<oauth_store::Versioned<oauth_manager::Credential>>, oauth_store::StoreError>
+    {
+        self.view.load_all(p).await
+    }
+    async fn load(
+        &self,
+        p: &str,
+        id: &oauth_manager::CredentialId,
+    ) -> Result<Option<oauth_store::Versioned<oauth_manager::Credential>>, oauth_store::StoreError>
+    {
+        self.view.load(p, id).await
+    }
+    async fn save(
+        &self,
+        p: &str,
+        c: &oauth_manager::Credential,
+        expected: Option<oauth_store::Version>,
+    ) -> Result<oauth_store::Version, oauth_store::StoreError> {
+        if self.failing.load(Ordering::SeqCst) {
+            return Err(oauth_store::StoreError::Io {
+                path: "/var/lib/pool/test.json".into(),
+                source: std::io::Error::from(std::io::ErrorKind::ReadOnlyFilesystem),
+            });
+        }
+        self.view.save(p, c, expected).await
+    }
+    async fn delete(
+        &self,
+        p: &str,
+        id: &oauth_manager::CredentialId,
+        expected: Option<oauth_store::Version>,
+    ) -> Result<(), oauth_store::StoreError> {
+        self.view.delete(p, id, expected).await
+    }
+    async fn versions(
+        &self,
+        p: &str,
+    ) -> Result<
+        std::collections::BTreeMap<oauth_manager::CredentialId, oauth_store::Version>,
+        oauth_store::StoreError,
+    > {
+        self.view.versions(p).await
+    }
+    fn refresh_lock(&self) -> Option<Arc<dyn oauth_store::RefreshLock>> {
+        self.view.refresh_lock()
+    }
+    fn changes(&self) -> Option<tokio::sync::broadcast::Receiver<oauth_store::StoreChange>> {
+        self.view.changes()
+    }
+}
+
+/// Review finding on the shared states: a replica that refreshed a credential but could not save
+/// the new tokens yet holds a live grant; a needs-re-authorization that another replica decided
+/// on the store's older refresh token, at the same version, must not mark it dead.
+#[tokio::test]
+async fn a_dead_grant_reported_for_the_stores_token_spares_a_replica_holding_a_newer_one() {
+    let clock = ManualClock::new(t0());
+    let shared = seeded(&[("x", TimeDelta::hours(1))]).await;
+    let refresher = counting_refresher(&clock, Duration::ZERO, None);
+    let store = SavesFail {
+        view: shared.replica(),
+        failing: std::sync::atomic::AtomicBool::new(true),
+    };
+    let b = OAuthKeyManager::builder("test")
+        .store(store)
+        .clock(Arc::new(clock.clone()))
+        .refresher_arc(Arc::clone(&refresher.refresher))
+        .build()
+        .await
+        .expect("pool builds from the store");
+    let _b_task = b
+        .spawn_maintenance(
+            MaintenanceConfig::default()
+                .with_interval(Duration::from_secs(24 * 3600))
+                .with_refresh_ahead(Duration::ZERO),
+        )
+        .expect("maintenance starts");
+    settle().await;
+    // B refreshes; its save fails, so it holds refresh-x-1 while the store still has refresh-x-0.
+    let _ = b.refresh_now("x").await.expect("refreshed in memory");
+    assert_eq!(refresher.calls.load(Ordering::SeqCst), 1);
+    let id = oauth_manager::CredentialId::new("x").expect("valid id");
+    let stored = shared
+        .load("test", &id)
+        .await
+        .expect("loads")
+        .expect("stored");
+    // Another replica presents the store's (now consumed) refresh token, is told invalid_grant,
+    // and shares that at the stored version.
+    shared
+        .replica()
+        .publish_state(
+            "test",
+            &id,
+            oauth_store::SharedState::NeedsReauthorization,
+            Some(stored.version),
+        )
+        .await
+        .expect("published");
+    settle().await;
+    assert_ne!(state(&b, "x"), CredentialState::NeedsReauthorization);
+    assert_eq!(served_token(&b).await.as_deref(), Ok("access-x-1"));
+}
