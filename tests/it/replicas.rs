@@ -259,23 +259,29 @@ pub(crate) enum Midway {
     RestartPostgres,
 }
 
+/// A strict token server issuing `ttl`-long access tokens and a fake provider checking them.
+pub(crate) async fn servers(ttl: Duration) -> (Arc<TokenServer>, FakeProvider) {
+    let tokens = Arc::new(
+        TokenServer::start_with(TokenServerConfig {
+            access_token_ttl: ttl,
+            ..TokenServerConfig::default()
+        })
+        .await
+        .expect("token server"),
+    );
+    let provider = FakeProvider::start(Arc::clone(&tokens))
+        .await
+        .expect("provider");
+    (tokens, provider)
+}
+
 #[allow(clippy::too_many_lines)]
 pub(crate) fn run_scenario(scenario: &str, replicas_n: usize, run: Duration, midway: Midway) {
     let cluster = Cluster::start();
     let rt = runtime();
     let db = cluster.url("postgres");
     let (tokens, provider) = rt.block_on(async {
-        let tokens = Arc::new(
-            TokenServer::start_with(TokenServerConfig {
-                access_token_ttl: TTL,
-                ..TokenServerConfig::default()
-            })
-            .await
-            .expect("token server"),
-        );
-        let provider = FakeProvider::start(Arc::clone(&tokens))
-            .await
-            .expect("provider");
+        let (tokens, provider) = servers(TTL).await;
         (tokens, provider)
     });
     // Seed the three accounts, their first expiries staggered over the token lifetime.

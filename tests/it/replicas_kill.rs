@@ -44,8 +44,7 @@ use oauth_manager::{
     CredentialId, ExposeSecret, MaintenanceConfig, OAuthKeyManager, StoreOutage, SystemClock,
 };
 use oauth_store_postgres::{PostgresConfig, PostgresStore};
-use oauth_testkit::provider::{ChatClient, FakeProvider};
-use oauth_testkit::token_server::{TokenServer, TokenServerConfig};
+use oauth_testkit::provider::ChatClient;
 use serde_json::{Value, json};
 
 use crate::pg::Cluster;
@@ -335,17 +334,7 @@ fn run_order(cluster: &Cluster, order: Order) -> Value {
     let db = rt.block_on(cluster.fresh_database());
     let (held_tx, held_rx) = mpsc::channel();
     let (tokens, provider, relay_url) = rt.block_on(async {
-        let tokens = Arc::new(
-            TokenServer::start_with(TokenServerConfig {
-                access_token_ttl: SERVER_TTL,
-                ..TokenServerConfig::default()
-            })
-            .await
-            .expect("token server"),
-        );
-        let provider = FakeProvider::start(Arc::clone(&tokens))
-            .await
-            .expect("provider");
+        let (tokens, provider) = crate::replicas::servers(SERVER_TTL).await;
         let relay = Arc::new(Relay {
             order,
             upstream: tokens.url(),

@@ -21,8 +21,7 @@ use oauth_manager::metrics::PrometheusRecorder;
 use oauth_manager::store::CredentialStore;
 use oauth_manager::{MaintenanceConfig, OAuthKeyManager, SystemClock};
 use oauth_store_postgres::{PostgresConfig, PostgresStore};
-use oauth_testkit::provider::{ChatClient, FakeProvider};
-use oauth_testkit::token_server::{TokenServer, TokenServerConfig};
+use oauth_testkit::provider::ChatClient;
 use prometheus_client::encoding::prometheus_text;
 use prometheus_client::registry::Registry;
 use serde_json::json;
@@ -80,17 +79,7 @@ fn a_database_outage_is_reported_while_calls_are_served() {
     let rt = runtime();
     let db = rt.block_on(cluster.fresh_database());
     let (tokens, provider, receiver) = rt.block_on(async {
-        let tokens = Arc::new(
-            TokenServer::start_with(TokenServerConfig {
-                access_token_ttl: TOKEN_TTL,
-                ..TokenServerConfig::default()
-            })
-            .await
-            .expect("token server"),
-        );
-        let provider = FakeProvider::start(Arc::clone(&tokens))
-            .await
-            .expect("provider");
+        let (tokens, provider) = crate::replicas::servers(TOKEN_TTL).await;
         (tokens, provider, signed_receiver().await)
     });
     let mut registry = Registry::with_prefix("oauth_pool");
