@@ -458,58 +458,17 @@ async fn next_change(feed: &mut Option<broadcast::Receiver<StoreChange>>) -> Opt
 
 #[cfg(test)]
 mod tests {
-    use std::collections::BTreeMap;
     use std::sync::Arc;
     use std::time::Duration;
 
-    use async_trait::async_trait;
-    use oauth_core::{Credential, CredentialId, Event, EventKind};
-    use oauth_store::{CredentialStore, MemoryStore, StoreError, Version, Versioned};
-    use tokio::sync::watch;
+    use oauth_core::{Credential, Event, EventKind};
+    use oauth_store::{CredentialStore, MemoryStore};
 
     use super::MaintenanceConfig;
     use crate::OAuthKeyManager;
 
     /// The in-memory store behind a connection that the test takes down and brings back.
-    #[derive(Debug)]
-    struct Connected(MemoryStore, watch::Sender<bool>);
-
-    #[async_trait]
-    impl CredentialStore for Connected {
-        async fn load_all(&self, p: &str) -> Result<Vec<Versioned<Credential>>, StoreError> {
-            self.0.load_all(p).await
-        }
-        async fn load(
-            &self,
-            p: &str,
-            id: &CredentialId,
-        ) -> Result<Option<Versioned<Credential>>, StoreError> {
-            self.0.load(p, id).await
-        }
-        async fn save(
-            &self,
-            p: &str,
-            c: &Credential,
-            expected: Option<Version>,
-        ) -> Result<Version, StoreError> {
-            self.0.save(p, c, expected).await
-        }
-        async fn delete(
-            &self,
-            p: &str,
-            id: &CredentialId,
-            expected: Option<Version>,
-        ) -> Result<(), StoreError> {
-            self.0.delete(p, id, expected).await
-        }
-        async fn versions(&self, p: &str) -> Result<BTreeMap<CredentialId, Version>, StoreError> {
-            self.0.versions(p).await
-        }
-        fn connection_status(&self) -> Option<watch::Receiver<bool>> {
-            Some(self.1.subscribe())
-        }
-    }
-
+    use oauth_store::conformance::WithConnectionStatus as Connected;
     fn credential() -> Credential {
         Credential::new("a", "access", chrono::Utc::now()).expect("valid")
     }
@@ -539,8 +498,7 @@ mod tests {
 
     #[tokio::test]
     async fn the_loop_reports_a_store_outage_once_and_its_end_in_events_gauge_and_health() {
-        let (tx, _) = watch::channel(true);
-        let store = Arc::new(Connected(MemoryStore::new(), tx));
+        let store = Arc::new(Connected::new(true));
         let pool = OAuthKeyManager::builder("p")
             .credential(credential())
             .store_arc(Arc::clone(&store) as Arc<dyn CredentialStore>)
@@ -555,7 +513,7 @@ mod tests {
             .expect("starts");
         assert_eq!(status(&pool), (Some(true), Some(true), Some(true)));
 
-        store.1.send_replace(false);
+        store.set_connected(false);
         let down = outage_event(&mut events).await;
         assert_eq!(
             down.kind,
@@ -567,8 +525,8 @@ mod tests {
         let json = pool.export_json().expect("json");
         assert!(json.contains("\"store_connected\": false"), "{json}");
         // Still down: nothing new, however often the status is written.
-        store.1.send_replace(false);
-        store.1.send_replace(true);
+        store.set_connected(false);
+        store.set_connected(true);
         let up = outage_event(&mut events).await;
         assert_eq!(
             up.kind,
@@ -587,10 +545,9 @@ mod tests {
 
     #[tokio::test]
     async fn a_tick_reports_an_outage_in_progress_and_stores_that_cannot_tell_report_nothing() {
-        let (tx, _) = watch::channel(false);
         let pool = OAuthKeyManager::builder("p")
             .credential(credential())
-            .store(Connected(MemoryStore::new(), tx))
+            .store(Connected::new(false))
             .build()
             .await
             .expect("builds");

@@ -643,3 +643,69 @@ pub async fn debug_and_errors_hold_no_secret(store: Store) {
         assert_no_secret(&format!("{e} {e:?}"));
     }
 }
+
+/// A [`MemoryStore`](crate::MemoryStore) that says whether its (pretend) backend is reachable,
+/// for tests of what a pool does when its store's connection drops and comes back
+/// ([`CredentialStore::connection_status`]).
+#[derive(Debug)]
+pub struct WithConnectionStatus {
+    store: crate::MemoryStore,
+    status: tokio::sync::watch::Sender<bool>,
+}
+
+impl WithConnectionStatus {
+    /// An empty store, reachable or not.
+    pub fn new(connected: bool) -> Self {
+        Self {
+            store: crate::MemoryStore::new(),
+            status: tokio::sync::watch::channel(connected).0,
+        }
+    }
+
+    /// Says the backend is (or is no longer) reachable; receivers see every change.
+    pub fn set_connected(&self, connected: bool) {
+        self.status.send_replace(connected);
+    }
+}
+
+#[async_trait::async_trait]
+impl CredentialStore for WithConnectionStatus {
+    async fn load_all(
+        &self,
+        provider: &str,
+    ) -> Result<Vec<crate::Versioned<Credential>>, StoreError> {
+        self.store.load_all(provider).await
+    }
+    async fn load(
+        &self,
+        provider: &str,
+        id: &CredentialId,
+    ) -> Result<Option<crate::Versioned<Credential>>, StoreError> {
+        self.store.load(provider, id).await
+    }
+    async fn save(
+        &self,
+        provider: &str,
+        credential: &Credential,
+        expected: Option<crate::Version>,
+    ) -> Result<crate::Version, StoreError> {
+        self.store.save(provider, credential, expected).await
+    }
+    async fn delete(
+        &self,
+        provider: &str,
+        id: &CredentialId,
+        expected: Option<crate::Version>,
+    ) -> Result<(), StoreError> {
+        self.store.delete(provider, id, expected).await
+    }
+    async fn versions(
+        &self,
+        provider: &str,
+    ) -> Result<BTreeMap<CredentialId, crate::Version>, StoreError> {
+        self.store.versions(provider).await
+    }
+    fn connection_status(&self) -> Option<tokio::sync::watch::Receiver<bool>> {
+        Some(self.status.subscribe())
+    }
+}

@@ -411,56 +411,15 @@ mod tests {
         assert_eq!(released.load(Ordering::SeqCst), 1);
     }
 
-    /// A memory store that says whether its (pretend) backend is reachable.
-    #[derive(Debug)]
-    struct WithStatus(crate::MemoryStore, watch::Sender<bool>);
-
-    #[async_trait]
-    impl CredentialStore for WithStatus {
-        async fn load_all(&self, p: &str) -> Result<Vec<Versioned<Credential>>, StoreError> {
-            self.0.load_all(p).await
-        }
-        async fn load(
-            &self,
-            p: &str,
-            id: &CredentialId,
-        ) -> Result<Option<Versioned<Credential>>, StoreError> {
-            self.0.load(p, id).await
-        }
-        async fn save(
-            &self,
-            p: &str,
-            c: &Credential,
-            expected: Option<Version>,
-        ) -> Result<Version, StoreError> {
-            self.0.save(p, c, expected).await
-        }
-        async fn delete(
-            &self,
-            p: &str,
-            id: &CredentialId,
-            expected: Option<Version>,
-        ) -> Result<(), StoreError> {
-            self.0.delete(p, id, expected).await
-        }
-        async fn versions(&self, p: &str) -> Result<BTreeMap<CredentialId, Version>, StoreError> {
-            self.0.versions(p).await
-        }
-        fn connection_status(&self) -> Option<watch::Receiver<bool>> {
-            Some(self.1.subscribe())
-        }
-    }
-
     #[test]
     fn connection_status_defaults_to_none_and_passes_through_arc() {
         let memory: Arc<dyn CredentialStore> = Arc::new(crate::MemoryStore::new());
         assert!(memory.connection_status().is_none());
-        let (tx, _) = watch::channel(true);
-        let store = Arc::new(WithStatus(crate::MemoryStore::new(), tx));
+        let store = Arc::new(crate::conformance::WithConnectionStatus::new(true));
         let shared: Arc<dyn CredentialStore> = Arc::new(Arc::clone(&store));
         let status = shared.connection_status().expect("forwarded");
         assert!(*status.borrow());
-        store.1.send_replace(false);
+        store.set_connected(false);
         assert!(!*status.borrow());
     }
 
