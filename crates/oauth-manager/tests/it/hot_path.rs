@@ -7,10 +7,12 @@ use std::time::Duration;
 
 use chrono::TimeDelta;
 use oauth_core::ManualClock;
-use oauth_manager::ExecuteError;
 use oauth_manager::refresh::RefreshStrategy;
+use oauth_manager::{ExecuteError, OAuthKeyManager};
 
-use crate::support::{builder_of, call_ok, call_token, counting_refresher, cred};
+use crate::support::{
+    CountingRefresher, builder_of, call_ok, call_token, counting_refresher, cred,
+};
 
 /// A strategy that refreshes tokens expiring within `buffer`.
 fn buffer(buffer: Duration) -> RefreshStrategy {
@@ -20,15 +22,24 @@ fn buffer(buffer: Duration) -> RefreshStrategy {
     s
 }
 
-#[tokio::test]
-async fn a_remembered_fresh_token_is_refreshed_once_its_window_opens() {
-    let clock = ManualClock::new(crate::support::t0());
-    let refresher = counting_refresher(&clock, Duration::ZERO, None);
-    let manager = builder_of([cred("a", TimeDelta::minutes(30))], &clock)
+/// A pool of one credential `a` expiring in `expires_in`, with a counting, rotating refresher.
+async fn refreshing_pool(
+    expires_in: TimeDelta,
+    clock: &ManualClock,
+) -> (OAuthKeyManager, CountingRefresher) {
+    let refresher = counting_refresher(clock, Duration::ZERO, None);
+    let manager = builder_of([cred("a", expires_in)], clock)
         .refresher_arc(refresher.refresher.clone())
         .build()
         .await
         .expect("builds");
+    (manager, refresher)
+}
+
+#[tokio::test]
+async fn a_remembered_fresh_token_is_refreshed_once_its_window_opens() {
+    let clock = ManualClock::new(crate::support::t0());
+    let (manager, refresher) = refreshing_pool(TimeDelta::minutes(30), &clock).await;
     for _ in 0..100 {
         call_ok(&manager).await.expect("served");
     }
@@ -46,12 +57,7 @@ async fn a_remembered_fresh_token_is_refreshed_once_its_window_opens() {
 #[tokio::test]
 async fn a_new_strategy_applies_to_the_next_call() {
     let clock = ManualClock::new(crate::support::t0());
-    let refresher = counting_refresher(&clock, Duration::ZERO, None);
-    let manager = builder_of([cred("a", TimeDelta::minutes(30))], &clock)
-        .refresher_arc(refresher.refresher.clone())
-        .build()
-        .await
-        .expect("builds");
+    let (manager, refresher) = refreshing_pool(TimeDelta::minutes(30), &clock).await;
     call_ok(&manager).await.expect("served");
     assert_eq!(refresher.calls.load(Ordering::SeqCst), 0);
     // An hour's buffer makes the 30-minute token due now.
@@ -106,12 +112,7 @@ async fn without_a_refresher_a_remembered_token_stops_at_its_expiry() {
 #[tokio::test]
 async fn a_token_installed_by_reauthorization_is_decided_again() {
     let clock = ManualClock::new(crate::support::t0());
-    let refresher = counting_refresher(&clock, Duration::ZERO, None);
-    let manager = builder_of([cred("a", TimeDelta::hours(2))], &clock)
-        .refresher_arc(refresher.refresher.clone())
-        .build()
-        .await
-        .expect("builds");
+    let (manager, refresher) = refreshing_pool(TimeDelta::hours(2), &clock).await;
     call_ok(&manager).await.expect("served");
     // An operator re-authorizes with a token that expires in one minute: due at once.
     let short = cred("a", TimeDelta::minutes(1));
