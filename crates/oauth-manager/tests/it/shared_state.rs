@@ -102,22 +102,34 @@ async fn a_credential_disabled_on_one_replica_is_out_of_rotation_on_the_other() 
 #[tokio::test]
 async fn a_grant_found_dead_on_one_replica_is_not_presented_again_by_the_other() {
     let clock = ManualClock::new(t0());
-    // 60 s left: under the refresh buffer, so every use wants a refresh; still valid.
-    let shared = seeded(&[("x", TimeDelta::seconds(60))]).await;
+    // An hour left: no maintenance tick of either replica wants to refresh it, so the only
+    // refresh is the one A is told to make (no race for the lease).
+    let shared = seeded(&[("x", TimeDelta::hours(1))]).await;
     let dead = counting_refresher(&clock, Duration::ZERO, Some(FailureKind::PermanentAuth));
     let live = counting_refresher(&clock, Duration::ZERO, None);
     let (a, _a_task) = replica(&shared, &clock, &dead).await;
     let (b, _b_task) = replica(&shared, &clock, &live).await;
 
-    let _ = served_token(&a).await;
+    assert!(a.refresh_now("x").await.is_err(), "the grant is dead");
     assert_eq!(dead.calls.load(Ordering::SeqCst), 1, "A tried the refresh");
     assert_eq!(state(&a, "x"), CredentialState::NeedsReauthorization);
-    settle().await;
+    // The report crosses a spawned publish, the feed and B's maintenance task: let them run
+    // (bounded: yields only, no clock).
+    for _ in 0..64 {
+        if b.credential_health("x")
+            .is_some_and(|h| h.needs_reauthorization)
+        {
+            break;
+        }
+        settle().await;
+    }
 
     let h = b.credential_health("x").expect("known");
     assert!(h.needs_reauthorization, "{h:?}");
     assert_eq!(h.state, CredentialState::NeedsReauthorization);
-    // B keeps serving the still-valid access token, never presenting the dead refresh token.
+    // 2 minutes left: under the refresh buffer, so every use on B wants a refresh. B keeps
+    // serving the still-valid access token, never presenting the dead refresh token.
+    clock.advance(Duration::from_secs(58 * 60));
     for _ in 0..5 {
         assert_eq!(served_token(&b).await.as_deref(), Ok("access-x-0"));
     }
