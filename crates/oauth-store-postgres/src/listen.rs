@@ -13,7 +13,7 @@ use tokio_postgres::tls::{MakeTlsConnect, TlsConnect};
 use tokio_postgres::{AsyncMessage, Client, Socket};
 
 use crate::PostgresConfig;
-use crate::store::Shared;
+use crate::store::{Shared, state_record};
 
 /// The NOTIFY channel every store of a database shares.
 pub(crate) const CHANNEL: &str = "oauth_pool_changes";
@@ -234,9 +234,10 @@ where
 }
 
 /// Sends a [`StoreChange::Resync`] for every provider the database knows, then a
-/// [`StoreChange::CooledDown`] for every cooldown still in force (a resync re-reads credentials;
-/// this way cooldowns published meanwhile are not lost either). False when a query failed (the
-/// session is then abandoned).
+/// [`StoreChange::CooledDown`] for every cooldown still in force and a
+/// [`StoreChange::StateChanged`] for every kept shared state, in publication order (a resync
+/// re-reads credentials; this way cooldowns and states published meanwhile are not lost either).
+/// False when a query failed (the session is then abandoned).
 async fn announce_resync(shared: &Shared, client: &Client, config: &PostgresConfig) -> bool {
     let queries = async {
         let providers = client
@@ -251,9 +252,16 @@ async fn announce_resync(shared: &Shared, client: &Client, config: &PostgresConf
                 &[],
             )
             .await?;
-        Ok::<_, tokio_postgres::Error>((providers, cooldowns))
+        let states = client
+            .query(
+                "SELECT provider, credential_id, state, decided_version
+                   FROM oauth_credential_states ORDER BY seq",
+                &[],
+            )
+            .await?;
+        Ok::<_, tokio_postgres::Error>((providers, cooldowns, states))
     };
-    let Ok(Ok((providers, cooldowns))) =
+    let Ok(Ok((providers, cooldowns, states))) =
         tokio::time::timeout(config.operation_timeout, queries).await
     else {
         return false;
@@ -273,6 +281,17 @@ async fn announce_resync(shared: &Shared, client: &Client, config: &PostgresConf
             id,
             until,
         });
+    }
+    for row in states {
+        let provider: String = row.get(0);
+        if let Some(record) = state_record(&provider, row.get(1), row.get(2), row.get(3)) {
+            let _ = shared.changes.send(StoreChange::StateChanged {
+                provider,
+                id: record.id,
+                state: record.state,
+                version: record.version,
+            });
+        }
     }
     true
 }

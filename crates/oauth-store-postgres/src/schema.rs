@@ -5,7 +5,7 @@ use tokio_postgres::Client;
 use crate::PostgresError;
 
 /// The newest schema version this crate migrates to (and the only one it reads and writes).
-pub const SCHEMA_VERSION: i64 = 1;
+pub const SCHEMA_VERSION: i64 = 2;
 
 /// The table recording which migrations ran, one row per version.
 pub(crate) const VERSION_TABLE: &str = "oauth_pool_schema_version";
@@ -15,7 +15,7 @@ const MIGRATION_LOCK: i64 = 0x6f61_7574_685f_6d67; // "oauth_mg"
 
 /// Migration `n` brings the schema from version `n - 1` to `n`; never edit a published one, add a
 /// new one.
-const MIGRATIONS: [(i64, &str); 1] = [(1, V1)];
+const MIGRATIONS: [(i64, &str); 2] = [(1, V1), (2, V2)];
 
 const V1: &str = "
 CREATE TABLE oauth_credentials (
@@ -45,6 +45,25 @@ CREATE TABLE oauth_cooldowns (
     updated_at    timestamptz NOT NULL DEFAULT now(),
     updated_by    text        NOT NULL,
     PRIMARY KEY (provider, credential_id)
+);
+";
+
+/// Shared credential states (`CredentialStore::publish_state`): the latest of each aspect
+/// (`enablement`: disabled/enabled; `grant`: needs re-authorization) per credential, so a replica
+/// that was not listening when one was published re-reads it (on reconnect, at its maintenance
+/// tick). `seq` orders them as published.
+const V2: &str = "
+CREATE SEQUENCE oauth_credential_state_seq;
+CREATE TABLE oauth_credential_states (
+    provider        text        NOT NULL,
+    credential_id   text        NOT NULL,
+    aspect          text        NOT NULL,
+    state           text        NOT NULL,
+    decided_version bigint,
+    seq             bigint      NOT NULL,
+    updated_at      timestamptz NOT NULL DEFAULT now(),
+    updated_by      text        NOT NULL,
+    PRIMARY KEY (provider, credential_id, aspect)
 );
 ";
 

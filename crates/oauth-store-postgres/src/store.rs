@@ -11,7 +11,8 @@ use chrono::{DateTime, Utc};
 use deadpool_postgres::{Manager, ManagerConfig, Object, Pool, RecyclingMethod, Runtime};
 use oauth_core::{Credential, CredentialId};
 use oauth_store::{
-    CredentialStore, RefreshLock, SharedState, StoreChange, StoreError, Version, Versioned,
+    CredentialStore, RefreshLock, SharedState, SharedStateRecord, StoreChange, StoreError, Version,
+    Versioned,
 };
 use tokio::sync::{Notify, broadcast, watch};
 use tokio::task::JoinHandle;
@@ -628,13 +629,17 @@ impl CredentialStore for PostgresStore {
             let rows = self
                 .query(
                     op,
+                    // A re-created credential starts without its predecessor's states.
                     "WITH w AS (
                        UPDATE oauth_credentials
                           SET payload = NULL, expires_at = NULL, updated_at = now(),
                               updated_by = $3
                         WHERE provider = $1 AND credential_id = $2 AND payload IS NOT NULL
                           AND ($4::bigint IS NULL OR version = $4)
-                       RETURNING version)
+                       RETURNING version),
+                     s AS (
+                       DELETE FROM oauth_credential_states
+                        WHERE provider = $1 AND credential_id = $2 AND EXISTS (SELECT 1 FROM w))
                      SELECT version, pg_notify($5, $6)::text FROM w",
                     &[
                         &provider,
@@ -744,8 +749,10 @@ impl CredentialStore for PostgresStore {
         .await
     }
 
-    /// Sent as a notification only (nothing is stored): replicas listening now adopt it; one
-    /// that reconnects later learns a dead grant on its own next refresh attempt.
+    /// Kept in `oauth_credential_states` (the latest of each aspect per credential) and
+    /// announced in the same statement: replicas listening now adopt it at once; one that was not
+    /// listening gets it replayed after its reconnect's [`StoreChange::Resync`] and reads it at
+    /// its maintenance tick ([`shared_states`](CredentialStore::shared_states)).
     async fn publish_state(
         &self,
         provider: &str,
@@ -755,22 +762,77 @@ impl CredentialStore for PostgresStore {
     ) -> Result<(), StoreError> {
         check_provider(provider)?;
         let op = "publish_state";
-        let Some(payload) = listen::state_payload(
+        // Names too long for a payload: kept, not announced (read at the next maintenance tick).
+        let payload = listen::state_payload(
             &self.inner.shared.instance,
             provider,
             id.as_str(),
             state,
             version,
-        ) else {
-            return Ok(());
-        };
+        );
+        let decided: Option<i64> = version.map(pg_version);
         self.run(op, async {
-            self.query(op, "SELECT pg_notify($1, $2)::text", &[&CHANNEL, &payload])
-                .await?;
+            self.query(
+                op,
+                "WITH w AS (
+                   INSERT INTO oauth_credential_states AS s
+                          (provider, credential_id, aspect, state, decided_version, seq, updated_by)
+                   VALUES ($1, $2, $3, $4, $5, nextval('oauth_credential_state_seq'), $6)
+                   ON CONFLICT (provider, credential_id, aspect) DO UPDATE
+                      SET state = EXCLUDED.state, decided_version = EXCLUDED.decided_version,
+                          seq = EXCLUDED.seq, updated_at = now(), updated_by = EXCLUDED.updated_by
+                   RETURNING 1)
+                 SELECT pg_notify($7, $8)::text FROM w WHERE $8::text IS NOT NULL",
+                &[
+                    &provider,
+                    &id.as_str(),
+                    &state.aspect(),
+                    &state.as_str(),
+                    &decided,
+                    &self.inner.config.replica_id.as_str(),
+                    &CHANNEL,
+                    &payload,
+                ],
+            )
+            .await?;
             Ok(())
         })
         .await
     }
+
+    async fn shared_states(&self, provider: &str) -> Result<Vec<SharedStateRecord>, StoreError> {
+        check_provider(provider)?;
+        let op = "shared_states";
+        self.run(op, async {
+            let rows = self
+                .query(
+                    op,
+                    "SELECT credential_id, state, decided_version FROM oauth_credential_states
+                      WHERE provider = $1 ORDER BY seq",
+                    &[&provider],
+                )
+                .await?;
+            Ok(rows
+                .iter()
+                .filter_map(|r| state_record(provider, r.get(0), r.get(1), r.get(2)))
+                .collect())
+        })
+        .await
+    }
+}
+
+/// One row of `oauth_credential_states`, or `None` for a state this version does not know (a
+/// newer replica's) or an id it cannot read: skipped, as its notification would be.
+pub(crate) fn state_record(
+    provider: &str,
+    id: String,
+    state: &str,
+    version: Option<i64>,
+) -> Option<SharedStateRecord> {
+    let state = SharedState::parse(state)?;
+    let id = parse_id(provider, id).ok()?;
+    let version = version.and_then(|v| Version::try_from(v).ok());
+    Some(SharedStateRecord::new(id, state, version))
 }
 
 impl fmt::Debug for PostgresStore {

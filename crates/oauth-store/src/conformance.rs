@@ -531,6 +531,54 @@ pub async fn empty_provider_is_rejected(store: Store) {
     ));
 }
 
+/// For stores that keep published states (a store shared by several processes; not in
+/// [`CASES`], which every store passes): [`shared_states`](CredentialStore::shared_states) returns
+/// the latest state of each aspect of each credential, in publication order, per provider; an
+/// enable replaces a disable but not a dead grant; deleting a credential forgets its states.
+pub async fn shared_states_keep_the_latest_of_each_aspect(store: Store) {
+    use crate::{SharedState, SharedStateRecord};
+    let s = &store;
+    for c in ["a", "b"] {
+        s.save(P, &credential(c, 0), None).await.expect("create");
+    }
+    assert!(s.shared_states(P).await.expect("read").is_empty());
+    let publish = |c: &'static str, state, version| async move {
+        s.publish_state(P, &id(c), state, version)
+            .await
+            .expect("published");
+    };
+    publish("a", SharedState::Disabled, None).await;
+    publish("b", SharedState::NeedsReauthorization, Some(1)).await;
+    publish("a", SharedState::NeedsReauthorization, Some(1)).await;
+    publish("a", SharedState::Enabled, None).await;
+    s.publish_state("other", &id("a"), SharedState::Disabled, None)
+        .await
+        .expect("published");
+    let record = |c, state, version| SharedStateRecord::new(id(c), state, version);
+    assert_eq!(
+        s.shared_states(P).await.expect("read"),
+        [
+            record("b", SharedState::NeedsReauthorization, Some(1)),
+            record("a", SharedState::NeedsReauthorization, Some(1)),
+            record("a", SharedState::Enabled, None),
+        ]
+    );
+    assert_eq!(
+        s.shared_states("other").await.expect("read"),
+        [record("a", SharedState::Disabled, None)]
+    );
+    s.delete(P, &id("a"), None).await.expect("delete");
+    assert_eq!(
+        s.shared_states(P).await.expect("read"),
+        [record("b", SharedState::NeedsReauthorization, Some(1))],
+        "a re-created credential starts without its predecessor's states"
+    );
+    assert!(matches!(
+        s.shared_states("").await,
+        Err(StoreError::InvalidProvider { .. })
+    ));
+}
+
 /// The refresh lock excludes a second holder of the same credential (typed `LockTimeout`), not of other credentials or providers, and a waiter gets it once the guard drops.
 pub async fn refresh_lock_excludes_and_releases_on_drop(store: Store) {
     let lock = store.refresh_lock().expect("this store has a refresh lock");

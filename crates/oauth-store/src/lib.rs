@@ -66,7 +66,8 @@ pub use error::StoreError;
 pub use file::{FileRefreshLock, FileStore, SCHEMA_VERSION};
 pub use memory::{MemoryRefreshLock, MemoryStore};
 pub use store::{
-    CredentialStore, RefreshGuard, RefreshLock, SharedState, StoreChange, Version, Versioned,
+    CredentialStore, RefreshGuard, RefreshLock, SharedState, SharedStateRecord, StoreChange,
+    Version, Versioned,
 };
 
 /// Rejects provider names no store can keep (the empty one).

@@ -13,8 +13,8 @@ use tokio::sync::broadcast;
 
 use crate::table::Table;
 use crate::{
-    CredentialStore, RefreshGuard, RefreshLock, SharedState, StoreChange, StoreError, Version,
-    Versioned,
+    CredentialStore, RefreshGuard, RefreshLock, SharedState, SharedStateRecord, StoreChange,
+    StoreError, Version, Versioned,
 };
 
 /// Room in each replica's change feed before it lags (a lagging receiver resyncs).
@@ -35,8 +35,17 @@ pub struct MemoryStore {
     tables: Arc<Mutex<HashMap<String, Table>>>,
     refresh_lock: Arc<MemoryRefreshLock>,
     feeds: Arc<Feeds>,
+    states: Arc<Mutex<States>>,
     /// This view's own feed, for a replica view.
     member: Option<(u64, broadcast::Sender<StoreChange>)>,
+}
+
+/// The published states kept for [`CredentialStore::shared_states`]: the latest of each aspect of
+/// each credential, with the order they were published in.
+#[derive(Default)]
+struct States {
+    next: u64,
+    latest: HashMap<(String, CredentialId, &'static str), (u64, SharedState, Option<Version>)>,
 }
 
 /// The change feeds of every replica view of one store.
@@ -68,6 +77,7 @@ impl MemoryStore {
             tables: Arc::clone(&self.tables),
             refresh_lock: Arc::clone(&self.refresh_lock),
             feeds: Arc::clone(&self.feeds),
+            states: Arc::clone(&self.states),
             member: Some((id, tx)),
         }
     }
@@ -86,6 +96,11 @@ impl MemoryStore {
                 let _ = tx.send(change.clone());
             }
         }
+    }
+
+    fn states(&self) -> MutexGuard<'_, States> {
+        // Every change is one insert or retain: nothing is left half-done by a panic.
+        self.states.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
     fn tables(&self) -> MutexGuard<'_, HashMap<String, Table>> {
@@ -162,6 +177,9 @@ impl CredentialStore for MemoryStore {
         expected: Option<Version>,
     ) -> Result<(), StoreError> {
         self.write(provider, |t| t.delete(provider, id, expected))?;
+        self.states()
+            .latest
+            .retain(|(p, i, _), _| !(p == provider && i == id));
         self.announce(&StoreChange::Removed {
             provider: provider.to_owned(),
             id: id.clone(),
@@ -208,6 +226,15 @@ impl CredentialStore for MemoryStore {
         version: Option<Version>,
     ) -> Result<(), StoreError> {
         crate::check_provider(provider)?;
+        {
+            let mut states = self.states();
+            let seq = states.next;
+            states.next = seq.wrapping_add(1);
+            states.latest.insert(
+                (provider.to_owned(), id.clone(), state.aspect()),
+                (seq, state, version),
+            );
+        }
         self.announce(&StoreChange::StateChanged {
             provider: provider.to_owned(),
             id: id.clone(),
@@ -215,6 +242,21 @@ impl CredentialStore for MemoryStore {
             version,
         });
         Ok(())
+    }
+
+    async fn shared_states(&self, provider: &str) -> Result<Vec<SharedStateRecord>, StoreError> {
+        crate::check_provider(provider)?;
+        let states = self.states();
+        let mut kept: Vec<_> = states
+            .latest
+            .iter()
+            .filter(|((p, _, _), _)| p == provider)
+            .map(|((_, id, _), &(seq, state, version))| {
+                (seq, SharedStateRecord::new(id.clone(), state, version))
+            })
+            .collect();
+        kept.sort_unstable_by_key(|(seq, _)| *seq);
+        Ok(kept.into_iter().map(|(_, record)| record).collect())
     }
 }
 

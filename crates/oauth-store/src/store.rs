@@ -134,6 +134,36 @@ pub trait CredentialStore: Send + Sync + fmt::Debug {
         let _ = (provider, id, state, version);
         Ok(())
     }
+
+    /// The states published for `provider`'s credentials that the store keeps: for each
+    /// credential the latest of each [`aspect`](SharedState::aspect) (so a disable followed by an
+    /// enable is kept as the enable), oldest first. A process re-reads them after missing
+    /// notifications (a lost connection, a start after the change) and at its maintenance tick,
+    /// so a state published while it was not listening still reaches it. Deleting a credential
+    /// forgets its states. Stores that keep none (the default) return an empty list.
+    async fn shared_states(&self, provider: &str) -> Result<Vec<SharedStateRecord>, StoreError> {
+        let _ = provider;
+        Ok(Vec::new())
+    }
+}
+
+/// One kept shared state, from [`CredentialStore::shared_states`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct SharedStateRecord {
+    /// The credential.
+    pub id: CredentialId,
+    /// Its latest state of this aspect.
+    pub state: SharedState,
+    /// The stored version it was decided at, when known.
+    pub version: Option<Version>,
+}
+
+impl SharedStateRecord {
+    /// A record of `state` for `id`, decided at `version`.
+    pub fn new(id: CredentialId, state: SharedState, version: Option<Version>) -> Self {
+        Self { id, state, version }
+    }
 }
 
 /// A credential state one process shares with the others using the same store
@@ -156,6 +186,17 @@ impl SharedState {
             Self::Disabled => "disabled",
             Self::Enabled => "enabled",
             Self::NeedsReauthorization => "needs_reauthorization",
+        }
+    }
+
+    /// What the state is about: states of the same aspect replace each other (an enable undoes a
+    /// disable), states of different aspects do not (enabling does not revive a dead grant).
+    /// `"enablement"` for [`Disabled`](Self::Disabled) and [`Enabled`](Self::Enabled), `"grant"`
+    /// for [`NeedsReauthorization`](Self::NeedsReauthorization).
+    pub const fn aspect(self) -> &'static str {
+        match self {
+            Self::Disabled | Self::Enabled => "enablement",
+            Self::NeedsReauthorization => "grant",
         }
     }
 
@@ -384,6 +425,10 @@ impl<S: CredentialStore + ?Sized> CredentialStore for Arc<S> {
         version: Option<Version>,
     ) -> Result<(), StoreError> {
         (**self).publish_state(provider, id, state, version).await
+    }
+
+    async fn shared_states(&self, provider: &str) -> Result<Vec<SharedStateRecord>, StoreError> {
+        (**self).shared_states(provider).await
     }
 }
 

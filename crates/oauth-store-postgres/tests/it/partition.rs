@@ -4,7 +4,7 @@
 use std::time::{Duration, Instant};
 
 use oauth_store::conformance::credential;
-use oauth_store::{CredentialStore, StoreChange};
+use oauth_store::{CredentialStore, SharedState, StoreChange};
 use oauth_store_postgres::is_unavailable;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
@@ -108,10 +108,14 @@ async fn a_partitioned_replica_fails_typed_within_its_bounds_and_recovers_when_h
         started.elapsed()
     );
 
-    // Meanwhile the peer rotates the token; the partitioned replica cannot see it yet.
+    // Meanwhile the peer rotates the token and an operator disables the account there; the
+    // partitioned replica cannot see either yet.
     peer.save(P, &credential("x", 1), Some(v1))
         .await
         .expect("peer writes");
+    peer.publish_state(P, &id("x"), SharedState::Disabled, None)
+        .await
+        .expect("peer disables");
 
     cut.send_replace(false);
     let healed = Instant::now();
@@ -129,6 +133,26 @@ async fn a_partitioned_replica_fails_typed_within_its_bounds_and_recovers_when_h
     .await
     .expect("a resync after healing");
     assert_eq!(resync, P);
+    // The disable published while it was cut off is replayed after the resync.
+    let replayed = tokio::time::timeout(Duration::from_secs(10), async {
+        loop {
+            if let Ok(StoreChange::StateChanged {
+                provider,
+                id,
+                state,
+                version,
+            }) = feed.recv().await
+            {
+                return (provider, id, state, version);
+            }
+        }
+    })
+    .await
+    .expect("the missed state is replayed");
+    assert_eq!(
+        replayed,
+        (P.to_owned(), id("x"), SharedState::Disabled, None)
+    );
     eprintln!(
         "partition healed: connected and resync after {:?}",
         healed.elapsed()

@@ -33,9 +33,52 @@ async fn migrating_twice_is_a_no_op() {
         .query("SELECT version FROM oauth_pool_schema_version", &[])
         .await
         .expect("query");
-    assert_eq!(rows.len(), 1, "one row per applied migration");
+    assert_eq!(
+        rows.len(),
+        usize::try_from(SCHEMA_VERSION).expect("small"),
+        "one row per applied migration"
+    );
     assert_eq!(
         second
+            .load(P, &id("a"))
+            .await
+            .expect("load")
+            .map(|v| v.version),
+        Some(1),
+        "data kept"
+    );
+}
+
+/// A database a replica of the previous release migrated (schema 1, no table of shared states)
+/// is brought to the current schema by the next replica that starts, its credentials kept.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_schema_1_database_is_migrated_forward_keeping_its_data() {
+    let url = shared().fresh_database().await;
+    let first = connect(config(&url, "a")).await;
+    first
+        .save(P, &credential("a", 0), None)
+        .await
+        .expect("save");
+    drop(first);
+    // Back to what schema 1 left: migration 2's objects and its row removed.
+    raw(&url)
+        .await
+        .batch_execute(
+            "DROP TABLE oauth_credential_states; DROP SEQUENCE oauth_credential_state_seq;
+             DELETE FROM oauth_pool_schema_version WHERE version = 2;",
+        )
+        .await
+        .expect("back to schema 1");
+    let upgraded = connect(config(&url, "b")).await;
+    assert_eq!(upgraded.schema_version().await.expect("version"), 2);
+    assert_eq!(upgraded.migrate().await.expect("current"), 0);
+    upgraded
+        .publish_state(P, &id("a"), oauth_store::SharedState::Disabled, None)
+        .await
+        .expect("the new table works");
+    assert_eq!(upgraded.shared_states(P).await.expect("read").len(), 1);
+    assert_eq!(
+        upgraded
             .load(P, &id("a"))
             .await
             .expect("load")

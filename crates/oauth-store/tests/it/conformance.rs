@@ -5,6 +5,15 @@ mod memory_store {
     oauth_store::conformance_tests!(async {
         oauth_store::conformance::Fixture::new(crate::support::memory().store)
     });
+
+    /// The memory store keeps published states (its replica views play a shared database).
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn shared_states_keep_the_latest_of_each_aspect() {
+        oauth_store::conformance::shared_states_keep_the_latest_of_each_aspect(
+            crate::support::memory().store,
+        )
+        .await;
+    }
 }
 
 mod file_store {
