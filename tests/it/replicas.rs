@@ -29,7 +29,7 @@ use chrono::{DateTime, TimeDelta, Utc};
 use oauth_core::{EventKind, RefreshWindow};
 use oauth_manager::MaintenanceConfig;
 use oauth_manager::refresh::RefreshStrategy;
-use oauth_manager::store::CredentialStore;
+use oauth_manager::store::{CredentialStore, SharedState};
 use oauth_manager::{OAuthKeyManager, StoreOutage, SystemClock};
 use oauth_store_postgres::{PostgresConfig, PostgresStore};
 use oauth_testkit::provider::{ChatClient, FakeProvider, ProviderFault};
@@ -133,12 +133,15 @@ fn replica_process() {
         let sink = Arc::clone(&cooled);
         let watcher = tokio::spawn(async move {
             while let Ok(event) = events.recv().await {
-                if let EventKind::CooledDown { credential, .. } = &event.kind {
-                    let at = epoch_ms();
-                    sink.lock()
-                        .expect("lock")
-                        .push(json!({ "id": credential.as_str(), "at_ms": at }));
-                }
+                let (kind, credential) = match &event.kind {
+                    EventKind::CooledDown { credential, .. } => ("cooled", credential),
+                    EventKind::Disabled { credential } => ("disabled", credential),
+                    _ => continue,
+                };
+                let at = epoch_ms();
+                sink.lock()
+                    .expect("lock")
+                    .push(json!({ "kind": kind, "id": credential.as_str(), "at_ms": at }));
             }
         });
         let maintenance = pool
@@ -323,6 +326,7 @@ pub(crate) fn run_scenario(scenario: &str, replicas_n: usize, run: Duration, mid
         })
         .collect();
     let mut restarted_at = None;
+    let mut disabled_at = None;
     match midway {
         Midway::RateLimit => {
             // One 429 for the first account, seen by whichever replica asks first.
@@ -335,6 +339,16 @@ pub(crate) fn run_scenario(scenario: &str, replicas_n: usize, run: Duration, mid
                 },
                 1,
             );
+            // Then an operator disables the last account from another process (the seeding
+            // one) for a second: every replica takes it out of rotation.
+            std::thread::sleep(run / 6);
+            let id = oauth_core::CredentialId::new(ACCOUNTS[2]).expect("valid id");
+            disabled_at = Some(epoch_ms());
+            rt.block_on(seed.publish_state(PROVIDER, &id, SharedState::Disabled, None))
+                .expect("disable shared");
+            std::thread::sleep(Duration::from_secs(1));
+            rt.block_on(seed.publish_state(PROVIDER, &id, SharedState::Enabled, None))
+                .expect("enable shared");
         }
         Midway::RestartPostgres => {
             std::thread::sleep(run / 3);
@@ -366,20 +380,30 @@ pub(crate) fn run_scenario(scenario: &str, replicas_n: usize, run: Duration, mid
             .sum::<u64>()
     };
     let (ok, failed, replica_refreshes) = (count("ok"), count("failed"), count("refreshes"));
-    let mut cooled: Vec<u64> = rows
-        .iter()
-        .filter_map(|r| {
-            r["cooled"]
-                .as_array()?
-                .iter()
-                .filter(|c| c["id"] == ACCOUNTS[0])
-                .filter_map(|c| c["at_ms"].as_u64())
-                .min()
-        })
-        .collect();
-    cooled.sort_unstable();
+    // Per replica, when it first reported `kind` for account `id` (epoch ms).
+    let first_seen = |kind: &str, id: &str| -> Vec<u64> {
+        let mut seen: Vec<u64> = rows
+            .iter()
+            .filter_map(|r| {
+                r["cooled"]
+                    .as_array()?
+                    .iter()
+                    .filter(|c| c["kind"] == kind && c["id"] == id)
+                    .filter_map(|c| c["at_ms"].as_u64())
+                    .min()
+            })
+            .collect();
+        seen.sort_unstable();
+        seen
+    };
+    let cooled = first_seen("cooled", ACCOUNTS[0]);
     let propagation_ms = match (cooled.first(), cooled.last()) {
         (Some(first), Some(last)) => last - first,
+        _ => u64::MAX,
+    };
+    let disabled = first_seen("disabled", ACCOUNTS[2]);
+    let disable_ms = match (disabled_at, disabled.last()) {
+        (Some(at), Some(last)) => last.saturating_sub(at),
         _ => u64::MAX,
     };
     let ratio = server.refreshes as f64 / expected.max(1) as f64;
@@ -405,11 +429,19 @@ pub(crate) fn run_scenario(scenario: &str, replicas_n: usize, run: Duration, mid
         "replicas_cooled": cooled.len(),
         "cooldown_propagation_ms": propagation_ms,
         "provider_429": provider.stats().rate_limited,
+        "replicas_disabled": disabled.len(),
+        "disable_propagation_ms": disable_ms,
     });
     if midway == Midway::RestartPostgres {
         figures["postgres_down_s"] = json!(2);
         figures["refreshes_after_restart"] = json!(refreshed_after_restart);
-        for key in ["replicas_cooled", "cooldown_propagation_ms", "provider_429"] {
+        for key in [
+            "replicas_cooled",
+            "cooldown_propagation_ms",
+            "provider_429",
+            "replicas_disabled",
+            "disable_propagation_ms",
+        ] {
             if let Some(map) = figures.as_object_mut() {
                 map.remove(key);
             }
@@ -450,6 +482,12 @@ pub(crate) fn run_scenario(scenario: &str, replicas_n: usize, run: Duration, mid
                 "the 429 cooled the account everywhere: {figures}"
             );
             assert!(propagation_ms < 1000, "{figures}");
+            assert_eq!(
+                disabled.len(),
+                replicas_n,
+                "the disable reached every replica: {figures}"
+            );
+            assert!(disable_ms < 1000, "{figures}");
         }
         Midway::RestartPostgres => assert!(
             refreshed_after_restart.unwrap_or(0) >= 2,

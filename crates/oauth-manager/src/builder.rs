@@ -401,6 +401,9 @@ impl OAuthKeyManagerBuilder {
             .telemetry
             .attach_gauges(Arc::downgrade(&gauges));
         let _ = manager.inner.gauges.set(gauges);
+        // A credential another replica disabled (or found dead) before this one started is out
+        // of rotation from the first call.
+        manager.adopt_shared_states().await;
         Ok(manager)
     }
 }

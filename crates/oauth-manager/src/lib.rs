@@ -62,6 +62,7 @@ mod reporting;
 mod rotating;
 mod selection;
 mod settings;
+mod sharing;
 mod telemetry;
 
 pub use builder::OAuthKeyManagerBuilder;
@@ -188,6 +189,6 @@ pub mod store {
     #[doc(no_inline)]
     pub use oauth_store::{
         CredentialStore, FileRefreshLock, FileStore, MemoryRefreshLock, MemoryStore, RefreshGuard,
-        RefreshLock, StoreChange, StoreError, Version, Versioned,
+        RefreshLock, SharedState, SharedStateRecord, StoreChange, StoreError, Version, Versioned,
     };
 }

@@ -152,13 +152,16 @@ impl OAuthKeyManager {
     }
 
     /// One maintenance tick: report a store outage that began or ended (for stores that report
-    /// their connection), refresh idle credentials ahead of expiry, retry pending persistence,
-    /// adopt credentials changed in the store or by the credential provider, auto-decommission
-    /// expired rotations, evaluate and send alerts.
+    /// their connection), send the cooldowns and states still to be shared with other processes,
+    /// adopt credentials changed in the store or by the credential provider and the states other
+    /// processes shared, retry pending persistence, refresh idle credentials ahead of expiry,
+    /// auto-decommission expired rotations, evaluate and send alerts.
     pub async fn run_maintenance_once(&self, config: &MaintenanceConfig) -> MaintenanceReport {
         let mut report = MaintenanceReport::default();
         self.note_store_status();
+        self.inner.refreshing.flush_shared(self.now()).await;
         self.adopt_store_changes(&mut report).await;
+        self.adopt_shared_states().await;
         let _ = self.sync_from_provider().await;
         self.retry_persistence(&mut report).await;
         self.refresh_ahead(config, &mut report).await;
@@ -227,6 +230,10 @@ impl OAuthKeyManager {
                 state,
                 version,
             } if provider == self.provider() => {
+                // A decision of this process about the same thing, not sent yet, is newer.
+                if self.inner.refreshing.sharing().pending(&id, state.aspect()) {
+                    return;
+                }
                 if let Some(slot) = self.slot(id.as_str()) {
                     self.apply_shared_state(&slot, state, version).await;
                 }
@@ -234,8 +241,38 @@ impl OAuthKeyManager {
             StoreChange::Resync { provider } if provider == self.provider() => {
                 let mut report = MaintenanceReport::default();
                 self.adopt_store_changes(&mut report).await;
+                self.adopt_shared_states().await;
             }
             _ => {}
+        }
+    }
+
+    /// Adopts the states other processes published that the store keeps (the latest of each
+    /// aspect per credential), for those this process missed: published while its feed was down
+    /// or before it started. Applying one it already follows changes nothing. A state this
+    /// process decided otherwise and has not sent yet is skipped, as is the whole read when it
+    /// decided anything while reading (what it read may predate that; the next tick reads again).
+    pub(crate) async fn adopt_shared_states(&self) {
+        let sharing = self.inner.refreshing.sharing();
+        let before = sharing.decisions();
+        let states = match self.inner.refreshing.shared_states().await {
+            Ok(states) => states,
+            Err(e) => {
+                tracing::debug!(provider = %self.provider(), error = %e, "reading shared states failed");
+                return;
+            }
+        };
+        if sharing.decisions() != before {
+            return;
+        }
+        for record in states {
+            if sharing.pending(&record.id, record.state.aspect()) {
+                continue;
+            }
+            if let Some(slot) = self.slot(record.id.as_str()) {
+                self.apply_shared_state(&slot, record.state, record.version)
+                    .await;
+            }
         }
     }
 
@@ -280,13 +317,14 @@ impl OAuthKeyManager {
                 if slot.persist_pending() {
                     return;
                 }
+                // Decided on an older refresh token than this replica holds: not ours to mark
+                // (checked before reading the store: a replayed old state costs no query).
+                if version.is_some_and(|dead| slot.version() > dead) {
+                    return;
+                }
                 let stored = self.inner.refreshing.load(&slot.id).await.ok().flatten();
                 if let Some(dead) = version {
-                    // Decided on an older refresh token than this replica holds, or than the
-                    // store holds now (a re-authorization since): not ours to mark.
-                    if slot.version() > dead {
-                        return;
-                    }
+                    // Or than the store holds now (a re-authorization since).
                     if stored.as_ref().is_some_and(|s| s.version > dead) {
                         self.inner.refreshing.adopt_from_store(self, slot).await;
                         return;

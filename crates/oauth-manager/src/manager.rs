@@ -241,9 +241,12 @@ impl OAuthKeyManager {
         let slot = self.slot_or_err(id)?;
         let ((), published) = slot.with_health(self.inner.time.health(), |h| h.disable());
         self.after_health_change(&slot, None, published);
-        self.inner
-            .refreshing
-            .publish_state(&slot.id, oauth_store::SharedState::Disabled, None);
+        self.inner.refreshing.publish_state(
+            &slot.id,
+            oauth_store::SharedState::Disabled,
+            None,
+            self.now(),
+        );
         self.emit(EventKind::Disabled {
             credential: slot.id.clone(),
         });
@@ -273,9 +276,12 @@ impl OAuthKeyManager {
         let slot = self.slot_or_err(id)?;
         let ((), published) = slot.with_health(self.inner.time.health(), |h| h.enable());
         self.after_health_change(&slot, None, published);
-        self.inner
-            .refreshing
-            .publish_state(&slot.id, oauth_store::SharedState::Enabled, None);
+        self.inner.refreshing.publish_state(
+            &slot.id,
+            oauth_store::SharedState::Enabled,
+            None,
+            self.now(),
+        );
         self.emit(EventKind::Enabled {
             credential: slot.id.clone(),
         });
@@ -400,7 +406,7 @@ impl OAuthKeyManager {
             if let HealthChange::CooledDown { until } = change {
                 self.inner
                     .refreshing
-                    .publish_cooldown(&slot.id, time.to_wall(until));
+                    .publish_cooldown(&slot.id, time.to_wall(until), time.wall());
             }
             let change = crate::reporting::change_to_wall(change, time);
             self.inner

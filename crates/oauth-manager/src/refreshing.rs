@@ -22,6 +22,7 @@ use crate::error::{ProviderError, ReauthorizeError};
 use crate::manager::OAuthKeyManager;
 use crate::provider::{CredentialProvider, NoProvider};
 use crate::selection::Slot;
+use crate::sharing::{Outgoing, Sharing};
 
 /// How long a process whose token no longer works waits for another process's refresh of the
 /// same credential (within the flight's own timeout).
@@ -111,8 +112,10 @@ pub(crate) struct Refreshing {
     credential_provider: ArcSwap<ProviderCell>,
     outage: StoreOutage,
     /// The store shares changes between processes (it has a change feed): rate-limit cooldowns
-    /// seen here are published to it.
+    /// and state changes decided here are published to it.
     shared: bool,
+    /// The queue of decisions published to the store.
+    sharing: Arc<Sharing>,
     /// The store's connection status, for stores that report one.
     status: Option<tokio::sync::watch::Receiver<bool>>,
     /// Credentials whose refresh lock another process was seen holding, until when (the
@@ -144,6 +147,7 @@ impl Refreshing {
     ) -> Self {
         let shared = store.changes().is_some();
         let status = store.connection_status();
+        let sharing = Arc::new(Sharing::new(Arc::clone(&store), provider.clone()));
         Self {
             provider,
             refresher: ArcSwap::from_pointee(RefresherCell(refresher)),
@@ -152,6 +156,7 @@ impl Refreshing {
             credential_provider: ArcSwap::from_pointee(ProviderCell(credential_provider)),
             outage,
             shared,
+            sharing,
             status,
             held_elsewhere: Mutex::default(),
             held_seen: tokio::sync::Notify::new(),
@@ -175,42 +180,57 @@ impl Refreshing {
         self.store.changes()
     }
 
-    /// Shares a cooldown with the other processes using the store (on its own task; nothing for a
-    /// store without a change feed).
-    pub(crate) fn publish_cooldown(&self, id: &oauth_core::CredentialId, until: DateTime<Utc>) {
-        if !self.shared {
-            return;
-        }
-        let (store, provider, id) = (Arc::clone(&self.store), self.provider.clone(), id.clone());
-        if let Ok(rt) = tokio::runtime::Handle::try_current() {
-            rt.spawn(async move {
-                if let Err(e) = store.publish_cooldown(&provider, &id, until).await {
-                    tracing::warn!(provider = %provider, credential = %id, error = %e, "sharing a cooldown failed");
-                }
-            });
+    /// Shares a cooldown with the other processes using the store (queued, in order, retried;
+    /// nothing for a store without a change feed). `now` is the wall time.
+    pub(crate) fn publish_cooldown(
+        &self,
+        id: &oauth_core::CredentialId,
+        until: DateTime<Utc>,
+        now: DateTime<Utc>,
+    ) {
+        if self.shared {
+            let id = id.clone();
+            self.sharing.share(Outgoing::Cooldown { id, until }, now);
         }
     }
 
     /// Shares a credential's state (disabled, enabled, dead grant) with the other processes using
-    /// the store, as decided at stored `version` (on its own task; nothing for a store without a
-    /// change feed).
+    /// the store, as decided at stored `version` (queued, in order, retried; nothing for a store
+    /// without a change feed). `now` is the wall time.
     pub(crate) fn publish_state(
         &self,
         id: &oauth_core::CredentialId,
         state: oauth_store::SharedState,
         version: Option<u64>,
+        now: DateTime<Utc>,
     ) {
+        if self.shared {
+            let id = id.clone();
+            self.sharing
+                .share(Outgoing::State { id, state, version }, now);
+        }
+    }
+
+    /// What this process shares with the others (its queue of unsent decisions).
+    pub(crate) fn sharing(&self) -> &Sharing {
+        &self.sharing
+    }
+
+    /// Sends the decisions still queued (after a failure, or made outside a runtime); true when
+    /// none is left.
+    pub(crate) async fn flush_shared(&self, now: DateTime<Utc>) -> bool {
+        !self.shared || self.sharing.flush(now).await
+    }
+
+    /// The states other processes published and the store keeps (none for a store without a
+    /// change feed).
+    pub(crate) async fn shared_states(
+        &self,
+    ) -> Result<Vec<oauth_store::SharedStateRecord>, StoreError> {
         if !self.shared {
-            return;
+            return Ok(Vec::new());
         }
-        let (store, provider, id) = (Arc::clone(&self.store), self.provider.clone(), id.clone());
-        if let Ok(rt) = tokio::runtime::Handle::try_current() {
-            rt.spawn(async move {
-                if let Err(e) = store.publish_state(&provider, &id, state, version).await {
-                    tracing::warn!(provider = %provider, credential = %id, state = state.as_str(), error = %e, "sharing a credential state failed");
-                }
-            });
-        }
+        self.store.shared_states(&self.provider).await
     }
 
     /// One stored credential, for a credential that joined the store from elsewhere.
@@ -981,6 +1001,7 @@ impl RefreshTarget for SlotRefresh {
                 &slot.id,
                 oauth_store::SharedState::NeedsReauthorization,
                 Some(slot.version()),
+                time.wall(),
             );
         }
         manager.after_health_change(slot, change, published);

@@ -45,8 +45,11 @@ pub struct MemoryStore {
 #[derive(Default)]
 struct States {
     next: u64,
-    latest: HashMap<(String, CredentialId, &'static str), (u64, SharedState, Option<Version>)>,
+    latest: HashMap<StateKey, (u64, SharedState, Option<Version>)>,
 }
+
+/// Provider, credential, [`aspect`](SharedState::aspect).
+type StateKey = (String, CredentialId, &'static str);
 
 /// The change feeds of every replica view of one store.
 #[derive(Default)]

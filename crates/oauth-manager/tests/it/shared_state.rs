@@ -11,7 +11,7 @@ use oauth_manager::{
     CredentialState, ExposeSecret, FailureKind, MaintenanceConfig, MaintenanceHandle,
     OAuthKeyManager,
 };
-use oauth_store::{CredentialStore, MemoryStore};
+use oauth_store::{CredentialStore, MemoryStore, SharedState};
 
 use crate::support::{CountingRefresher, TestError, counting_refresher, cred, settle, t0};
 
@@ -187,16 +187,40 @@ async fn a_dead_grant_reported_for_an_older_version_is_ignored() {
     );
 }
 
-/// A store view whose saves fail while `failing` is set (the replica's disk or database write
-/// path is down; its reads and change feed work).
+/// A replica's view of the store with faults to switch on: its saves fail (the write path is
+/// down), its publications fail (the database is unreachable for them), its publications of
+/// `Disabled` wait for `gate` permits (a slow statement), or its change feed hears nothing (the
+/// LISTEN connection is down). Reads work.
 #[derive(Debug)]
-struct SavesFail {
+struct Faulty {
     view: MemoryStore,
-    failing: std::sync::atomic::AtomicBool,
+    saves_fail: std::sync::atomic::AtomicBool,
+    publishes_fail: std::sync::atomic::AtomicBool,
+    gate: Option<tokio::sync::Semaphore>,
+    deaf: Option<tokio::sync::broadcast::Sender<oauth_store::StoreChange>>,
+}
+
+impl Faulty {
+    fn new(view: MemoryStore) -> Self {
+        Self {
+            view,
+            saves_fail: std::sync::atomic::AtomicBool::new(false),
+            publishes_fail: std::sync::atomic::AtomicBool::new(false),
+            gate: None,
+            deaf: None,
+        }
+    }
+
+    fn down() -> oauth_store::StoreError {
+        oauth_store::StoreError::Io {
+            path: "/var/lib/pool/test.json".into(),
+            source: std::io::Error::from(std::io::ErrorKind::ReadOnlyFilesystem),
+        }
+    }
 }
 
 #[oauth_manager::async_trait]
-impl CredentialStore for SavesFail {
+impl CredentialStore for Faulty {
     async fn load_all(
         &self,
         p: &str,
@@ -218,11 +242,8 @@ impl CredentialStore for SavesFail {
         c: &oauth_manager::Credential,
         expected: Option<oauth_store::Version>,
     ) -> Result<oauth_store::Version, oauth_store::StoreError> {
-        if self.failing.load(Ordering::SeqCst) {
-            return Err(oauth_store::StoreError::Io {
-                path: "/var/lib/pool/test.json".into(),
-                source: std::io::Error::from(std::io::ErrorKind::ReadOnlyFilesystem),
-            });
+        if self.saves_fail.load(Ordering::SeqCst) {
+            return Err(Self::down());
         }
         self.view.save(p, c, expected).await
     }
@@ -247,8 +268,269 @@ impl CredentialStore for SavesFail {
         self.view.refresh_lock()
     }
     fn changes(&self) -> Option<tokio::sync::broadcast::Receiver<oauth_store::StoreChange>> {
-        self.view.changes()
+        match &self.deaf {
+            Some(silent) => Some(silent.subscribe()),
+            None => self.view.changes(),
+        }
     }
+    async fn publish_state(
+        &self,
+        p: &str,
+        id: &oauth_manager::CredentialId,
+        state: SharedState,
+        version: Option<oauth_store::Version>,
+    ) -> Result<(), oauth_store::StoreError> {
+        if let Some(gate) = &self.gate
+            && state == SharedState::Disabled
+        {
+            gate.acquire().await.expect("gate open").forget();
+        }
+        if self.publishes_fail.load(Ordering::SeqCst) {
+            return Err(Self::down());
+        }
+        self.view.publish_state(p, id, state, version).await
+    }
+    async fn shared_states(
+        &self,
+        p: &str,
+    ) -> Result<Vec<oauth_store::SharedStateRecord>, oauth_store::StoreError> {
+        self.view.shared_states(p).await
+    }
+}
+
+/// A pool over `store` with maintenance as in [`replica`].
+async fn replica_on(
+    store: impl CredentialStore + 'static,
+    clock: &ManualClock,
+    refresher: &CountingRefresher,
+) -> (OAuthKeyManager, MaintenanceHandle) {
+    let pool = OAuthKeyManager::builder("test")
+        .store(store)
+        .clock(Arc::new(clock.clone()))
+        .refresher_arc(Arc::clone(&refresher.refresher))
+        .build()
+        .await
+        .expect("pool builds from the store");
+    let handle = pool
+        .spawn_maintenance(quiet_maintenance())
+        .expect("maintenance starts");
+    settle().await;
+    (pool, handle)
+}
+
+fn quiet_maintenance() -> MaintenanceConfig {
+    MaintenanceConfig::default()
+        .with_interval(Duration::from_secs(24 * 3600))
+        .with_refresh_ahead(Duration::ZERO)
+}
+
+/// Issue 19: a disable decided while the store could not take it was logged and lost; the other
+/// replicas kept using the account. It stays queued and goes out once the store is back.
+#[tokio::test]
+async fn a_disable_decided_while_the_store_is_down_reaches_the_other_replica_once_it_is_back() {
+    let clock = ManualClock::new(t0());
+    let shared = seeded(&[("x", TimeDelta::hours(1)), ("y", TimeDelta::hours(1))]).await;
+    let refresher = counting_refresher(&clock, Duration::ZERO, None);
+    let faulty = Arc::new(Faulty::new(shared.replica()));
+    faulty.publishes_fail.store(true, Ordering::SeqCst);
+    let (a, _a_task) = replica_on(Arc::clone(&faulty), &clock, &refresher).await;
+    let (b, _b_task) = replica(&shared, &clock, &refresher).await;
+
+    a.disable("x").expect("known");
+    settle().await;
+    assert_eq!(state(&a, "x"), CredentialState::Disabled);
+    assert_ne!(
+        state(&b, "x"),
+        CredentialState::Disabled,
+        "not delivered yet"
+    );
+
+    faulty.publishes_fail.store(false, Ordering::SeqCst);
+    a.run_maintenance_once(&quiet_maintenance()).await;
+    settle().await;
+    assert_eq!(state(&b, "x"), CredentialState::Disabled);
+    assert_eq!(
+        shared.shared_states("test").await.expect("read").len(),
+        1,
+        "kept in the store"
+    );
+}
+
+/// Issue 19: each publication was a task of its own, so a disable whose statement was slow
+/// could land after the enable that followed it, leaving the other replicas disabled. They go
+/// out in the order decided.
+#[tokio::test]
+async fn a_disable_then_an_enable_reach_the_other_replica_in_that_order() {
+    let clock = ManualClock::new(t0());
+    let shared = seeded(&[("x", TimeDelta::hours(1)), ("y", TimeDelta::hours(1))]).await;
+    let refresher = counting_refresher(&clock, Duration::ZERO, None);
+    let mut slow = Faulty::new(shared.replica());
+    slow.gate = Some(tokio::sync::Semaphore::new(0));
+    let slow = Arc::new(slow);
+    let (a, _a_task) = replica_on(Arc::clone(&slow), &clock, &refresher).await;
+    let (b, _b_task) = replica(&shared, &clock, &refresher).await;
+
+    a.disable("x").expect("known");
+    settle().await; // the disable's statement is under way (held at the gate)
+    a.enable("x").expect("known");
+    settle().await;
+    slow.gate.as_ref().expect("gated").add_permits(8);
+    for _ in 0..8 {
+        settle().await;
+    }
+    assert_ne!(state(&a, "x"), CredentialState::Disabled);
+    assert_ne!(
+        state(&b, "x"),
+        CredentialState::Disabled,
+        "B follows the operator's last word"
+    );
+    let kept = shared.shared_states("test").await.expect("read");
+    assert_eq!(
+        kept.iter().map(|r| r.state).collect::<Vec<_>>(),
+        [SharedState::Enabled]
+    );
+}
+
+/// Issue 19: a disable decided outside a tokio runtime (an operator's admin thread) was dropped
+/// without a word. It is queued and sent by the next maintenance tick.
+#[tokio::test]
+async fn a_disable_decided_outside_a_runtime_is_sent_by_the_next_tick() {
+    let clock = ManualClock::new(t0());
+    let shared = seeded(&[("x", TimeDelta::hours(1)), ("y", TimeDelta::hours(1))]).await;
+    let refresher = counting_refresher(&clock, Duration::ZERO, None);
+    let (a, _a_task) = replica(&shared, &clock, &refresher).await;
+    let (b, _b_task) = replica(&shared, &clock, &refresher).await;
+
+    let admin = a.clone();
+    std::thread::spawn(move || admin.disable("x").expect("known"))
+        .join()
+        .expect("admin thread");
+    settle().await;
+    assert_eq!(state(&a, "x"), CredentialState::Disabled);
+    a.run_maintenance_once(&quiet_maintenance()).await;
+    settle().await;
+    assert_eq!(state(&b, "x"), CredentialState::Disabled);
+}
+
+/// Issue 19: a replica whose feed missed a disable (its LISTEN connection was down) kept the
+/// account in rotation for good. Its maintenance tick reads the states the store keeps.
+#[tokio::test]
+async fn a_replica_that_missed_a_disable_catches_up_at_its_maintenance_tick() {
+    let clock = ManualClock::new(t0());
+    let shared = seeded(&[("x", TimeDelta::hours(1)), ("y", TimeDelta::hours(1))]).await;
+    let refresher = counting_refresher(&clock, Duration::ZERO, None);
+    let (a, _a_task) = replica(&shared, &clock, &refresher).await;
+    let mut deaf = Faulty::new(shared.replica());
+    deaf.deaf = Some(tokio::sync::broadcast::channel(1).0);
+    // Its ticks run when the test says (a spawned first tick could run after the disable).
+    let b = OAuthKeyManager::builder("test")
+        .store(deaf)
+        .clock(Arc::new(clock.clone()))
+        .refresher_arc(Arc::clone(&refresher.refresher))
+        .build()
+        .await
+        .expect("builds");
+    b.run_maintenance_once(&quiet_maintenance()).await;
+
+    a.disable("x").expect("known");
+    settle().await;
+    assert_ne!(state(&b, "x"), CredentialState::Disabled, "B heard nothing");
+    b.run_maintenance_once(&quiet_maintenance()).await;
+    assert_eq!(state(&b, "x"), CredentialState::Disabled);
+    // Applied once: a second tick changes nothing and reports nothing again.
+    let mut events = b.subscribe();
+    b.run_maintenance_once(&quiet_maintenance()).await;
+    let again: Vec<_> = std::iter::from_fn(|| events.try_recv().ok())
+        .filter(|e| matches!(e.kind, oauth_manager::EventKind::Disabled { .. }))
+        .collect();
+    assert!(again.is_empty(), "{again:?}");
+
+    a.enable("x").expect("known");
+    settle().await;
+    b.run_maintenance_once(&quiet_maintenance()).await;
+    assert_ne!(state(&b, "x"), CredentialState::Disabled);
+}
+
+/// Issue 19: a replica started after another disabled an account used it until an event reached
+/// it (none would). It is out of rotation from the first call.
+#[tokio::test]
+async fn a_replica_started_after_a_disable_never_serves_the_account() {
+    let clock = ManualClock::new(t0());
+    let shared = seeded(&[("x", TimeDelta::hours(1)), ("y", TimeDelta::hours(1))]).await;
+    let refresher = counting_refresher(&clock, Duration::ZERO, None);
+    let (a, _a_task) = replica(&shared, &clock, &refresher).await;
+    a.disable("x").expect("known");
+    settle().await;
+
+    let late = OAuthKeyManager::builder("test")
+        .store(shared.replica())
+        .clock(Arc::new(clock.clone()))
+        .refresher_arc(Arc::clone(&refresher.refresher))
+        .build()
+        .await
+        .expect("builds");
+    assert_eq!(state(&late, "x"), CredentialState::Disabled);
+    for _ in 0..10 {
+        assert_eq!(served_token(&late).await.as_deref(), Ok("access-y-0"));
+    }
+}
+
+/// Issue 19: before declaring a grant dead on invalid_grant, a replica re-reads the store: a CLI
+/// (or a replica not taking the lease) rotated the grant between this replica's read and its
+/// refresh, so the refresh token it presented was consumed, and the store holds the live one.
+/// It adopts that and serves on; nothing is marked or shared as dead.
+#[tokio::test]
+async fn invalid_grant_after_a_rotation_elsewhere_adopts_the_rotated_tokens() {
+    let clock = ManualClock::new(t0());
+    let shared = seeded(&[("x", TimeDelta::hours(1))]).await;
+    let cli = shared.clone();
+    let calls = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let counted = Arc::clone(&calls);
+    let refresher =
+        oauth_manager::refresh::FnRefresher::new(move |presented: oauth_manager::Credential| {
+            let (cli, calls) = (cli.clone(), Arc::clone(&counted));
+            async move {
+                calls.fetch_add(1, Ordering::SeqCst);
+                // Meanwhile the CLI exchanged the same refresh token and wrote the result.
+                let stored = cli
+                    .load("test", &presented.id)
+                    .await
+                    .expect("loads")
+                    .expect("stored");
+                let rotated = oauth_manager::Credential::new("x", "access-x-cli", t0())
+                    .expect("valid")
+                    .with_refresh_token("refresh-x-cli")
+                    .with_expires_at(t0() + TimeDelta::hours(2));
+                cli.save("test", &rotated, Some(stored.version))
+                    .await
+                    .expect("the CLI's write");
+                Err(oauth_manager::refresh::RefreshError::other(
+                    FailureKind::PermanentAuth,
+                    "invalid_grant",
+                ))
+            }
+        });
+    let b = OAuthKeyManager::builder("test")
+        .store(shared.replica())
+        .clock(Arc::new(clock.clone()))
+        .refresher(refresher)
+        .build()
+        .await
+        .expect("builds");
+    let watcher = shared.replica();
+    let before = watcher.shared_states("test").await.expect("read").len();
+
+    let refreshed = b.refresh_now("x").await;
+    assert_eq!(calls.load(Ordering::SeqCst), 1);
+    let h = b.credential_health("x").expect("known");
+    assert!(!h.needs_reauthorization, "{h:?} after {refreshed:?}");
+    assert_eq!(served_token(&b).await.as_deref(), Ok("access-x-cli"));
+    settle().await;
+    assert_eq!(
+        watcher.shared_states("test").await.expect("read").len(),
+        before,
+        "no dead grant shared"
+    );
 }
 
 /// Review finding on the shared states: a replica that refreshed a credential but could not save
@@ -259,10 +541,8 @@ async fn a_dead_grant_reported_for_the_stores_token_spares_a_replica_holding_a_n
     let clock = ManualClock::new(t0());
     let shared = seeded(&[("x", TimeDelta::hours(1))]).await;
     let refresher = counting_refresher(&clock, Duration::ZERO, None);
-    let store = SavesFail {
-        view: shared.replica(),
-        failing: std::sync::atomic::AtomicBool::new(true),
-    };
+    let store = Faulty::new(shared.replica());
+    store.saves_fail.store(true, Ordering::SeqCst);
     let b = OAuthKeyManager::builder("test")
         .store(store)
         .clock(Arc::new(clock.clone()))

@@ -214,8 +214,31 @@ async fn propagation_latency_median_is_under_100_ms() {
             "{change:?}"
         );
     }
+    let mut states = Vec::with_capacity(N);
+    for i in 0..N {
+        let state = if i % 2 == 0 {
+            SharedState::Disabled
+        } else {
+            SharedState::Enabled
+        };
+        let started = Instant::now();
+        a.publish_state(P, &id("lat"), state, None)
+            .await
+            .expect("state");
+        let change = next(&mut feed).await;
+        states.push(started.elapsed());
+        assert!(
+            matches!(change, StoreChange::StateChanged { state: s, .. } if s == state),
+            "{change:?}"
+        );
+    }
     let write_median = summary("write -> other replica's feed", writes);
     let cooldown_median = summary("cooldown -> other replica's feed", cooldowns);
+    let state_median = summary("disable/enable -> other replica's feed", states);
+    assert!(
+        state_median < Duration::from_millis(100),
+        "{state_median:?}"
+    );
     assert!(
         write_median < Duration::from_millis(100),
         "{write_median:?}"

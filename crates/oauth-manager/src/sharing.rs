@@ -1,0 +1,336 @@
+//! Sharing: what this process tells the other processes using the same store (rate-limit
+//! cooldowns, disabled/enabled, dead grants), delivered in the order it was decided and retried
+//! until the store takes it.
+//!
+//! A decision is queued first and sent by one sender at a time, so a disable followed by an
+//! enable reaches the store (and the other replicas) in that order; a send that fails (the
+//! database is down) stays queued and is retried by the next decision or maintenance tick, as is
+//! anything decided outside a tokio runtime (no task can be spawned there). A newer decision about
+//! the same credential and aspect replaces a queued older one, so the queue stays as small as the
+//! set of credentials with something unsent.
+
+use std::collections::VecDeque;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+
+use chrono::{DateTime, Utc};
+use oauth_core::CredentialId;
+use oauth_store::{CredentialStore, SharedState, StoreError};
+
+/// Upper bound of the queue (credentials × aspects with an unsent decision); past it the oldest
+/// decision is dropped, and the other processes' maintenance reads converge on what the store
+/// holds.
+const MAX_QUEUED: usize = 8192;
+
+/// One decision to share.
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) enum Outgoing {
+    /// Keep off this credential until `until` (wall time).
+    Cooldown {
+        id: CredentialId,
+        until: DateTime<Utc>,
+    },
+    /// The credential's state, decided at stored `version`.
+    State {
+        id: CredentialId,
+        state: SharedState,
+        version: Option<u64>,
+    },
+}
+
+/// What a decision is about: a newer one with the same key replaces it.
+type Key = (CredentialId, &'static str);
+
+impl Outgoing {
+    fn key(&self) -> Key {
+        match self {
+            Self::Cooldown { id, .. } => (id.clone(), "cooldown"),
+            Self::State { id, state, .. } => (id.clone(), state.aspect()),
+        }
+    }
+
+    fn is_about(&self, id: &CredentialId, aspect: &str) -> bool {
+        let key = match self {
+            Self::Cooldown { id, .. } => (id, "cooldown"),
+            Self::State { id, state, .. } => (id, state.aspect()),
+        };
+        key.0 == id && key.1 == aspect
+    }
+
+    /// `self` merged with an older decision of the same key: a cooldown keeps the later end (as
+    /// the store does), a state is simply the newer one.
+    fn merged_with(self, older: &Self) -> Self {
+        match (self, older) {
+            (Self::Cooldown { id, until }, Self::Cooldown { until: old, .. }) => Self::Cooldown {
+                id,
+                until: until.max(*old),
+            },
+            (newer, _) => newer,
+        }
+    }
+
+    async fn send(&self, store: &dyn CredentialStore, provider: &str) -> Result<(), StoreError> {
+        match self {
+            Self::Cooldown { id, until } => store.publish_cooldown(provider, id, *until).await,
+            Self::State { id, state, version } => {
+                store.publish_state(provider, id, *state, *version).await
+            }
+        }
+    }
+}
+
+#[derive(Default)]
+struct Queue {
+    items: VecDeque<Outgoing>,
+    /// The decision being sent now (taken off `items`), so it still counts as pending.
+    sending: Option<Outgoing>,
+}
+
+/// The sharing component: a queue of decisions and its one sender.
+pub(crate) struct Sharing {
+    store: Arc<dyn CredentialStore>,
+    provider: String,
+    queue: Mutex<Queue>,
+    /// Held by the one sender at a time.
+    sender: tokio::sync::Mutex<()>,
+    /// Bumped on every decision queued: a reader of the store's states that saw it change while
+    /// it read skips what it read (it may predate the decision).
+    decided: AtomicU64,
+    /// A send failed and has not succeeded since (logged once per outage).
+    failing: AtomicBool,
+}
+
+impl std::fmt::Debug for Sharing {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Sharing")
+            .field("queued", &self.queued())
+            .finish_non_exhaustive()
+    }
+}
+
+impl Sharing {
+    pub(crate) fn new(store: Arc<dyn CredentialStore>, provider: String) -> Self {
+        Self {
+            store,
+            provider,
+            queue: Mutex::default(),
+            sender: tokio::sync::Mutex::new(()),
+            decided: AtomicU64::new(0),
+            failing: AtomicBool::new(false),
+        }
+    }
+
+    fn queue(&self) -> MutexGuard<'_, Queue> {
+        // Each change is one push, pop or swap: a panic cannot leave it half-changed.
+        self.queue.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Decisions not yet taken by the store.
+    pub(crate) fn queued(&self) -> usize {
+        let q = self.queue();
+        q.items.len() + usize::from(q.sending.is_some())
+    }
+
+    /// A counter that moves whenever a decision is queued (see [`Self::decided`]).
+    pub(crate) fn decisions(&self) -> u64 {
+        self.decided.load(Ordering::Acquire)
+    }
+
+    /// Whether a decision about `id`'s `aspect` is still to be sent: what the store or its feed
+    /// says about it is older than what this process decided.
+    pub(crate) fn pending(&self, id: &CredentialId, aspect: &str) -> bool {
+        let q = self.queue();
+        q.sending
+            .iter()
+            .chain(q.items.iter())
+            .any(|o| o.is_about(id, aspect))
+    }
+
+    /// Queues `item` and, inside a tokio runtime, sends the queue on a task of its own (outside
+    /// one, the next call inside one or the next maintenance tick sends it). `now` is the wall
+    /// time, for dropping cooldowns that ended before they could be sent.
+    pub(crate) fn share(self: &Arc<Self>, item: Outgoing, now: DateTime<Utc>) {
+        {
+            let mut q = self.queue();
+            let key = item.key();
+            let item = match q.items.iter().position(|o| o.key() == key) {
+                Some(at) => match q.items.remove(at) {
+                    Some(older) => item.merged_with(&older),
+                    None => item,
+                },
+                None => item,
+            };
+            q.items.push_back(item);
+            if q.items.len() > MAX_QUEUED
+                && let Some(dropped) = q.items.pop_front()
+            {
+                tracing::warn!(
+                    credential = %dropped.key().0,
+                    "too many unsent shared decisions; dropped the oldest"
+                );
+            }
+        }
+        self.decided.fetch_add(1, Ordering::AcqRel);
+        if let Ok(rt) = tokio::runtime::Handle::try_current() {
+            let this = Arc::clone(self);
+            rt.spawn(async move {
+                this.flush(now).await;
+            });
+        }
+    }
+
+    /// Sends what is queued, in order, one sender at a time; stops at the first failure, leaving
+    /// it queued. Returns whether the queue is empty.
+    pub(crate) async fn flush(&self, now: DateTime<Utc>) -> bool {
+        let _sender = self.sender.lock().await;
+        loop {
+            let item = {
+                let mut q = self.queue();
+                let Some(item) = q.items.pop_front() else {
+                    return true;
+                };
+                if matches!(&item, Outgoing::Cooldown { until, .. } if *until <= now) {
+                    continue; // ended before it could be sent: nobody needs it now
+                }
+                q.sending = Some(item.clone());
+                item
+            };
+            let sent = item.send(self.store.as_ref(), &self.provider).await;
+            let mut q = self.queue();
+            q.sending = None;
+            match sent {
+                Ok(()) => {
+                    if self.failing.swap(false, Ordering::Relaxed) {
+                        tracing::info!(provider = %self.provider, "sharing with the store works again");
+                    }
+                }
+                Err(e) => {
+                    // Back at the front, unless a newer decision of the same key was queued
+                    // meanwhile (it then carries this one's cooldown end too).
+                    let key = item.key();
+                    match q.items.iter_mut().find(|o| o.key() == key) {
+                        Some(newer) => *newer = newer.clone().merged_with(&item),
+                        None => q.items.push_front(item),
+                    }
+                    if !self.failing.swap(true, Ordering::Relaxed) {
+                        tracing::warn!(
+                            provider = %self.provider,
+                            credential = %key.0,
+                            error = %e,
+                            "sharing with the store failed; kept for retry"
+                        );
+                    }
+                    return false;
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use chrono::TimeZone;
+    use oauth_store::MemoryStore;
+
+    fn id(s: &str) -> CredentialId {
+        CredentialId::new(s).expect("valid id")
+    }
+
+    fn at(secs: i64) -> DateTime<Utc> {
+        Utc.timestamp_opt(1_800_000_000 + secs, 0)
+            .single()
+            .expect("valid")
+    }
+
+    fn state(c: &str, state: SharedState) -> Outgoing {
+        Outgoing::State {
+            id: id(c),
+            state,
+            version: None,
+        }
+    }
+
+    #[test]
+    fn a_newer_decision_replaces_a_queued_one_of_the_same_aspect_only() {
+        // No runtime: nothing is sent, everything stays queued.
+        let sharing = Arc::new(Sharing::new(Arc::new(MemoryStore::new()), "p".into()));
+        sharing.share(state("a", SharedState::Disabled), at(0));
+        sharing.share(
+            Outgoing::State {
+                id: id("a"),
+                state: SharedState::NeedsReauthorization,
+                version: Some(2),
+            },
+            at(0),
+        );
+        sharing.share(state("a", SharedState::Enabled), at(0));
+        sharing.share(
+            Outgoing::Cooldown {
+                id: id("a"),
+                until: at(60),
+            },
+            at(0),
+        );
+        sharing.share(
+            Outgoing::Cooldown {
+                id: id("a"),
+                until: at(30),
+            },
+            at(0),
+        );
+        assert_eq!(sharing.queued(), 3);
+        assert!(sharing.pending(&id("a"), "enablement"));
+        assert!(sharing.pending(&id("a"), "grant"));
+        assert!(!sharing.pending(&id("b"), "enablement"));
+        let q = sharing.queue();
+        assert_eq!(q.items[1], state("a", SharedState::Enabled));
+        assert_eq!(
+            q.items[2],
+            Outgoing::Cooldown {
+                id: id("a"),
+                until: at(60)
+            },
+            "a shorter cooldown does not cut a queued longer one short"
+        );
+    }
+
+    #[test]
+    fn the_queue_is_bounded() {
+        let sharing = Arc::new(Sharing::new(Arc::new(MemoryStore::new()), "p".into()));
+        for i in 0..=MAX_QUEUED {
+            sharing.share(state(&format!("c{i}"), SharedState::Disabled), at(0));
+        }
+        assert_eq!(sharing.queued(), MAX_QUEUED);
+        assert!(!sharing.pending(&id("c0"), "enablement"), "the oldest went");
+        assert_eq!(
+            sharing.decisions(),
+            u64::try_from(MAX_QUEUED).expect("fits") + 1
+        );
+    }
+
+    #[tokio::test]
+    async fn a_flush_sends_in_order_and_drops_cooldowns_that_ended() {
+        let store = MemoryStore::new();
+        let sharing = Arc::new(Sharing::new(Arc::new(store.clone()), "p".into()));
+        {
+            let mut q = sharing.queue();
+            q.items.push_back(state("a", SharedState::Disabled));
+            q.items.push_back(Outgoing::Cooldown {
+                id: id("a"),
+                until: at(5),
+            });
+            q.items.push_back(state("b", SharedState::Disabled));
+        }
+        assert!(sharing.flush(at(10)).await);
+        assert_eq!(sharing.queued(), 0);
+        let kept: Vec<_> = store
+            .shared_states("p")
+            .await
+            .expect("read")
+            .into_iter()
+            .map(|r| r.id.to_string())
+            .collect();
+        assert_eq!(kept, ["a", "b"]);
+    }
+}
