@@ -207,23 +207,7 @@ impl OAuthKeyManager {
                 provider,
                 id,
                 until,
-            } if provider == self.provider() => {
-                if let Some(slot) = self.slot(id.as_str()) {
-                    let time = &self.inner.time;
-                    let (now, until) = (time.health(), time.on_timeline(until));
-                    let policy = self.settings().health.clone();
-                    let (change, published) =
-                        slot.with_health(now, |h| h.cool_down_until(until, &policy, now));
-                    // Reported, but not published again: it came from the store.
-                    self.inner.selection.republished(published, time.now_ms());
-                    let change = crate::reporting::change_to_wall(change, time);
-                    self.inner.telemetry.emit(oauth_core::Event::from_health(
-                        slot.id.clone(),
-                        change,
-                        time.wall(),
-                    ));
-                }
-            }
+            } if provider == self.provider() => self.apply_shared_cooldown(&id, until),
             StoreChange::StateChanged {
                 provider,
                 id,
@@ -247,9 +231,43 @@ impl OAuthKeyManager {
         }
     }
 
-    /// Adopts the states other processes published that the store keeps (the latest of each
-    /// aspect per credential), for those this process missed: published while its feed was down
-    /// or before it started. Applying one it already follows changes nothing. A state this
+    /// Adopts a cooldown another process published (from the feed or the store's kept ones),
+    /// unless one ending as late is known here already: reported once, not published again.
+    fn apply_shared_cooldown(
+        &self,
+        id: &oauth_core::CredentialId,
+        until: chrono::DateTime<chrono::Utc>,
+    ) {
+        let time = &self.inner.time;
+        let wall = time.wall();
+        if until <= wall
+            || !self
+                .inner
+                .refreshing
+                .sharing()
+                .note_cooldown(id, until, wall)
+        {
+            return;
+        }
+        let Some(slot) = self.slot(id.as_str()) else {
+            return;
+        };
+        let (now, until) = (time.health(), time.on_timeline(until));
+        let policy = self.settings().health.clone();
+        let (change, published) = slot.with_health(now, |h| h.cool_down_until(until, &policy, now));
+        // Reported, but not published again: it came from the store.
+        self.inner.selection.republished(published, time.now_ms());
+        let change = crate::reporting::change_to_wall(change, time);
+        self.inner.telemetry.emit(oauth_core::Event::from_health(
+            slot.id.clone(),
+            change,
+            time.wall(),
+        ));
+    }
+
+    /// Adopts the states and cooldowns other processes published that the store keeps (the
+    /// latest of each aspect per credential, the latest end of each cooldown), for those this
+    /// process missed: published while its feed was down or before it started. Applying one it already follows changes nothing. A state this
     /// process decided otherwise and has not sent yet is skipped, as is the whole read when it
     /// decided anything while reading (what it read may predate that; the next tick reads again).
     pub(crate) async fn adopt_shared_states(&self) {
@@ -272,6 +290,16 @@ impl OAuthKeyManager {
             if let Some(slot) = self.slot(record.id.as_str()) {
                 self.apply_shared_state(&slot, record.state, record.version)
                     .await;
+            }
+        }
+        match self.inner.refreshing.active_cooldowns().await {
+            Ok(cooldowns) => {
+                for (id, until) in cooldowns {
+                    self.apply_shared_cooldown(&id, until);
+                }
+            }
+            Err(e) => {
+                tracing::debug!(provider = %self.provider(), error = %e, "reading shared cooldowns failed");
             }
         }
     }

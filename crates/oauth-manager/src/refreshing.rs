@@ -222,6 +222,17 @@ impl Refreshing {
         !self.shared || self.sharing.flush(now).await
     }
 
+    /// The cooldowns processes published and the store keeps (none for a store without a change
+    /// feed).
+    pub(crate) async fn active_cooldowns(
+        &self,
+    ) -> Result<std::collections::BTreeMap<CredentialId, DateTime<Utc>>, StoreError> {
+        if !self.shared {
+            return Ok(std::collections::BTreeMap::new());
+        }
+        self.store.active_cooldowns(&self.provider).await
+    }
+
     /// The states other processes published and the store keeps (none for a store without a
     /// change feed).
     pub(crate) async fn shared_states(

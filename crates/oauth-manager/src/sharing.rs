@@ -9,7 +9,7 @@
 //! the same credential and aspect replaces a queued older one, so the queue stays as small as the
 //! set of credentials with something unsent.
 
-use std::collections::VecDeque;
+use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
@@ -98,6 +98,9 @@ pub(crate) struct Sharing {
     decided: AtomicU64,
     /// A send failed and has not succeeded since (logged once per outage).
     failing: AtomicBool,
+    /// The latest cooldown end known here per credential (decided here or adopted), so a kept
+    /// cooldown re-read at every maintenance tick is applied (and reported) once.
+    cooldowns: Mutex<HashMap<CredentialId, DateTime<Utc>>>,
 }
 
 impl std::fmt::Debug for Sharing {
@@ -117,6 +120,7 @@ impl Sharing {
             sender: tokio::sync::Mutex::new(()),
             decided: AtomicU64::new(0),
             failing: AtomicBool::new(false),
+            cooldowns: Mutex::default(),
         }
     }
 
@@ -146,10 +150,35 @@ impl Sharing {
             .any(|o| o.is_about(id, aspect))
     }
 
+    /// Records that `id` cools down until `until` here; false when a cooldown ending as late or
+    /// later was known already (nothing new to apply). Ended ones are forgotten as it goes.
+    pub(crate) fn note_cooldown(
+        &self,
+        id: &CredentialId,
+        until: DateTime<Utc>,
+        now: DateTime<Utc>,
+    ) -> bool {
+        let mut known = self
+            .cooldowns
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        if known.get(id).is_some_and(|kept| *kept >= until) {
+            return false;
+        }
+        if known.len() >= MAX_QUEUED {
+            known.retain(|_, kept| *kept > now);
+        }
+        known.insert(id.clone(), until);
+        true
+    }
+
     /// Queues `item` and, inside a tokio runtime, sends the queue on a task of its own (outside
     /// one, the next call inside one or the next maintenance tick sends it). `now` is the wall
     /// time, for dropping cooldowns that ended before they could be sent.
     pub(crate) fn share(self: &Arc<Self>, item: Outgoing, now: DateTime<Utc>) {
+        if let Outgoing::Cooldown { id, until } = &item {
+            self.note_cooldown(id, *until, now);
+        }
         {
             let mut q = self.queue();
             let key = item.key();
@@ -293,6 +322,16 @@ mod tests {
             },
             "a shorter cooldown does not cut a queued longer one short"
         );
+    }
+
+    #[test]
+    fn a_cooldown_is_new_only_when_it_ends_later() {
+        let sharing = Sharing::new(Arc::new(MemoryStore::new()), "p".into());
+        assert!(sharing.note_cooldown(&id("a"), at(60), at(0)));
+        assert!(!sharing.note_cooldown(&id("a"), at(60), at(0)));
+        assert!(!sharing.note_cooldown(&id("a"), at(30), at(0)));
+        assert!(sharing.note_cooldown(&id("a"), at(90), at(0)));
+        assert!(sharing.note_cooldown(&id("b"), at(10), at(0)));
     }
 
     #[test]

@@ -292,36 +292,6 @@ impl PostgresStore {
         .await
     }
 
-    /// The cooldowns of `provider` that have not ended yet (on the database clock), as published
-    /// by any replica: what a replica re-reads after a [`StoreChange::Resync`].
-    ///
-    /// # Errors
-    /// [`StoreError::Backend`] when the database cannot be read.
-    pub async fn active_cooldowns(
-        &self,
-        provider: &str,
-    ) -> Result<BTreeMap<CredentialId, DateTime<Utc>>, StoreError> {
-        check_provider(provider)?;
-        let op = "active_cooldowns";
-        self.run(op, async {
-            let rows = self
-                .query(
-                    op,
-                    "SELECT credential_id, until FROM oauth_cooldowns
-                      WHERE provider = $1 AND until > now()",
-                    &[&provider],
-                )
-                .await?;
-            rows.iter()
-                .map(|r| {
-                    let id: String = r.get(0);
-                    Ok((parse_id(provider, id)?, r.get(1)))
-                })
-                .collect()
-        })
-        .await
-    }
-
     /// This store's refresh lock with its lease API ([`PostgresRefreshLock::try_acquire`],
     /// [`PostgresRefreshLock::acquire_lease`]), the same lock
     /// [`refresh_lock`](CredentialStore::refresh_lock) returns as a trait object.
@@ -796,6 +766,33 @@ impl CredentialStore for PostgresStore {
             )
             .await?;
             Ok(())
+        })
+        .await
+    }
+
+    /// The cooldowns of `provider` that have not ended yet (on the database clock), as published
+    /// by any replica.
+    async fn active_cooldowns(
+        &self,
+        provider: &str,
+    ) -> Result<BTreeMap<CredentialId, DateTime<Utc>>, StoreError> {
+        check_provider(provider)?;
+        let op = "active_cooldowns";
+        self.run(op, async {
+            let rows = self
+                .query(
+                    op,
+                    "SELECT credential_id, until FROM oauth_cooldowns
+                      WHERE provider = $1 AND until > now()",
+                    &[&provider],
+                )
+                .await?;
+            rows.iter()
+                .map(|r| {
+                    let id: String = r.get(0);
+                    Ok((parse_id(provider, id)?, r.get(1)))
+                })
+                .collect()
         })
         .await
     }

@@ -534,7 +534,8 @@ pub async fn empty_provider_is_rejected(store: Store) {
 /// For stores that keep published states (a store shared by several processes; not in
 /// [`CASES`], which every store passes): [`shared_states`](CredentialStore::shared_states) returns
 /// the latest state of each aspect of each credential, in publication order, per provider; an
-/// enable replaces a disable but not a dead grant; deleting a credential forgets its states.
+/// enable replaces a disable but not a dead grant; deleting a credential forgets its states;
+/// [`active_cooldowns`](CredentialStore::active_cooldowns) keeps the latest end of each cooldown.
 pub async fn shared_states_keep_the_latest_of_each_aspect(store: Store) {
     use crate::{SharedState, SharedStateRecord};
     let s = &store;
@@ -577,6 +578,23 @@ pub async fn shared_states_keep_the_latest_of_each_aspect(store: Store) {
         s.shared_states("").await,
         Err(StoreError::InvalidProvider { .. })
     ));
+
+    // Cooldowns: the latest end of each, per provider (a shorter one does not cut it short).
+    let (sooner, later) = (
+        Utc::now() + TimeDelta::hours(1),
+        Utc::now() + TimeDelta::hours(2),
+    );
+    s.publish_cooldown(P, &id("b"), later)
+        .await
+        .expect("cooldown");
+    s.publish_cooldown(P, &id("b"), sooner)
+        .await
+        .expect("cooldown");
+    let kept = s.active_cooldowns(P).await.expect("read");
+    assert_eq!(kept.len(), 1, "{kept:?}");
+    let until = kept.get(&id("b")).expect("b cools");
+    assert!((*until - later).num_milliseconds().abs() < 1, "{until}");
+    assert!(s.active_cooldowns("other").await.expect("read").is_empty());
 }
 
 /// The refresh lock excludes a second holder of the same credential (typed `LockTimeout`), not of other credentials or providers, and a waiter gets it once the guard drops.

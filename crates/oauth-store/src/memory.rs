@@ -46,6 +46,9 @@ pub struct MemoryStore {
 struct States {
     next: u64,
     latest: HashMap<StateKey, (u64, SharedState, Option<Version>)>,
+    /// The latest end published per provider and credential (never pruned: a memory store has
+    /// no clock; readers ignore ended ones).
+    cooldowns: HashMap<(String, CredentialId), DateTime<Utc>>,
 }
 
 /// Provider, credential, [`aspect`](SharedState::aspect).
@@ -180,9 +183,13 @@ impl CredentialStore for MemoryStore {
         expected: Option<Version>,
     ) -> Result<(), StoreError> {
         self.write(provider, |t| t.delete(provider, id, expected))?;
-        self.states()
-            .latest
-            .retain(|(p, i, _), _| !(p == provider && i == id));
+        {
+            let mut states = self.states();
+            states
+                .latest
+                .retain(|(p, i, _), _| !(p == provider && i == id));
+            states.cooldowns.remove(&(provider.to_owned(), id.clone()));
+        }
         self.announce(&StoreChange::Removed {
             provider: provider.to_owned(),
             id: id.clone(),
@@ -213,6 +220,12 @@ impl CredentialStore for MemoryStore {
         until: DateTime<Utc>,
     ) -> Result<(), StoreError> {
         crate::check_provider(provider)?;
+        let until = *self
+            .states()
+            .cooldowns
+            .entry((provider.to_owned(), id.clone()))
+            .and_modify(|kept| *kept = (*kept).max(until))
+            .or_insert(until);
         self.announce(&StoreChange::CooledDown {
             provider: provider.to_owned(),
             id: id.clone(),
@@ -260,6 +273,20 @@ impl CredentialStore for MemoryStore {
             .collect();
         kept.sort_unstable_by_key(|(seq, _)| *seq);
         Ok(kept.into_iter().map(|(_, record)| record).collect())
+    }
+
+    async fn active_cooldowns(
+        &self,
+        provider: &str,
+    ) -> Result<BTreeMap<CredentialId, DateTime<Utc>>, StoreError> {
+        crate::check_provider(provider)?;
+        Ok(self
+            .states()
+            .cooldowns
+            .iter()
+            .filter(|((p, _), _)| p == provider)
+            .map(|((_, id), until)| (id.clone(), *until))
+            .collect())
     }
 }
 

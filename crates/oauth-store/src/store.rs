@@ -145,6 +145,19 @@ pub trait CredentialStore: Send + Sync + fmt::Debug {
         let _ = provider;
         Ok(Vec::new())
     }
+
+    /// The cooldowns published for `provider`'s credentials that the store keeps, each with the
+    /// latest end published: what a process re-reads at its maintenance tick, so a cooldown it
+    /// missed on the feed still keeps it off the account. A store with a clock (a database)
+    /// returns only those not ended; others may return ended ones too, which readers ignore.
+    /// Stores that keep none (the default) return an empty map.
+    async fn active_cooldowns(
+        &self,
+        provider: &str,
+    ) -> Result<BTreeMap<CredentialId, DateTime<Utc>>, StoreError> {
+        let _ = provider;
+        Ok(BTreeMap::new())
+    }
 }
 
 /// One kept shared state, from [`CredentialStore::shared_states`].
@@ -429,6 +442,13 @@ impl<S: CredentialStore + ?Sized> CredentialStore for Arc<S> {
 
     async fn shared_states(&self, provider: &str) -> Result<Vec<SharedStateRecord>, StoreError> {
         (**self).shared_states(provider).await
+    }
+
+    async fn active_cooldowns(
+        &self,
+        provider: &str,
+    ) -> Result<BTreeMap<CredentialId, DateTime<Utc>>, StoreError> {
+        (**self).active_cooldowns(provider).await
     }
 }
 

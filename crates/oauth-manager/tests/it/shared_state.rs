@@ -296,6 +296,15 @@ impl CredentialStore for Faulty {
     ) -> Result<Vec<oauth_store::SharedStateRecord>, oauth_store::StoreError> {
         self.view.shared_states(p).await
     }
+    async fn active_cooldowns(
+        &self,
+        p: &str,
+    ) -> Result<
+        std::collections::BTreeMap<oauth_manager::CredentialId, chrono::DateTime<chrono::Utc>>,
+        oauth_store::StoreError,
+    > {
+        self.view.active_cooldowns(p).await
+    }
 }
 
 /// A pool over `store` with maintenance as in [`replica`].
@@ -449,6 +458,54 @@ async fn a_replica_that_missed_a_disable_catches_up_at_its_maintenance_tick() {
     settle().await;
     b.run_maintenance_once(&quiet_maintenance()).await;
     assert_ne!(state(&b, "x"), CredentialState::Disabled);
+}
+
+/// Issue 19: a cooldown published while a replica's feed was down (a 429 another replica saw)
+/// reached it only if its LISTEN connection came back with a resync. Its maintenance tick reads
+/// the store's kept cooldowns, and applies each once.
+#[tokio::test]
+async fn a_replica_that_missed_a_cooldown_catches_up_at_its_maintenance_tick() {
+    let clock = ManualClock::new(t0());
+    let shared = seeded(&[("x", TimeDelta::hours(1)), ("y", TimeDelta::hours(1))]).await;
+    let refresher = counting_refresher(&clock, Duration::ZERO, None);
+    let mut deaf = Faulty::new(shared.replica());
+    deaf.deaf = Some(tokio::sync::broadcast::channel(1).0);
+    let b = OAuthKeyManager::builder("test")
+        .store(deaf)
+        .clock(Arc::new(clock.clone()))
+        .refresher_arc(Arc::clone(&refresher.refresher))
+        .build()
+        .await
+        .expect("builds");
+    let x = oauth_manager::CredentialId::new("x").expect("valid id");
+    // One that ended already, and one in force, published by another replica.
+    shared
+        .replica()
+        .publish_cooldown("test", &x, t0() - TimeDelta::minutes(1))
+        .await
+        .expect("published");
+    shared
+        .replica()
+        .publish_cooldown("test", &x, t0() + TimeDelta::minutes(10))
+        .await
+        .expect("published");
+    assert_eq!(state(&b, "x"), CredentialState::Active, "B heard nothing");
+
+    let mut events = b.subscribe();
+    b.run_maintenance_once(&quiet_maintenance()).await;
+    assert_eq!(state(&b, "x"), CredentialState::CoolingDown);
+    for _ in 0..10 {
+        assert_eq!(served_token(&b).await.as_deref(), Ok("access-y-0"));
+    }
+    b.run_maintenance_once(&quiet_maintenance()).await;
+    let cooled = std::iter::from_fn(|| events.try_recv().ok())
+        .filter(|e| matches!(e.kind, oauth_manager::EventKind::CooledDown { .. }))
+        .count();
+    assert_eq!(cooled, 1, "applied and reported once");
+
+    clock.advance(Duration::from_secs(11 * 60));
+    b.run_maintenance_once(&quiet_maintenance()).await;
+    assert_eq!(state(&b, "x"), CredentialState::Active, "and it ends");
 }
 
 /// Issue 19: a replica started after another disabled an account used it until an event reached
