@@ -11,9 +11,14 @@
 //!   expiry on the database clock). Only the holder refreshes; a lease whose holder died expires
 //!   by itself and the next holder's fence is higher.
 //! - Change propagation with LISTEN/NOTIFY: [`changes`](oauth_store::CredentialStore::changes)
-//!   delivers other replicas' writes, deletes and shared cooldowns
-//!   ([`publish_cooldown`](oauth_store::CredentialStore::publish_cooldown)), and a
-//!   [`Resync`](oauth_store::StoreChange::Resync) per provider after the connection came back.
+//!   delivers other replicas' writes, deletes, shared cooldowns
+//!   ([`publish_cooldown`](oauth_store::CredentialStore::publish_cooldown)) and shared states
+//!   ([`publish_state`](oauth_store::CredentialStore::publish_state)), and a
+//!   [`Resync`](oauth_store::StoreChange::Resync) per provider after the connection came back,
+//!   followed by the cooldowns in force and the kept states. Cooldowns and states are kept in
+//!   tables, so a replica that missed them reads them back
+//!   ([`active_cooldowns`](oauth_store::CredentialStore::active_cooldowns),
+//!   [`shared_states`](oauth_store::CredentialStore::shared_states)).
 //! - Outages: with the database down every call fails within the configured bounds with an error
 //!   for which [`is_unavailable`] holds (never a conflict); the store reconnects by itself and
 //!   reports its state ([`PostgresStore::is_connected`], [`PostgresStore::connection_status`]).

@@ -36,11 +36,13 @@ const CHANGE_BUFFER: usize = 1024;
 ///   an owner, a fence counter that grows on every acquisition, and an expiry computed on the
 ///   database clock (`now()`), so a replica killed while holding one blocks nobody for longer
 ///   than the lease duration.
-/// - [`changes`](CredentialStore::changes) delivers other replicas' writes, deletes and
-///   [`publish_cooldown`](CredentialStore::publish_cooldown) calls through LISTEN/NOTIFY (sent in
-///   the same statement as the write, so only committed changes are announced), and a
+/// - [`changes`](CredentialStore::changes) delivers other replicas' writes, deletes,
+///   [`publish_cooldown`](CredentialStore::publish_cooldown) and
+///   [`publish_state`](CredentialStore::publish_state) calls through LISTEN/NOTIFY (sent in the
+///   same statement as the write, so only committed changes are announced), and a
 ///   [`StoreChange::Resync`] per provider after the LISTEN connection was lost and re-established,
-///   followed by a [`StoreChange::CooledDown`] for every cooldown still in force. A pool sharing
+///   followed by a [`StoreChange::CooledDown`] for every cooldown still in force and a
+///   [`StoreChange::StateChanged`] for every kept state, in publication order. A pool sharing
 ///   one `PostgresStore` between two managers of the same provider would not hear their changes
 ///   to each other (a store skips its own notifications); give each its own store.
 /// - With the database down every call fails within the configured bounds with an error for
