@@ -240,18 +240,14 @@ impl OAuthKeyManager {
     ) {
         let time = &self.inner.time;
         let wall = time.wall();
-        if until <= wall
-            || !self
-                .inner
-                .refreshing
-                .sharing()
-                .note_cooldown(id, until, wall)
-        {
-            return;
-        }
+        // Looked up first: a cooldown of a credential that joins later is applied then.
         let Some(slot) = self.slot(id.as_str()) else {
             return;
         };
+        let sharing = self.inner.refreshing.sharing();
+        if until <= wall || !sharing.note_cooldown(id, until, wall) {
+            return;
+        }
         let (now, until) = (time.health(), time.on_timeline(until));
         let policy = self.settings().health.clone();
         let (change, published) = slot.with_health(now, |h| h.cool_down_until(until, &policy, now));
@@ -267,9 +263,10 @@ impl OAuthKeyManager {
 
     /// Adopts the states and cooldowns other processes published that the store keeps (the
     /// latest of each aspect per credential, the latest end of each cooldown), for those this
-    /// process missed: published while its feed was down or before it started. Applying one it already follows changes nothing. A state this
-    /// process decided otherwise and has not sent yet is skipped, as is the whole read when it
-    /// decided anything while reading (what it read may predate that; the next tick reads again).
+    /// process missed: published while its feed was down or before it started. Applying one it
+    /// already follows changes nothing. A state this process decided otherwise and has not sent
+    /// yet is skipped, as is the rest of the states read once it decided anything since the read
+    /// (they may predate that; the next tick reads again).
     pub(crate) async fn adopt_shared_states(&self) {
         let sharing = self.inner.refreshing.sharing();
         let before = sharing.decisions();
@@ -280,10 +277,12 @@ impl OAuthKeyManager {
                 return;
             }
         };
-        if sharing.decisions() != before {
-            return;
-        }
         for record in states {
+            // Checked before each one (applying one may wait for the store): once this process
+            // decided anything since the read, the rest of what it read may be older than that.
+            if sharing.decisions() != before {
+                break;
+            }
             if sharing.pending(&record.id, record.state.aspect()) {
                 continue;
             }
@@ -292,6 +291,7 @@ impl OAuthKeyManager {
                     .await;
             }
         }
+        // Cooldowns merge (the later end wins): applying one undoes no decision made meanwhile.
         match self.inner.refreshing.active_cooldowns().await {
             Ok(cooldowns) => {
                 for (id, until) in cooldowns {

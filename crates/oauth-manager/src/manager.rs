@@ -388,6 +388,7 @@ impl OAuthKeyManager {
         }
         self.inner.telemetry.forget(id);
         self.inner.rotation.untrack(id);
+        self.inner.refreshing.sharing().forget(id);
     }
 
     /// After a health mutation: refresh the selection snapshot if availability changed, and

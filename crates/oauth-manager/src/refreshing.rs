@@ -219,7 +219,7 @@ impl Refreshing {
     /// Sends the decisions still queued (after a failure, or made outside a runtime); true when
     /// none is left.
     pub(crate) async fn flush_shared(&self, now: DateTime<Utc>) -> bool {
-        !self.shared || self.sharing.flush(now).await
+        !self.shared || self.sharing.flush_unless_sending(now).await
     }
 
     /// The cooldowns processes published and the store keeps (none for a store without a change

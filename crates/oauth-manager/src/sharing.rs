@@ -38,23 +38,28 @@ pub(crate) enum Outgoing {
     },
 }
 
-/// What a decision is about: a newer one with the same key replaces it.
-type Key = (CredentialId, &'static str);
-
 impl Outgoing {
-    fn key(&self) -> Key {
+    fn id(&self) -> &CredentialId {
         match self {
-            Self::Cooldown { id, .. } => (id.clone(), "cooldown"),
-            Self::State { id, state, .. } => (id.clone(), state.aspect()),
+            Self::Cooldown { id, .. } | Self::State { id, .. } => id,
+        }
+    }
+
+    /// What the decision is about besides its credential: a newer decision about the same
+    /// credential and aspect replaces it.
+    fn aspect(&self) -> &'static str {
+        match self {
+            Self::Cooldown { .. } => "cooldown",
+            Self::State { state, .. } => state.aspect(),
         }
     }
 
     fn is_about(&self, id: &CredentialId, aspect: &str) -> bool {
-        let key = match self {
-            Self::Cooldown { id, .. } => (id, "cooldown"),
-            Self::State { id, state, .. } => (id, state.aspect()),
-        };
-        key.0 == id && key.1 == aspect
+        self.id() == id && self.aspect() == aspect
+    }
+
+    fn same_key(&self, other: &Self) -> bool {
+        other.is_about(self.id(), self.aspect())
     }
 
     /// `self` merged with an older decision of the same key: a cooldown keeps the later end (as
@@ -98,6 +103,9 @@ pub(crate) struct Sharing {
     decided: AtomicU64,
     /// A send failed and has not succeeded since (logged once per outage).
     failing: AtomicBool,
+    /// A sender is scheduled or running: at most one at a time, so decisions made during an
+    /// outage do not pile up tasks each waiting out a timeout.
+    scheduled: AtomicBool,
     /// The latest cooldown end known here per credential (decided here or adopted), so a kept
     /// cooldown re-read at every maintenance tick is applied (and reported) once.
     cooldowns: Mutex<HashMap<CredentialId, DateTime<Utc>>>,
@@ -120,6 +128,7 @@ impl Sharing {
             sender: tokio::sync::Mutex::new(()),
             decided: AtomicU64::new(0),
             failing: AtomicBool::new(false),
+            scheduled: AtomicBool::new(false),
             cooldowns: Mutex::default(),
         }
     }
@@ -158,10 +167,7 @@ impl Sharing {
         until: DateTime<Utc>,
         now: DateTime<Utc>,
     ) -> bool {
-        let mut known = self
-            .cooldowns
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner);
+        let mut known = self.known_cooldowns();
         if known.get(id).is_some_and(|kept| *kept >= until) {
             return false;
         }
@@ -172,17 +178,32 @@ impl Sharing {
         true
     }
 
-    /// Queues `item` and, inside a tokio runtime, sends the queue on a task of its own (outside
-    /// one, the next call inside one or the next maintenance tick sends it). `now` is the wall
-    /// time, for dropping cooldowns that ended before they could be sent.
+    /// Forgets everything about a credential removed from the pool: its unsent decisions (a
+    /// disable sent after the delete would be kept for a credential re-created later) and the
+    /// cooldown end known for it.
+    pub(crate) fn forget(&self, id: &CredentialId) {
+        self.queue().items.retain(|o| o.id() != id);
+        self.known_cooldowns().remove(id);
+    }
+
+    fn known_cooldowns(&self) -> MutexGuard<'_, HashMap<CredentialId, DateTime<Utc>>> {
+        // One insert, remove or retain at a time: a panic cannot leave it half-changed.
+        self.cooldowns
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Queues `item` and, inside a tokio runtime, has it sent on a task of its own unless a
+    /// sender is already scheduled (outside one, the next call inside one or the next maintenance
+    /// tick sends it). `now` is the wall time, for dropping cooldowns that ended before they could
+    /// be sent.
     pub(crate) fn share(self: &Arc<Self>, item: Outgoing, now: DateTime<Utc>) {
         if let Outgoing::Cooldown { id, until } = &item {
             self.note_cooldown(id, *until, now);
         }
         {
             let mut q = self.queue();
-            let key = item.key();
-            let item = match q.items.iter().position(|o| o.key() == key) {
+            let item = match q.items.iter().position(|o| o.same_key(&item)) {
                 Some(at) => match q.items.remove(at) {
                     Some(older) => item.merged_with(&older),
                     None => item,
@@ -194,22 +215,48 @@ impl Sharing {
                 && let Some(dropped) = q.items.pop_front()
             {
                 tracing::warn!(
-                    credential = %dropped.key().0,
+                    credential = %dropped.id(),
                     "too many unsent shared decisions; dropped the oldest"
                 );
             }
         }
         self.decided.fetch_add(1, Ordering::AcqRel);
-        if let Ok(rt) = tokio::runtime::Handle::try_current() {
+        if let Ok(rt) = tokio::runtime::Handle::try_current()
+            && !self.scheduled.swap(true, Ordering::AcqRel)
+        {
             let this = Arc::clone(self);
             rt.spawn(async move {
-                this.flush(now).await;
+                loop {
+                    let sent = this.flush(now).await;
+                    this.scheduled.store(false, Ordering::Release);
+                    // Stop after a failure (the next decision or tick retries), or when nothing
+                    // is left or another sender took over.
+                    if !sent
+                        || this.queue().items.is_empty()
+                        || this.scheduled.swap(true, Ordering::AcqRel)
+                    {
+                        return;
+                    }
+                }
             });
         }
     }
 
-    /// Sends what is queued, in order, one sender at a time; stops at the first failure, leaving
-    /// it queued. Returns whether the queue is empty.
+    /// Sends what is queued unless a sender is at work already (the maintenance tick does not
+    /// wait behind one stuck in a timeout). Returns whether the queue is empty.
+    pub(crate) async fn flush_unless_sending(&self, now: DateTime<Utc>) -> bool {
+        if self.scheduled.swap(true, Ordering::AcqRel) {
+            return false;
+        }
+        let sent = self.flush(now).await;
+        self.scheduled.store(false, Ordering::Release);
+        sent
+    }
+
+    /// Sends what is queued, in order, one sender at a time; stops at the first failure the store
+    /// may recover from (unavailable or retryable), leaving it queued, and drops (and logs) a
+    /// decision the store refuses for good, so one bad decision cannot hold back the others.
+    /// Returns whether the queue is empty.
     pub(crate) async fn flush(&self, now: DateTime<Utc>) -> bool {
         let _sender = self.sender.lock().await;
         loop {
@@ -233,18 +280,25 @@ impl Sharing {
                         tracing::info!(provider = %self.provider, "sharing with the store works again");
                     }
                 }
+                Err(e) if !(e.is_unavailable() || e.is_retryable()) => {
+                    tracing::warn!(
+                        provider = %self.provider,
+                        credential = %item.id(),
+                        error = %e,
+                        "the store refused a shared decision; dropped it"
+                    );
+                }
                 Err(e) => {
                     // Back at the front, unless a newer decision of the same key was queued
                     // meanwhile (it then carries this one's cooldown end too).
-                    let key = item.key();
-                    match q.items.iter_mut().find(|o| o.key() == key) {
+                    match q.items.iter_mut().find(|o| o.same_key(&item)) {
                         Some(newer) => *newer = newer.clone().merged_with(&item),
-                        None => q.items.push_front(item),
+                        None => q.items.push_front(item.clone()),
                     }
                     if !self.failing.swap(true, Ordering::Relaxed) {
                         tracing::warn!(
                             provider = %self.provider,
-                            credential = %key.0,
+                            credential = %item.id(),
                             error = %e,
                             "sharing with the store failed; kept for retry"
                         );
@@ -348,9 +402,141 @@ mod tests {
         );
     }
 
+    /// Refuses every state of credential `bad` for good (`NotFound`), and everything while
+    /// `down` (unavailable).
+    #[derive(Debug, Default)]
+    struct Refusing {
+        inner: MemoryStore,
+        down: AtomicBool,
+    }
+
+    #[async_trait::async_trait]
+    impl CredentialStore for Refusing {
+        async fn load_all(
+            &self,
+            p: &str,
+        ) -> Result<Vec<oauth_store::Versioned<oauth_core::Credential>>, StoreError> {
+            self.inner.load_all(p).await
+        }
+        async fn load(
+            &self,
+            p: &str,
+            id: &CredentialId,
+        ) -> Result<Option<oauth_store::Versioned<oauth_core::Credential>>, StoreError> {
+            self.inner.load(p, id).await
+        }
+        async fn save(
+            &self,
+            p: &str,
+            c: &oauth_core::Credential,
+            expected: Option<u64>,
+        ) -> Result<u64, StoreError> {
+            self.inner.save(p, c, expected).await
+        }
+        async fn delete(
+            &self,
+            p: &str,
+            id: &CredentialId,
+            expected: Option<u64>,
+        ) -> Result<(), StoreError> {
+            self.inner.delete(p, id, expected).await
+        }
+        async fn versions(
+            &self,
+            p: &str,
+        ) -> Result<std::collections::BTreeMap<CredentialId, u64>, StoreError> {
+            self.inner.versions(p).await
+        }
+        async fn publish_state(
+            &self,
+            p: &str,
+            id: &CredentialId,
+            state: SharedState,
+            version: Option<u64>,
+        ) -> Result<(), StoreError> {
+            if self.down.load(Ordering::SeqCst) {
+                return Err(StoreError::Io {
+                    path: "/db".into(),
+                    source: std::io::Error::from(std::io::ErrorKind::ConnectionRefused),
+                });
+            }
+            if id.as_str() == "bad" {
+                return Err(StoreError::NotFound {
+                    provider: p.to_owned(),
+                    id: id.clone(),
+                });
+            }
+            self.inner.publish_state(p, id, state, version).await
+        }
+        async fn shared_states(
+            &self,
+            p: &str,
+        ) -> Result<Vec<oauth_store::SharedStateRecord>, StoreError> {
+            self.inner.shared_states(p).await
+        }
+    }
+
+    #[tokio::test]
+    async fn a_refused_decision_is_dropped_and_an_outage_keeps_the_rest_in_order() {
+        let store = Arc::new(Refusing::default());
+        for c in ["a", "b"] {
+            let cred = oauth_core::Credential::new(c, "token", at(0)).expect("valid");
+            store.save("p", &cred, None).await.expect("saved");
+        }
+        let sharing = Sharing::new(Arc::clone(&store) as Arc<dyn CredentialStore>, "p".into());
+        store.down.store(true, Ordering::SeqCst);
+        {
+            let mut q = sharing.queue();
+            q.items.push_back(state("a", SharedState::Disabled));
+            q.items.push_back(state("bad", SharedState::Disabled));
+            q.items.push_back(state("b", SharedState::Disabled));
+        }
+        assert!(!sharing.flush(at(0)).await, "kept while down");
+        assert_eq!(sharing.queued(), 3);
+        assert!(
+            sharing.pending(&id("a"), "enablement"),
+            "the first is back in front"
+        );
+        store.down.store(false, Ordering::SeqCst);
+        assert!(sharing.flush(at(0)).await);
+        let kept: Vec<_> = store
+            .shared_states("p")
+            .await
+            .expect("read")
+            .into_iter()
+            .map(|r| r.id.to_string())
+            .collect();
+        assert_eq!(kept, ["a", "b"], "the refused one did not hold back b");
+    }
+
+    #[test]
+    fn a_removed_credential_is_forgotten() {
+        let sharing = Arc::new(Sharing::new(Arc::new(MemoryStore::new()), "p".into()));
+        sharing.share(state("a", SharedState::Disabled), at(0));
+        sharing.share(state("b", SharedState::Disabled), at(0));
+        sharing.share(
+            Outgoing::Cooldown {
+                id: id("a"),
+                until: at(60),
+            },
+            at(0),
+        );
+        sharing.forget(&id("a"));
+        assert_eq!(sharing.queued(), 1);
+        assert!(!sharing.pending(&id("a"), "enablement"));
+        assert!(
+            sharing.note_cooldown(&id("a"), at(60), at(0)),
+            "its cooldown end too"
+        );
+    }
+
     #[tokio::test]
     async fn a_flush_sends_in_order_and_drops_cooldowns_that_ended() {
         let store = MemoryStore::new();
+        for c in ["a", "b"] {
+            let cred = oauth_core::Credential::new(c, "token", at(0)).expect("valid");
+            store.save("p", &cred, None).await.expect("saved");
+        }
         let sharing = Arc::new(Sharing::new(Arc::new(store.clone()), "p".into()));
         {
             let mut q = sharing.queue();

@@ -254,8 +254,11 @@ async fn announce_resync(shared: &Shared, client: &Client, config: &PostgresConf
             .await?;
         let states = client
             .query(
-                "SELECT provider, credential_id, state, decided_version
-                   FROM oauth_credential_states ORDER BY seq",
+                "SELECT s.provider, s.credential_id, s.state, s.decided_version
+                   FROM oauth_credential_states s
+                   JOIN oauth_credentials c USING (provider, credential_id)
+                  WHERE c.payload IS NOT NULL
+                  ORDER BY s.seq",
                 &[],
             )
             .await?;

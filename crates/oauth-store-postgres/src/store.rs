@@ -532,7 +532,17 @@ impl CredentialStore for PostgresStore {
                                   expires_at = EXCLUDED.expires_at, updated_at = now(),
                                   updated_by = EXCLUDED.updated_by
                             WHERE c.payload IS NULL
-                           RETURNING c.version)
+                           RETURNING c.version),
+                         -- A (re-)created credential starts without a predecessor's states and
+                         -- cooldowns (one published while the delete ran may have survived it).
+                         s AS (
+                           DELETE FROM oauth_credential_states
+                            WHERE provider = $1 AND credential_id = $2
+                              AND EXISTS (SELECT 1 FROM w)),
+                         d AS (
+                           DELETE FROM oauth_cooldowns
+                            WHERE provider = $1 AND credential_id = $2
+                              AND EXISTS (SELECT 1 FROM w))
                          SELECT version, pg_notify($6, $7)::text FROM w",
                         &[
                             &provider,
@@ -611,6 +621,9 @@ impl CredentialStore for PostgresStore {
                        RETURNING version),
                      s AS (
                        DELETE FROM oauth_credential_states
+                        WHERE provider = $1 AND credential_id = $2 AND EXISTS (SELECT 1 FROM w)),
+                     d AS (
+                       DELETE FROM oauth_cooldowns
                         WHERE provider = $1 AND credential_id = $2 AND EXISTS (SELECT 1 FROM w))
                      SELECT version, pg_notify($5, $6)::text FROM w",
                     &[
@@ -746,10 +759,15 @@ impl CredentialStore for PostgresStore {
         self.run(op, async {
             self.query(
                 op,
+                // Kept and announced for a credential the store holds only (a state sent after
+                // the credential's delete would otherwise outlive it).
                 "WITH w AS (
                    INSERT INTO oauth_credential_states AS s
                           (provider, credential_id, aspect, state, decided_version, seq, updated_by)
-                   VALUES ($1, $2, $3, $4, $5, nextval('oauth_credential_state_seq'), $6)
+                   SELECT $1::text, $2::text, $3::text, $4::text, $5::bigint,
+                          nextval('oauth_credential_state_seq'), $6::text
+                     FROM oauth_credentials c
+                    WHERE c.provider = $1 AND c.credential_id = $2 AND c.payload IS NOT NULL
                    ON CONFLICT (provider, credential_id, aspect) DO UPDATE
                       SET state = EXCLUDED.state, decided_version = EXCLUDED.decided_version,
                           seq = EXCLUDED.seq, updated_at = now(), updated_by = EXCLUDED.updated_by
@@ -806,8 +824,11 @@ impl CredentialStore for PostgresStore {
             let rows = self
                 .query(
                     op,
-                    "SELECT credential_id, state, decided_version FROM oauth_credential_states
-                      WHERE provider = $1 ORDER BY seq",
+                    "SELECT s.credential_id, s.state, s.decided_version
+                       FROM oauth_credential_states s
+                       JOIN oauth_credentials c USING (provider, credential_id)
+                      WHERE s.provider = $1 AND c.payload IS NOT NULL
+                      ORDER BY s.seq",
                     &[&provider],
                 )
                 .await?;

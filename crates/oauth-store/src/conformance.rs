@@ -534,8 +534,10 @@ pub async fn empty_provider_is_rejected(store: Store) {
 /// For stores that keep published states (a store shared by several processes; not in
 /// [`CASES`], which every store passes): [`shared_states`](CredentialStore::shared_states) returns
 /// the latest state of each aspect of each credential, in publication order, per provider; an
-/// enable replaces a disable but not a dead grant; deleting a credential forgets its states;
-/// [`active_cooldowns`](CredentialStore::active_cooldowns) keeps the latest end of each cooldown.
+/// enable replaces a disable but not a dead grant; a state of a credential the store does not
+/// hold is not kept; deleting a credential forgets its states and cooldowns, and so does
+/// creating it again; [`active_cooldowns`](CredentialStore::active_cooldowns) keeps the latest end
+/// of each cooldown.
 pub async fn shared_states_keep_the_latest_of_each_aspect(store: Store) {
     use crate::{SharedState, SharedStateRecord};
     let s = &store;
@@ -555,6 +557,16 @@ pub async fn shared_states_keep_the_latest_of_each_aspect(store: Store) {
     s.publish_state("other", &id("a"), SharedState::Disabled, None)
         .await
         .expect("published");
+    assert!(
+        s.shared_states("other").await.expect("read").is_empty(),
+        "not kept for a credential the store does not hold"
+    );
+    s.save("other", &credential("a", 0), None)
+        .await
+        .expect("create");
+    s.publish_state("other", &id("a"), SharedState::Disabled, None)
+        .await
+        .expect("published");
     let record = |c, state, version| SharedStateRecord::new(id(c), state, version);
     assert_eq!(
         s.shared_states(P).await.expect("read"),
@@ -569,6 +581,16 @@ pub async fn shared_states_keep_the_latest_of_each_aspect(store: Store) {
         [record("a", SharedState::Disabled, None)]
     );
     s.delete(P, &id("a"), None).await.expect("delete");
+    assert_eq!(
+        s.shared_states(P).await.expect("read"),
+        [record("b", SharedState::NeedsReauthorization, Some(1))],
+        "a deleted credential's states are forgotten"
+    );
+    // Sent after the delete (a queued decision): not kept; nor after the re-creation.
+    publish("a", SharedState::Disabled, None).await;
+    s.save(P, &credential("a", 7), None)
+        .await
+        .expect("re-create");
     assert_eq!(
         s.shared_states(P).await.expect("read"),
         [record("b", SharedState::NeedsReauthorization, Some(1))],
@@ -595,6 +617,11 @@ pub async fn shared_states_keep_the_latest_of_each_aspect(store: Store) {
     let until = kept.get(&id("b")).expect("b cools");
     assert!((*until - later).num_milliseconds().abs() < 1, "{until}");
     assert!(s.active_cooldowns("other").await.expect("read").is_empty());
+    s.delete(P, &id("b"), None).await.expect("delete");
+    assert!(
+        s.active_cooldowns(P).await.expect("read").is_empty(),
+        "a deleted credential's cooldown is forgotten"
+    );
 }
 
 /// The refresh lock excludes a second holder of the same credential (typed `LockTimeout`), not of other credentials or providers, and a waiter gets it once the guard drops.

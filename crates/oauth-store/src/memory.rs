@@ -109,6 +109,15 @@ impl MemoryStore {
         self.states.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
+    /// Drops the kept states and cooldowns of one credential.
+    fn forget_shared(&self, provider: &str, id: &CredentialId) {
+        let mut states = self.states();
+        states
+            .latest
+            .retain(|(p, i, _), _| !(p == provider && i == id));
+        states.cooldowns.remove(&(provider.to_owned(), id.clone()));
+    }
+
     fn tables(&self) -> MutexGuard<'_, HashMap<String, Table>> {
         // The table is only mutated through methods that cannot leave it half-changed.
         self.tables.lock().unwrap_or_else(PoisonError::into_inner)
@@ -169,6 +178,10 @@ impl CredentialStore for MemoryStore {
         expected: Option<Version>,
     ) -> Result<Version, StoreError> {
         let version = self.write(provider, |t| t.save(provider, credential, expected))?;
+        if expected.is_none() {
+            // A (re-)created credential starts without a predecessor's states and cooldowns.
+            self.forget_shared(provider, &credential.id);
+        }
         self.announce(&StoreChange::Changed {
             provider: provider.to_owned(),
             id: credential.id.clone(),
@@ -183,13 +196,7 @@ impl CredentialStore for MemoryStore {
         expected: Option<Version>,
     ) -> Result<(), StoreError> {
         self.write(provider, |t| t.delete(provider, id, expected))?;
-        {
-            let mut states = self.states();
-            states
-                .latest
-                .retain(|(p, i, _), _| !(p == provider && i == id));
-            states.cooldowns.remove(&(provider.to_owned(), id.clone()));
-        }
+        self.forget_shared(provider, id);
         self.announce(&StoreChange::Removed {
             provider: provider.to_owned(),
             id: id.clone(),
@@ -242,6 +249,10 @@ impl CredentialStore for MemoryStore {
         version: Option<Version>,
     ) -> Result<(), StoreError> {
         crate::check_provider(provider)?;
+        // Kept and announced for a credential the store holds only, as in a database.
+        if self.read(provider, |t| t.get(id).is_none())? {
+            return Ok(());
+        }
         {
             let mut states = self.states();
             let seq = states.next;
@@ -261,12 +272,14 @@ impl CredentialStore for MemoryStore {
     }
 
     async fn shared_states(&self, provider: &str) -> Result<Vec<SharedStateRecord>, StoreError> {
-        crate::check_provider(provider)?;
+        // Of credentials the store holds (a state published while its credential was being
+        // deleted may have outlived it; the credential's re-creation drops it).
+        let live = self.read(provider, Table::versions)?;
         let states = self.states();
         let mut kept: Vec<_> = states
             .latest
             .iter()
-            .filter(|((p, _, _), _)| p == provider)
+            .filter(|((p, id, _), _)| p == provider && live.contains_key(id))
             .map(|((_, id, _), &(seq, state, version))| {
                 (seq, SharedStateRecord::new(id.clone(), state, version))
             })

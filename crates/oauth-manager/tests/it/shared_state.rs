@@ -198,6 +198,8 @@ struct Faulty {
     publishes_fail: std::sync::atomic::AtomicBool,
     gate: Option<tokio::sync::Semaphore>,
     deaf: Option<tokio::sync::broadcast::Sender<oauth_store::StoreChange>>,
+    /// Reads of credential `y` wait for its permits.
+    load_gate: Option<tokio::sync::Semaphore>,
 }
 
 impl Faulty {
@@ -208,6 +210,7 @@ impl Faulty {
             publishes_fail: std::sync::atomic::AtomicBool::new(false),
             gate: None,
             deaf: None,
+            load_gate: None,
         }
     }
 
@@ -234,6 +237,11 @@ impl CredentialStore for Faulty {
         id: &oauth_manager::CredentialId,
     ) -> Result<Option<oauth_store::Versioned<oauth_manager::Credential>>, oauth_store::StoreError>
     {
+        if let Some(gate) = &self.load_gate
+            && id.as_str() == "y"
+        {
+            gate.acquire().await.expect("gate open").forget();
+        }
         self.view.load(p, id).await
     }
     async fn save(
@@ -478,10 +486,14 @@ async fn a_replica_that_missed_a_cooldown_catches_up_at_its_maintenance_tick() {
         .await
         .expect("builds");
     let x = oauth_manager::CredentialId::new("x").expect("valid id");
-    // One that ended already, and one in force, published by another replica.
+    // One that ended already (for y), and one in force (for x), published by another replica.
     shared
         .replica()
-        .publish_cooldown("test", &x, t0() - TimeDelta::minutes(1))
+        .publish_cooldown(
+            "test",
+            &oauth_manager::CredentialId::new("y").expect("valid id"),
+            t0() - TimeDelta::minutes(1),
+        )
         .await
         .expect("published");
     shared
@@ -494,6 +506,11 @@ async fn a_replica_that_missed_a_cooldown_catches_up_at_its_maintenance_tick() {
     let mut events = b.subscribe();
     b.run_maintenance_once(&quiet_maintenance()).await;
     assert_eq!(state(&b, "x"), CredentialState::CoolingDown);
+    assert_eq!(
+        state(&b, "y"),
+        CredentialState::Active,
+        "an ended one is ignored"
+    );
     for _ in 0..10 {
         assert_eq!(served_token(&b).await.as_deref(), Ok("access-y-0"));
     }
@@ -639,4 +656,101 @@ async fn a_dead_grant_reported_for_the_stores_token_spares_a_replica_holding_a_n
     settle().await;
     assert_ne!(state(&b, "x"), CredentialState::NeedsReauthorization);
     assert_eq!(served_token(&b).await.as_deref(), Ok("access-x-1"));
+}
+
+/// Review finding on 176262a: a disable still queued when the credential was removed went out
+/// after the delete, and the state outlived the credential: re-created later, it started
+/// disabled on every replica built afterwards.
+#[tokio::test]
+async fn a_removed_credential_recreated_later_starts_without_its_old_state() {
+    let clock = ManualClock::new(t0());
+    let shared = seeded(&[("x", TimeDelta::hours(1)), ("y", TimeDelta::hours(1))]).await;
+    let refresher = counting_refresher(&clock, Duration::ZERO, None);
+    let (a, _a_task) = replica(&shared, &clock, &refresher).await;
+    a.disable("x").expect("known");
+    a.remove_credential("x").await.expect("removed");
+    settle().await;
+    assert!(
+        shared.shared_states("test").await.expect("read").is_empty(),
+        "nothing kept for the removed credential"
+    );
+    shared
+        .save("test", &cred("x", TimeDelta::hours(1)), None)
+        .await
+        .expect("re-created");
+    let late = OAuthKeyManager::builder("test")
+        .store(shared.replica())
+        .clock(Arc::new(clock.clone()))
+        .refresher_arc(Arc::clone(&refresher.refresher))
+        .build()
+        .await
+        .expect("builds");
+    assert_ne!(state(&late, "x"), CredentialState::Disabled);
+}
+
+/// Review finding on 176262a: the maintenance catch-up checked for decisions made meanwhile
+/// only right after its read; a decision made (and sent) while it waited on the store for
+/// another record was then undone by the older record it had read.
+#[tokio::test]
+async fn the_catch_up_never_undoes_a_decision_made_while_it_ran() {
+    let clock = ManualClock::new(t0());
+    let shared = seeded(&[("x", TimeDelta::hours(1)), ("y", TimeDelta::hours(1))]).await;
+    let refresher = counting_refresher(&clock, Duration::ZERO, None);
+    let mut view = Faulty::new(shared.replica());
+    view.deaf = Some(tokio::sync::broadcast::channel(1).0);
+    view.load_gate = Some(tokio::sync::Semaphore::new(0));
+    let view = Arc::new(view);
+    let b = OAuthKeyManager::builder("test")
+        .store(Arc::clone(&view))
+        .clock(Arc::new(clock.clone()))
+        .refresher_arc(Arc::clone(&refresher.refresher))
+        .build()
+        .await
+        .expect("builds");
+    // Another replica found y's grant dead (B re-reads y before applying it), then disabled x.
+    let other = shared.replica();
+    let y = oauth_manager::CredentialId::new("y").expect("valid id");
+    let version = shared
+        .load("test", &y)
+        .await
+        .expect("loads")
+        .expect("stored")
+        .version;
+    other
+        .publish_state("test", &y, SharedState::NeedsReauthorization, Some(version))
+        .await
+        .expect("published");
+    other
+        .publish_state(
+            "test",
+            &oauth_manager::CredentialId::new("x").expect("valid id"),
+            SharedState::Disabled,
+            None,
+        )
+        .await
+        .expect("published");
+    let ticking = b.clone();
+    let tick = tokio::spawn(async move {
+        ticking.run_maintenance_once(&quiet_maintenance()).await;
+    });
+    settle().await; // the tick waits on y's read
+    // B's operator disables and re-enables x meanwhile; the enable is sent.
+    b.disable("x").expect("known");
+    b.enable("x").expect("known");
+    settle().await;
+    let kept = shared.shared_states("test").await.expect("read");
+    assert_eq!(
+        kept.iter().find(|r| r.id.as_str() == "x").map(|r| r.state),
+        Some(SharedState::Enabled)
+    );
+    view.load_gate.as_ref().expect("gated").add_permits(100);
+    tick.await.expect("tick");
+    assert_ne!(
+        state(&b, "x"),
+        CredentialState::Disabled,
+        "B's later enable stands"
+    );
+    // The next tick reads again and agrees.
+    b.run_maintenance_once(&quiet_maintenance()).await;
+    assert_ne!(state(&b, "x"), CredentialState::Disabled);
 }

@@ -97,7 +97,16 @@ async fn writes_deletes_and_cooldowns_of_another_replica_arrive_in_order() {
         }
     );
 
-    // A shared credential state (disable, dead grant) reaches the other replica as published.
+    // A shared credential state (disable, dead grant) reaches the other replica as published
+    // (states are kept for credentials the store holds only).
+    a.save(P, &credential("y", 0), None).await.expect("create");
+    assert_eq!(
+        next(&mut from_a).await,
+        StoreChange::Changed {
+            provider: P.into(),
+            id: id("y")
+        }
+    );
     for (state, version) in [
         (SharedState::NeedsReauthorization, Some(3)),
         (SharedState::Disabled, None),

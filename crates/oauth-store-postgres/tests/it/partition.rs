@@ -136,14 +136,15 @@ async fn a_partitioned_replica_fails_typed_within_its_bounds_and_recovers_when_h
     // The disable published while it was cut off is replayed after the resync.
     let replayed = tokio::time::timeout(Duration::from_secs(10), async {
         loop {
-            if let Ok(StoreChange::StateChanged {
-                provider,
-                id,
-                state,
-                version,
-            }) = feed.recv().await
-            {
-                return (provider, id, state, version);
+            match feed.recv().await {
+                Ok(StoreChange::StateChanged {
+                    provider,
+                    id,
+                    state,
+                    version,
+                }) => return (provider, id, state, version),
+                Ok(_) | Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {}
+                Err(tokio::sync::broadcast::error::RecvError::Closed) => panic!("feed closed"),
             }
         }
     })
