@@ -402,6 +402,14 @@ mod tests {
         );
     }
 
+    /// Stores credentials `a` and `b` of provider `p` (states are kept for held ones only).
+    async fn holding_a_and_b(store: &MemoryStore) {
+        for c in ["a", "b"] {
+            let cred = oauth_core::Credential::new(c, "token", at(0)).expect("valid");
+            store.save("p", &cred, None).await.expect("saved");
+        }
+    }
+
     /// Refuses every state of credential `bad` for good (`NotFound`), and everything while
     /// `down` (unavailable).
     #[derive(Debug, Default)]
@@ -479,10 +487,7 @@ mod tests {
     #[tokio::test]
     async fn a_refused_decision_is_dropped_and_an_outage_keeps_the_rest_in_order() {
         let store = Arc::new(Refusing::default());
-        for c in ["a", "b"] {
-            let cred = oauth_core::Credential::new(c, "token", at(0)).expect("valid");
-            store.save("p", &cred, None).await.expect("saved");
-        }
+        holding_a_and_b(&store.inner).await;
         let sharing = Sharing::new(Arc::clone(&store) as Arc<dyn CredentialStore>, "p".into());
         store.down.store(true, Ordering::SeqCst);
         {
@@ -533,10 +538,7 @@ mod tests {
     #[tokio::test]
     async fn a_flush_sends_in_order_and_drops_cooldowns_that_ended() {
         let store = MemoryStore::new();
-        for c in ["a", "b"] {
-            let cred = oauth_core::Credential::new(c, "token", at(0)).expect("valid");
-            store.save("p", &cred, None).await.expect("saved");
-        }
+        holding_a_and_b(&store).await;
         let sharing = Arc::new(Sharing::new(Arc::new(store.clone()), "p".into()));
         {
             let mut q = sharing.queue();

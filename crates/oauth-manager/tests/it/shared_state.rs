@@ -22,19 +22,7 @@ async fn replica(
     clock: &ManualClock,
     refresher: &CountingRefresher,
 ) -> (OAuthKeyManager, MaintenanceHandle) {
-    let pool = OAuthKeyManager::builder("test")
-        .store(shared.replica())
-        .clock(Arc::new(clock.clone()))
-        .refresher_arc(Arc::clone(&refresher.refresher))
-        .build()
-        .await
-        .expect("pool builds from the store");
-    let config = MaintenanceConfig::default()
-        .with_interval(Duration::from_secs(24 * 3600))
-        .with_refresh_ahead(Duration::ZERO);
-    let handle = pool.spawn_maintenance(config).expect("maintenance starts");
-    settle().await;
-    (pool, handle)
+    replica_on(shared.replica(), clock, refresher).await
 }
 
 async fn seeded(ids: &[(&str, TimeDelta)]) -> MemoryStore {
@@ -315,19 +303,35 @@ impl CredentialStore for Faulty {
     }
 }
 
-/// A pool over `store` with maintenance as in [`replica`].
-async fn replica_on(
+/// A pool over `store` without a maintenance task (its ticks run when a test says).
+async fn pool_on(
     store: impl CredentialStore + 'static,
     clock: &ManualClock,
     refresher: &CountingRefresher,
-) -> (OAuthKeyManager, MaintenanceHandle) {
-    let pool = OAuthKeyManager::builder("test")
+) -> OAuthKeyManager {
+    OAuthKeyManager::builder("test")
         .store(store)
         .clock(Arc::new(clock.clone()))
         .refresher_arc(Arc::clone(&refresher.refresher))
         .build()
         .await
-        .expect("pool builds from the store");
+        .expect("pool builds from the store")
+}
+
+/// A replica view of `shared` whose change feed hears nothing (its LISTEN connection is down).
+fn deaf_view(shared: &MemoryStore) -> Faulty {
+    let mut view = Faulty::new(shared.replica());
+    view.deaf = Some(tokio::sync::broadcast::channel(1).0);
+    view
+}
+
+/// A pool over `store` with its maintenance task (as in [`replica`]).
+async fn replica_on(
+    store: impl CredentialStore + 'static,
+    clock: &ManualClock,
+    refresher: &CountingRefresher,
+) -> (OAuthKeyManager, MaintenanceHandle) {
+    let pool = pool_on(store, clock, refresher).await;
     let handle = pool
         .spawn_maintenance(quiet_maintenance())
         .expect("maintenance starts");
@@ -437,16 +441,9 @@ async fn a_replica_that_missed_a_disable_catches_up_at_its_maintenance_tick() {
     let shared = seeded(&[("x", TimeDelta::hours(1)), ("y", TimeDelta::hours(1))]).await;
     let refresher = counting_refresher(&clock, Duration::ZERO, None);
     let (a, _a_task) = replica(&shared, &clock, &refresher).await;
-    let mut deaf = Faulty::new(shared.replica());
-    deaf.deaf = Some(tokio::sync::broadcast::channel(1).0);
+    let deaf = deaf_view(&shared);
     // Its ticks run when the test says (a spawned first tick could run after the disable).
-    let b = OAuthKeyManager::builder("test")
-        .store(deaf)
-        .clock(Arc::new(clock.clone()))
-        .refresher_arc(Arc::clone(&refresher.refresher))
-        .build()
-        .await
-        .expect("builds");
+    let b = pool_on(deaf, &clock, &refresher).await;
     b.run_maintenance_once(&quiet_maintenance()).await;
 
     a.disable("x").expect("known");
@@ -476,15 +473,8 @@ async fn a_replica_that_missed_a_cooldown_catches_up_at_its_maintenance_tick() {
     let clock = ManualClock::new(t0());
     let shared = seeded(&[("x", TimeDelta::hours(1)), ("y", TimeDelta::hours(1))]).await;
     let refresher = counting_refresher(&clock, Duration::ZERO, None);
-    let mut deaf = Faulty::new(shared.replica());
-    deaf.deaf = Some(tokio::sync::broadcast::channel(1).0);
-    let b = OAuthKeyManager::builder("test")
-        .store(deaf)
-        .clock(Arc::new(clock.clone()))
-        .refresher_arc(Arc::clone(&refresher.refresher))
-        .build()
-        .await
-        .expect("builds");
+    let deaf = deaf_view(&shared);
+    let b = pool_on(deaf, &clock, &refresher).await;
     let x = oauth_manager::CredentialId::new("x").expect("valid id");
     // One that ended already (for y), and one in force (for x), published by another replica.
     shared
@@ -536,13 +526,7 @@ async fn a_replica_started_after_a_disable_never_serves_the_account() {
     a.disable("x").expect("known");
     settle().await;
 
-    let late = OAuthKeyManager::builder("test")
-        .store(shared.replica())
-        .clock(Arc::new(clock.clone()))
-        .refresher_arc(Arc::clone(&refresher.refresher))
-        .build()
-        .await
-        .expect("builds");
+    let late = pool_on(shared.replica(), &clock, &refresher).await;
     assert_eq!(state(&late, "x"), CredentialState::Disabled);
     for _ in 0..10 {
         assert_eq!(served_token(&late).await.as_deref(), Ok("access-y-0"));
@@ -617,13 +601,7 @@ async fn a_dead_grant_reported_for_the_stores_token_spares_a_replica_holding_a_n
     let refresher = counting_refresher(&clock, Duration::ZERO, None);
     let store = Faulty::new(shared.replica());
     store.saves_fail.store(true, Ordering::SeqCst);
-    let b = OAuthKeyManager::builder("test")
-        .store(store)
-        .clock(Arc::new(clock.clone()))
-        .refresher_arc(Arc::clone(&refresher.refresher))
-        .build()
-        .await
-        .expect("pool builds from the store");
+    let b = pool_on(store, &clock, &refresher).await;
     let _b_task = b
         .spawn_maintenance(
             MaintenanceConfig::default()
@@ -678,13 +656,7 @@ async fn a_removed_credential_recreated_later_starts_without_its_old_state() {
         .save("test", &cred("x", TimeDelta::hours(1)), None)
         .await
         .expect("re-created");
-    let late = OAuthKeyManager::builder("test")
-        .store(shared.replica())
-        .clock(Arc::new(clock.clone()))
-        .refresher_arc(Arc::clone(&refresher.refresher))
-        .build()
-        .await
-        .expect("builds");
+    let late = pool_on(shared.replica(), &clock, &refresher).await;
     assert_ne!(state(&late, "x"), CredentialState::Disabled);
 }
 
@@ -696,17 +668,10 @@ async fn the_catch_up_never_undoes_a_decision_made_while_it_ran() {
     let clock = ManualClock::new(t0());
     let shared = seeded(&[("x", TimeDelta::hours(1)), ("y", TimeDelta::hours(1))]).await;
     let refresher = counting_refresher(&clock, Duration::ZERO, None);
-    let mut view = Faulty::new(shared.replica());
-    view.deaf = Some(tokio::sync::broadcast::channel(1).0);
+    let mut view = deaf_view(&shared);
     view.load_gate = Some(tokio::sync::Semaphore::new(0));
     let view = Arc::new(view);
-    let b = OAuthKeyManager::builder("test")
-        .store(Arc::clone(&view))
-        .clock(Arc::new(clock.clone()))
-        .refresher_arc(Arc::clone(&refresher.refresher))
-        .build()
-        .await
-        .expect("builds");
+    let b = pool_on(Arc::clone(&view), &clock, &refresher).await;
     // Another replica found y's grant dead (B re-reads y before applying it), then disabled x.
     let other = shared.replica();
     let y = oauth_manager::CredentialId::new("y").expect("valid id");
