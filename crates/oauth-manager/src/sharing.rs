@@ -402,6 +402,17 @@ mod tests {
         );
     }
 
+    /// The credentials of provider `p` with a kept state, in publication order.
+    async fn kept_ids(store: &dyn CredentialStore) -> Vec<String> {
+        store
+            .shared_states("p")
+            .await
+            .expect("read")
+            .into_iter()
+            .map(|r| r.id.to_string())
+            .collect()
+    }
+
     /// Stores credentials `a` and `b` of provider `p` (states are kept for held ones only).
     async fn holding_a_and_b(store: &MemoryStore) {
         for c in ["a", "b"] {
@@ -504,14 +515,11 @@ mod tests {
         );
         store.down.store(false, Ordering::SeqCst);
         assert!(sharing.flush(at(0)).await);
-        let kept: Vec<_> = store
-            .shared_states("p")
-            .await
-            .expect("read")
-            .into_iter()
-            .map(|r| r.id.to_string())
-            .collect();
-        assert_eq!(kept, ["a", "b"], "the refused one did not hold back b");
+        assert_eq!(
+            kept_ids(store.as_ref()).await,
+            ["a", "b"],
+            "the refused one did not hold back b"
+        );
     }
 
     #[test]
@@ -551,13 +559,6 @@ mod tests {
         }
         assert!(sharing.flush(at(10)).await);
         assert_eq!(sharing.queued(), 0);
-        let kept: Vec<_> = store
-            .shared_states("p")
-            .await
-            .expect("read")
-            .into_iter()
-            .map(|r| r.id.to_string())
-            .collect();
-        assert_eq!(kept, ["a", "b"]);
+        assert_eq!(kept_ids(&store).await, ["a", "b"]);
     }
 }
