@@ -293,6 +293,8 @@ struct ProviderHot {
     refresh_duration: Option<DurationHistogram>,
     /// Counts for failure kinds this crate does not know (none today).
     other: Mutex<BTreeMap<OtherKey, u64>>,
+    /// The shard mask of the credentials' counters (see [`Sharded::mine_masked`]).
+    mask: usize,
 }
 
 impl ProviderHot {
@@ -375,6 +377,7 @@ impl ProviderSeries {
                 request_duration: hist(&config.request_buckets),
                 refresh_duration: hist(&config.refresh_buckets),
                 other: Mutex::default(),
+                mask: shard_count(config.shards) - 1,
             }),
             gauges: RwLock::new(None),
             config,
@@ -599,7 +602,7 @@ impl CredentialRecorder for CredentialSeries {
             RequestOutcome::Success => Some(0),
             RequestOutcome::Failure(kind) => failure_index(kind).map(|i| i + 1),
         };
-        let line = self.counters.hot.mine();
+        let line = self.counters.hot.mine_masked(self.hot.mask);
         match i {
             Some(i) => {
                 line[i].fetch_add(1, Ordering::Relaxed);
@@ -650,7 +653,8 @@ impl CredentialRecorder for CredentialSeries {
     #[inline]
     fn record_tokens(&self, tokens: u64) {
         if tokens > 0 {
-            self.counters.hot.mine()[TOKENS].fetch_add(tokens, Ordering::Relaxed);
+            self.counters.hot.mine_masked(self.hot.mask)[TOKENS]
+                .fetch_add(tokens, Ordering::Relaxed);
         }
     }
 }
