@@ -47,7 +47,8 @@ fn from_millis(ms: i64) -> Option<DateTime<Utc>> {
 ///
 /// `repr(C)`, with the fields a healthy call reads or writes first (they fit in two cache lines
 /// where the compiler's order spread them over the whole slot: over 10,000 credentials every
-/// call misses the cache for each line it touches).
+/// call misses the cache for each line it touches); the small fields after them, so that the
+/// slot is no larger than in the compiler's order.
 #[derive(Debug)]
 #[repr(C)]
 pub(crate) struct Slot {
@@ -80,20 +81,20 @@ pub(crate) struct Slot {
     /// Removed from the pool: a flight still running for it drops its result, and nothing
     /// records into its (already removed) series.
     removed: AtomicBool,
+    /// Being replaced by a rotation: selected only when no unmarked credential is available.
+    marked: AtomicBool,
+    /// A refreshed credential that could not be persisted yet.
+    persist_pending: AtomicBool,
+    /// Relative share of the traffic (1 = an equal share; up to [`MAX_WEIGHT`]).
+    weight: AtomicU32,
+    /// Failed attempts to persist the pending credential.
+    persist_attempts: AtomicU32,
     /// The store's version of this credential (0: not stored).
     version: AtomicU64,
-    health: Mutex<CredentialHealth>,
     /// Like `available_at_ms`, ignoring a transient request backoff (see
     /// [`CredentialHealth::hard_availability`]).
     hard_at_ms: AtomicI64,
-    /// Being replaced by a rotation: selected only when no unmarked credential is available.
-    marked: AtomicBool,
-    /// Relative share of the traffic (1 = an equal share; up to [`MAX_WEIGHT`]).
-    weight: AtomicU32,
-    /// A refreshed credential that could not be persisted yet.
-    persist_pending: AtomicBool,
-    /// Failed attempts to persist the pending credential.
-    persist_attempts: AtomicU32,
+    health: Mutex<CredentialHealth>,
 }
 
 /// How a health mutation changed what the slot publishes.
