@@ -372,7 +372,7 @@ impl OAuthKeyManagerBuilder {
         });
         let time = Timeline::new(self.clock);
         let selection = Selector::new(Pool::new(slots), time.now_ms());
-        selection.set_selection(settings.failover.selection);
+        selection.set_failover(&settings.failover);
         let inner = Inner {
             refreshing: Refreshing::new(
                 self.provider.clone(),

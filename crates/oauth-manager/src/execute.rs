@@ -86,8 +86,12 @@ impl OAuthKeyManager {
         E: ClassifyFailure,
     {
         // An owned copy of what a call needs (no heap: durations and flags), so no guard on the
-        // shared settings is held while the operation runs.
-        let settings = CallSettings::from(&**self.settings());
+        // shared settings is held while the operation runs. Without a deadline or a wait, the
+        // selector's packed copy serves (one atomic load instead of the settings' `ArcSwap`).
+        let settings = match self.inner.selection.quick_failover() {
+            Some(failover) => CallSettings { failover },
+            None => CallSettings::from(&**self.settings()),
+        };
         // One span per call (and one per attempt inside it): provider, credentials, attempts and
         // outcome classes, never a token.
         let span = tracing::info_span!(
@@ -96,6 +100,10 @@ impl OAuthKeyManager {
             credential = tracing::field::Empty,
             attempts = tracing::field::Empty,
         );
+        // The common case awaited directly: no wrapper future to build and move.
+        if settings.failover.deadline.is_none() && span.is_disabled() {
+            return self.execute_inner(operation, &settings).await;
+        }
         let call = async {
             match settings.failover.deadline {
                 None => self.execute_inner(operation, &settings).await,

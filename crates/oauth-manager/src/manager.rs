@@ -499,8 +499,8 @@ impl OAuthKeyManager {
     /// [`SettingsError`] for invalid settings; the old ones stay.
     pub fn set_failover_settings(&self, failover: FailoverSettings) -> Result<(), SettingsError> {
         failover.validate()?;
-        self.inner.selection.set_selection(failover.selection);
         self.update_settings(|s| s.failover = failover.clone());
+        self.inner.selection.set_failover(&failover);
         Ok(())
     }
 

@@ -23,7 +23,7 @@ use std::sync::{Arc, Mutex, PoisonError};
 
 use arc_swap::ArcSwap;
 
-use crate::settings::Selection;
+use crate::settings::{FailoverSettings, Selection};
 use chrono::{DateTime, Utc};
 use oauth_core::{Availability, Credential, CredentialHealth, CredentialId, HealthChange};
 use std::time::Duration;
@@ -44,23 +44,20 @@ fn from_millis(ms: i64) -> Option<DateTime<Utc>> {
 }
 
 /// One credential in the pool.
+///
+/// `repr(C)`, with the fields a healthy call reads or writes first (they fit in two cache lines
+/// where the compiler's order spread them over the whole slot: over 10,000 credentials every
+/// call misses the cache for each line it touches); the small fields after them, so that the
+/// slot is no larger than in the compiler's order.
 #[derive(Debug)]
+#[repr(C)]
 pub(crate) struct Slot {
     pub(crate) id: CredentialId,
     credential: ArcSwap<Credential>,
-    /// The store's version of this credential (0: not stored).
-    version: AtomicU64,
-    health: Mutex<CredentialHealth>,
     available_at_ms: AtomicI64,
-    /// Like `available_at_ms`, ignoring a transient request backoff (see
-    /// [`CredentialHealth::hard_availability`]).
-    hard_at_ms: AtomicI64,
     /// Until when it stays available (a credential needing re-authorization, while its access
     /// token lasts); `i64::MAX` for no limit.
     available_until_ms: AtomicI64,
-    /// The health has something to clear on success (failures, backoff); a success on a clean slot
-    /// takes no lock.
-    troubled: AtomicBool,
     /// Wall-clock milliseconds before which the current credential can be used as it is: no
     /// refresh due under the strategy (with a refresher), or its token still valid (without one).
     /// The hot path's one comparison; `i64::MIN` until the slow path has decided (and again after
@@ -74,21 +71,30 @@ pub(crate) struct Slot {
     /// helped two threads sharing three credentials by 8% and cost a single thread over 10,000
     /// credentials 19%, so they stay packed.)
     per_call: PerCall,
-    /// Being replaced by a rotation: selected only when no unmarked credential is available.
-    marked: AtomicBool,
-    /// Relative share of the traffic (1 = an equal share; up to [`MAX_WEIGHT`]).
-    weight: AtomicU32,
-    /// A refreshed credential that could not be persisted yet.
-    persist_pending: AtomicBool,
-    /// Failed attempts to persist the pending credential.
-    persist_attempts: AtomicU32,
-    /// Removed from the pool: a flight still running for it drops its result, and nothing
-    /// records into its (already removed) series.
-    removed: AtomicBool,
     /// The manager's own in-memory counters (static dispatch on the hot path).
     usage: Arc<CredentialMetrics>,
     /// The application's recorder (a no-op one when none is configured).
     recorder: Arc<dyn CredentialRecorder>,
+    /// The health has something to clear on success (failures, backoff); a success on a clean slot
+    /// takes no lock.
+    troubled: AtomicBool,
+    /// Removed from the pool: a flight still running for it drops its result, and nothing
+    /// records into its (already removed) series.
+    removed: AtomicBool,
+    /// Being replaced by a rotation: selected only when no unmarked credential is available.
+    marked: AtomicBool,
+    /// A refreshed credential that could not be persisted yet.
+    persist_pending: AtomicBool,
+    /// Relative share of the traffic (1 = an equal share; up to [`MAX_WEIGHT`]).
+    weight: AtomicU32,
+    /// Failed attempts to persist the pending credential.
+    persist_attempts: AtomicU32,
+    /// The store's version of this credential (0: not stored).
+    version: AtomicU64,
+    /// Like `available_at_ms`, ignoring a transient request backoff (see
+    /// [`CredentialHealth::hard_availability`]).
+    hard_at_ms: AtomicI64,
+    health: Mutex<CredentialHealth>,
 }
 
 /// How a health mutation changed what the slot publishes.
@@ -575,6 +581,19 @@ pub(crate) struct NoneAvailable {
     pub(crate) next_available_at: Option<DateTime<Utc>>,
 }
 
+/// [`Selector::failover`]: the settings fit in the word.
+const QUICK: u64 = 1 << 63;
+/// [`Selector::failover`]: `max_attempts` is set (its value in the low 32 bits).
+const HAS_MAX: u64 = 1 << 32;
+
+fn selection_index(selection: Selection) -> u8 {
+    match selection {
+        Selection::RoundRobin => 0,
+        Selection::LeastInFlight => 1,
+        Selection::LatencyAware => 2,
+    }
+}
+
 /// Cursor shards: each thread advances its own cursor (no cache line shared by every caller), and
 /// one thread's successive calls still go round-robin exactly.
 const CURSOR_SHARDS: usize = 8;
@@ -606,6 +625,11 @@ pub(crate) struct Selector {
     len: AtomicUsize,
     /// The [`Selection`] in force (its index), read on every pick without touching the settings.
     selection: std::sync::atomic::AtomicU8,
+    /// The failover settings a call reads, packed into one word when they fit (no deadline, no
+    /// wait for an available credential): [`QUICK`], then the selection's index in bits 40-47,
+    /// [`HAS_MAX`] and `max_attempts` in the low 32 bits. 0 when they do not fit: the call then
+    /// reads the settings themselves. One atomic word, so a call never sees half of a change.
+    failover: AtomicU64,
     /// Serializes changes of the slot list.
     writer: Mutex<()>,
     rebuild: Mutex<()>,
@@ -625,6 +649,7 @@ impl Selector {
             cursors: std::array::from_fn(|i| Cursor(AtomicUsize::new(i))),
             owners: std::array::from_fn(|_| AtomicU64::new(0)),
             selection: std::sync::atomic::AtomicU8::new(0),
+            failover: AtomicU64::new(0),
             writer: Mutex::new(()),
             rebuild: Mutex::new(()),
             usable_epoch: AtomicU64::new(0),
@@ -789,13 +814,45 @@ impl Selector {
     }
 
     /// Sets how the next credential is chosen.
-    pub(crate) fn set_selection(&self, selection: Selection) {
-        let index = match selection {
-            Selection::RoundRobin => 0,
-            Selection::LeastInFlight => 1,
-            Selection::LatencyAware => 2,
+    fn set_selection(&self, selection: Selection) {
+        self.selection
+            .store(selection_index(selection), Ordering::Relaxed);
+    }
+
+    /// Takes in new failover settings (after the manager's settings were replaced): the selection,
+    /// and the packed copy calls read (see [`quick_failover`](Self::quick_failover)).
+    pub(crate) fn set_failover(&self, failover: &FailoverSettings) {
+        self.set_selection(failover.selection);
+        let word = if failover.deadline.is_none() && failover.wait_for_available.is_none() {
+            QUICK
+                | u64::from(selection_index(failover.selection)) << 40
+                | failover.max_attempts.map_or(0, |n| HAS_MAX | u64::from(n))
+        } else {
+            0
         };
-        self.selection.store(index, Ordering::Relaxed);
+        self.failover.store(word, Ordering::Release);
+    }
+
+    /// The failover settings in force when they have no deadline and no wait (the common case),
+    /// from one atomic word instead of the settings' `ArcSwap`; `None` otherwise (the caller
+    /// reads the settings).
+    pub(crate) fn quick_failover(&self) -> Option<FailoverSettings> {
+        let word = self.failover.load(Ordering::Acquire);
+        if word & QUICK == 0 {
+            return None;
+        }
+        let selection = match (word >> 40) & 0xff {
+            1 => Selection::LeastInFlight,
+            2 => Selection::LatencyAware,
+            _ => Selection::RoundRobin,
+        };
+        let max_attempts = (word & HAS_MAX != 0).then_some((word & 0xffff_ffff) as u32);
+        Some(FailoverSettings {
+            selection,
+            max_attempts,
+            wait_for_available: None,
+            deadline: None,
+        })
     }
 
     pub(crate) fn selection(&self) -> Selection {

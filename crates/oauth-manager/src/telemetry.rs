@@ -120,6 +120,11 @@ impl Telemetry {
             return;
         }
         self.usage.record_request(id, tokens, latency, outcome, now);
+        // The id may have departed between the check and the record (`forget` ran in between
+        // and removed nothing yet or already): look again, so its counters never outlive it.
+        if self.departed().contains(id) {
+            self.usage.remove(id);
+        }
     }
 
     pub(crate) fn record_failover(&self, from: &CredentialId, reason: FailureKind) {
@@ -128,6 +133,11 @@ impl Telemetry {
         }
         self.usage.record_failover(from, reason);
         self.recorder.record_failover(from, reason);
+        // As in `record_unknown_request`: departed meanwhile, its series go.
+        if self.departed().contains(from) {
+            self.usage.remove(from);
+            self.recorder.remove(from);
+        }
     }
 
     /// A tolerated token-response quirk of `id` (issue 13), for the application's recorder;

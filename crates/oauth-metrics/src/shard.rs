@@ -92,7 +92,16 @@ impl<const N: usize> Sharded<N> {
     /// The calling thread's line.
     #[inline]
     pub(crate) fn mine(&self) -> &[AtomicU64; N] {
-        let i = thread_shard() & self.mask;
+        self.mine_masked(self.mask)
+    }
+
+    /// The calling thread's line, with the shard mask (the shard count minus one) known to the
+    /// caller: a series of a pool over many credentials then reads one cache line of its
+    /// counters, not also the line holding its own mask. Any mask is safe (a shard beyond the
+    /// last falls back to the first).
+    #[inline]
+    pub(crate) fn mine_masked(&self, mask: usize) -> &[AtomicU64; N] {
+        let i = thread_shard() & mask;
         match self.inline.get(i) {
             Some(line) => &line.0,
             None => &self.rest.get(i - 2).unwrap_or(&self.inline[0]).0,
@@ -185,6 +194,16 @@ mod tests {
                     });
                 }
             });
+            prop_assert_eq!(counters.totals(), want);
+            // Adding through the caller's mask (the Prometheus series' path) lands in the same
+            // shards: the totals grow by exactly what was added.
+            let mask = counters.shards() - 1;
+            for (i, v) in work.iter().flatten() {
+                if let Some(c) = counters.mine_masked(mask).get(*i) {
+                    c.fetch_add(*v, std::sync::atomic::Ordering::Relaxed);
+                }
+                want[*i] += v;
+            }
             prop_assert_eq!(counters.totals(), want);
             for (i, w) in want.iter().enumerate() {
                 prop_assert_eq!(counters.get(i), *w);
