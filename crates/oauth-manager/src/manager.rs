@@ -499,8 +499,9 @@ impl OAuthKeyManager {
     /// [`SettingsError`] for invalid settings; the old ones stay.
     pub fn set_failover_settings(&self, failover: FailoverSettings) -> Result<(), SettingsError> {
         failover.validate()?;
-        self.update_settings(|s| s.failover = failover.clone());
-        self.inner.selection.set_failover(&failover);
+        self.inner.selection.replace_failover(&failover, || {
+            self.update_settings(|s| s.failover = failover.clone());
+        });
         Ok(())
     }
 

@@ -630,6 +630,9 @@ pub(crate) struct Selector {
     /// [`HAS_MAX`] and `max_attempts` in the low 32 bits. 0 when they do not fit: the call then
     /// reads the settings themselves. One atomic word, so a call never sees half of a change.
     failover: AtomicU64,
+    /// Serializes replacements of the failover settings, so the settings and the packed copy
+    /// change together (see [`replace_failover`](Self::replace_failover)).
+    failover_writer: Mutex<()>,
     /// Serializes changes of the slot list.
     writer: Mutex<()>,
     rebuild: Mutex<()>,
@@ -650,6 +653,7 @@ impl Selector {
             owners: std::array::from_fn(|_| AtomicU64::new(0)),
             selection: std::sync::atomic::AtomicU8::new(0),
             failover: AtomicU64::new(0),
+            failover_writer: Mutex::new(()),
             writer: Mutex::new(()),
             rebuild: Mutex::new(()),
             usable_epoch: AtomicU64::new(0),
@@ -833,6 +837,18 @@ impl Selector {
         self.failover.store(word, Ordering::Release);
     }
 
+    /// Replaces the failover settings: `commit` stores them in the manager's settings, then the
+    /// packed copy follows, both under one lock, so two threads replacing them at once cannot
+    /// leave the copy on the one whose settings lost.
+    pub(crate) fn replace_failover(&self, failover: &FailoverSettings, commit: impl FnOnce()) {
+        let _writer = self
+            .failover_writer
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        commit();
+        self.set_failover(failover);
+    }
+
     /// The failover settings in force when they have no deadline and no wait (the common case),
     /// from one atomic word instead of the settings' `ArcSwap`; `None` otherwise (the caller
     /// reads the settings).
@@ -1011,6 +1027,37 @@ mod tests {
 
     fn selector(slots: &[Arc<Slot>]) -> Selector {
         Selector::new(Pool::new(slots.to_vec()), T0)
+    }
+
+    /// Two threads replacing the failover settings at once: the packed copy always ends on the
+    /// settings that won (the manager stores the settings in `commit`; the yield widens the gap
+    /// between the two steps that an unlocked replacement would interleave: without the lock this
+    /// fails in most runs).
+    #[test]
+    fn the_packed_failover_copy_follows_the_settings_that_won() {
+        let sel = selector(&[slot("a")]);
+        let settings = Mutex::new(None::<FailoverSettings>);
+        let with = |n: u32| FailoverSettings {
+            max_attempts: Some(n),
+            ..FailoverSettings::default()
+        };
+        for _ in 0..2000 {
+            let barrier = std::sync::Barrier::new(2);
+            std::thread::scope(|s| {
+                for n in [1, 2] {
+                    let (sel, settings, barrier, f) = (&sel, &settings, &barrier, with(n));
+                    s.spawn(move || {
+                        barrier.wait();
+                        sel.replace_failover(&f, || {
+                            *settings.lock().expect("lock") = Some(f.clone());
+                            std::thread::yield_now();
+                        });
+                    });
+                }
+            });
+            let won = settings.lock().expect("lock").clone();
+            assert_eq!(sel.quick_failover(), won);
+        }
     }
 
     /// Puts `slot` in a transient backoff without telling the selector (as a concurrent caller's
