@@ -231,6 +231,56 @@ mod tests {
                 proptest::prop_assert_eq!(from_ms(t), reference(t));
             }
         }
+
+        /// The same over chrono's whole range (before 1970 included), after a conversion of
+        /// the same day or of another.
+        #[test]
+        fn from_ms_agrees_with_chrono_over_its_range(
+            ms in -8_210_266_876_800_000i64..8_210_298_412_800_000,
+            offset in -86_400_000i64..86_400_000,
+        ) {
+            let reference = |ms: i64| DateTime::from_timestamp_millis(ms);
+            for t in [ms, ms.saturating_add(offset), ms] {
+                if let Some(want) = reference(t) {
+                    proptest::prop_assert_eq!(from_ms(t), want);
+                }
+            }
+        }
+    }
+
+    /// The edges: the epoch's neighbours, chrono's first and last millisecond, the extremes.
+    #[test]
+    fn from_ms_at_the_edges() {
+        let (min, max) = (
+            DateTime::<Utc>::MIN_UTC.timestamp_millis(),
+            DateTime::<Utc>::MAX_UTC.timestamp_millis(),
+        );
+        let cases = [
+            0,
+            -1,
+            1,
+            -86_400_000,
+            -86_400_001,
+            86_399_999,
+            min,
+            min + 1,
+            max,
+            max - 1,
+        ];
+        for warm in cases {
+            for t in cases {
+                let _ = from_ms(warm);
+                assert_eq!(
+                    from_ms(t),
+                    DateTime::from_timestamp_millis(t).expect("in range"),
+                    "{t} after {warm}"
+                );
+            }
+        }
+        assert_eq!(from_ms(i64::MIN), DateTime::<Utc>::MIN_UTC);
+        assert_eq!(from_ms(i64::MAX), DateTime::<Utc>::MAX_UTC);
+        assert_eq!(from_ms(min - 1), DateTime::<Utc>::MIN_UTC);
+        assert_eq!(from_ms(max + 1), DateTime::<Utc>::MAX_UTC);
     }
 
     #[test]

@@ -45,10 +45,11 @@ fn from_millis(ms: i64) -> Option<DateTime<Utc>> {
 
 /// One credential in the pool.
 ///
-/// `repr(C)`, with the fields a healthy call reads or writes first (they fit in two cache lines
-/// where the compiler's order spread them over the whole slot: over 10,000 credentials every
-/// call misses the cache for each line it touches); the small fields after them, so that the
-/// slot is no larger than in the compiler's order.
+/// `repr(C)`, with the fields a healthy call reads or writes first, in the slot's first 112 bytes
+/// (two or three cache lines, as the `Arc` places the slot, where the compiler's order spread them
+/// over the whole slot: over 10,000 credentials every call misses the cache for each line it
+/// touches); the small fields after them, so that the slot is no larger than in the compiler's
+/// order.
 #[derive(Debug)]
 #[repr(C)]
 pub(crate) struct Slot {

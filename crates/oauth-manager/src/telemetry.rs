@@ -122,7 +122,10 @@ impl Telemetry {
         self.usage.record_request(id, tokens, latency, outcome, now);
         // The id may have departed between the check and the record (`forget` ran in between
         // and removed nothing yet or already): look again, so its counters never outlive it.
-        if self.departed().contains(id) {
+        // The list stays locked while they go, so a `register` of the id coming back waits and
+        // its fresh series are not the ones removed.
+        let departed = self.departed();
+        if departed.contains(id) {
             self.usage.remove(id);
         }
     }
@@ -133,8 +136,9 @@ impl Telemetry {
         }
         self.usage.record_failover(from, reason);
         self.recorder.record_failover(from, reason);
-        // As in `record_unknown_request`: departed meanwhile, its series go.
-        if self.departed().contains(from) {
+        // As in `record_unknown_request`: departed meanwhile, its series go (under the lock).
+        let departed = self.departed();
+        if departed.contains(from) {
             self.usage.remove(from);
             self.recorder.remove(from);
         }

@@ -82,11 +82,10 @@ impl<const N: usize> Sharded<N> {
         }
     }
 
+    /// Every line, both inline ones included even with one shard (the unused one stays zero
+    /// unless a caller's mask sent a thread there: see [`mine_masked`](Self::mine_masked)).
     fn lines(&self) -> impl Iterator<Item = &Line<N>> {
-        self.inline
-            .iter()
-            .take(self.mask + 1)
-            .chain(self.rest.iter())
+        self.inline.iter().chain(self.rest.iter())
     }
 
     /// The calling thread's line.
@@ -97,8 +96,8 @@ impl<const N: usize> Sharded<N> {
 
     /// The calling thread's line, with the shard mask (the shard count minus one) known to the
     /// caller: a series of a pool over many credentials then reads one cache line of its
-    /// counters, not also the line holding its own mask. Any mask is safe (a shard beyond the
-    /// last falls back to the first).
+    /// counters, not also the line holding its own mask. Any mask is safe: every line it can
+    /// pick is summed (a shard beyond the last falls back to the first).
     #[inline]
     pub(crate) fn mine_masked(&self, mask: usize) -> &[AtomicU64; N] {
         let i = thread_shard() & mask;
@@ -173,6 +172,7 @@ mod tests {
         #[test]
         fn sharded_counters_sum_to_the_total(
             shards in 1usize..=16,
+            foreign_mask in 0usize..64,
             work in proptest::collection::vec(
                 proptest::collection::vec((0usize..4, 0u64..1000), 0..200), 1..6),
         ) {
@@ -202,6 +202,23 @@ mod tests {
                 if let Some(c) = counters.mine_masked(mask).get(*i) {
                     c.fetch_add(*v, std::sync::atomic::Ordering::Relaxed);
                 }
+                want[*i] += v;
+            }
+            prop_assert_eq!(counters.totals(), want);
+            // Any mask, from threads of their own (each its own shard): nothing is lost.
+            std::thread::scope(|s| {
+                for ops in &work {
+                    let counters = &counters;
+                    s.spawn(move || {
+                        for (i, v) in ops {
+                            if let Some(c) = counters.mine_masked(foreign_mask).get(*i) {
+                                c.fetch_add(*v, std::sync::atomic::Ordering::Relaxed);
+                            }
+                        }
+                    });
+                }
+            });
+            for (i, v) in work.iter().flatten() {
                 want[*i] += v;
             }
             prop_assert_eq!(counters.totals(), want);
