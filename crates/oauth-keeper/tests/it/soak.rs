@@ -89,6 +89,10 @@ async fn twenty_short_lived_accounts_stay_fresh() -> TestResult {
     );
     assert_eq!(status, 200);
     assert_eq!(health["providers"]["gemini"]["available"], ACCOUNTS);
+    f.assert_no_secret_in_bodies();
+    // Stopped first (maintenance refreshes ahead meanwhile: a refresh committing between the
+    // two reads would put a newer token in a file than in the snapshot taken before it).
+    f.running.shutdown().await;
     // The files hold the tokens the pool holds.
     let store = oauth_accounts::AccountDir::open_unwatched(f.dir.path().join("accounts"))?;
     for c in pool.credentials() {
@@ -106,7 +110,5 @@ async fn twenty_short_lived_accounts_stay_fresh() -> TestResult {
                 .map(|t| t.expose_secret().to_owned())
         );
     }
-    f.assert_no_secret_in_bodies();
-    f.running.shutdown().await;
     Ok(())
 }
