@@ -224,11 +224,13 @@ impl Sharing {
         if let Ok(rt) = tokio::runtime::Handle::try_current()
             && !self.scheduled.swap(true, Ordering::AcqRel)
         {
-            let this = Arc::clone(self);
+            // Moved into the task: a task dropped before it ran (its runtime shut down) or
+            // while it ran still gives the sender role back.
+            let mut role = SenderRole(Some(Arc::clone(self)));
             rt.spawn(async move {
-                loop {
+                while let Some(this) = role.0.clone() {
                     let sent = this.flush(now).await;
-                    this.scheduled.store(false, Ordering::Release);
+                    role.give_back();
                     // Stop after a failure (the next decision or tick retries), or when nothing
                     // is left or another sender took over.
                     if !sent
@@ -237,6 +239,7 @@ impl Sharing {
                     {
                         return;
                     }
+                    role.0 = Some(this);
                 }
             });
         }
@@ -248,9 +251,8 @@ impl Sharing {
         if self.scheduled.swap(true, Ordering::AcqRel) {
             return false;
         }
-        let sent = self.flush(now).await;
-        self.scheduled.store(false, Ordering::Release);
-        sent
+        let _role = SenderRole::borrowed(&self.scheduled);
+        self.flush(now).await
     }
 
     /// Sends what is queued, in order, one sender at a time; stops at the first failure the store
@@ -271,7 +273,10 @@ impl Sharing {
                 q.sending = Some(item.clone());
                 item
             };
+            // A flush dropped while sending (its task aborted) puts the decision back.
+            let mut in_flight = InFlight(Some(self));
             let sent = item.send(self.store.as_ref(), &self.provider).await;
+            in_flight.0 = None; // finished: handled below
             let mut q = self.queue();
             q.sending = None;
             match sent {
@@ -305,6 +310,54 @@ impl Sharing {
                     }
                     return false;
                 }
+            }
+        }
+    }
+}
+
+/// The sender role (`Sharing::scheduled`), given back when dropped.
+struct SenderRole(Option<Arc<Sharing>>);
+
+impl SenderRole {
+    fn give_back(&mut self) {
+        if let Some(sharing) = self.0.take() {
+            sharing.scheduled.store(false, Ordering::Release);
+        }
+    }
+
+    /// For a sender borrowing the component (the maintenance tick's flush).
+    fn borrowed(scheduled: &AtomicBool) -> impl Drop + '_ {
+        struct Borrowed<'a>(&'a AtomicBool);
+        impl Drop for Borrowed<'_> {
+            fn drop(&mut self) {
+                self.0.store(false, Ordering::Release);
+            }
+        }
+        Borrowed(scheduled)
+    }
+}
+
+impl Drop for SenderRole {
+    fn drop(&mut self) {
+        self.give_back();
+    }
+}
+
+/// A decision being sent: if the send is dropped before it finished, the decision goes back to
+/// the front of the queue (unless a newer one of the same key was queued meanwhile) and no
+/// longer counts as being sent.
+struct InFlight<'a>(Option<&'a Sharing>);
+
+impl Drop for InFlight<'_> {
+    fn drop(&mut self) {
+        let Some(sharing) = self.0 else {
+            return;
+        };
+        let mut q = sharing.queue();
+        if let Some(item) = q.sending.take() {
+            match q.items.iter_mut().find(|o| o.same_key(&item)) {
+                Some(newer) => *newer = newer.clone().merged_with(&item),
+                None => q.items.push_front(item),
             }
         }
     }
@@ -427,6 +480,8 @@ mod tests {
     struct Refusing {
         inner: MemoryStore,
         down: AtomicBool,
+        /// Publications never finish (a statement stuck in a partition).
+        hang: AtomicBool,
     }
 
     #[async_trait::async_trait]
@@ -473,6 +528,9 @@ mod tests {
             state: SharedState,
             version: Option<u64>,
         ) -> Result<(), StoreError> {
+            if self.hang.load(Ordering::SeqCst) {
+                std::future::pending::<()>().await;
+            }
             if self.down.load(Ordering::SeqCst) {
                 return Err(StoreError::Io {
                     path: "/db".into(),
@@ -520,6 +578,57 @@ mod tests {
             ["a", "b"],
             "the refused one did not hold back b"
         );
+    }
+
+    /// Review of the whole change: a flush dropped while sending (the maintenance task aborted,
+    /// its runtime shut down) left the decision marked as being sent (so the store's state of it
+    /// was skipped for good) and the sender role taken (so nothing was ever sent again).
+    #[tokio::test]
+    async fn a_flush_dropped_mid_send_keeps_the_decision_and_gives_the_role_back() {
+        let store = Arc::new(Refusing::default());
+        holding_a_and_b(&store.inner).await;
+        let sharing = Sharing::new(Arc::clone(&store) as Arc<dyn CredentialStore>, "p".into());
+        sharing
+            .queue()
+            .items
+            .push_back(state("a", SharedState::Disabled));
+        store.hang.store(true, Ordering::SeqCst);
+        {
+            let flush = std::pin::pin!(sharing.flush_unless_sending(at(0)));
+            let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
+            assert!(flush.poll(&mut cx).is_pending(), "stuck in the send");
+            assert!(sharing.pending(&id("a"), "enablement"));
+        } // dropped here, mid-send
+        assert_eq!(sharing.queued(), 1, "the decision is back in the queue");
+        store.hang.store(false, Ordering::SeqCst);
+        assert!(
+            sharing.flush_unless_sending(at(0)).await,
+            "the role was given back"
+        );
+        assert_eq!(kept_ids(store.as_ref()).await, ["a"]);
+        assert!(!sharing.pending(&id("a"), "enablement"));
+    }
+
+    /// The same for the spawned sender: a task dropped with its runtime before it ran.
+    #[test]
+    fn a_sender_task_dropped_with_its_runtime_gives_the_role_back() {
+        let store = MemoryStore::new();
+        let sharing = Arc::new(Sharing::new(Arc::new(store.clone()), "p".into()));
+        {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .build()
+                .expect("runtime");
+            let _in = rt.enter();
+            sharing.share(state("a", SharedState::Disabled), at(0));
+        } // the runtime goes before its task was polled
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .expect("runtime");
+        rt.block_on(async {
+            holding_a_and_b(&store).await;
+            assert!(sharing.flush_unless_sending(at(0)).await);
+            assert_eq!(kept_ids(&store).await, ["a"]);
+        });
     }
 
     #[test]
