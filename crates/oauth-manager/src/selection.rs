@@ -724,6 +724,7 @@ impl Selector {
 
     /// Rebuilds the snapshot because a backoff ended, unless another caller already did while this
     /// one waited (so callers arriving together after a backoff rebuild once, not once each).
+    #[cold]
     fn rebuild_if_due(&self, now_ms: i64) {
         let serialized = self.rebuild.lock().unwrap_or_else(PoisonError::into_inner);
         if now_ms >= self.available.load().recheck_at_ms {
@@ -801,10 +802,37 @@ impl Selector {
         }
     }
 
-    /// This thread's cursor: the one it owns, or the first free one it claims.
-    fn shard(&self) -> usize {
+    /// The next position of this thread's cursor (the one it owns, or the first free one it
+    /// claims). An owned cursor is advanced by a plain load and store, not a read-modify-write:
+    /// only its owner advances it, so one thread's successive picks go round-robin exactly at the
+    /// cost of an ordinary write. Beyond [`CURSOR_SHARDS`] threads, a thread shares a cursor by
+    /// its tag and advances it atomically; an owner's plain store may then overwrite a sharer's
+    /// step (two calls pick the same credential once: round-robin stays approximate, nothing
+    /// else depends on it).
+    #[inline]
+    fn advance_cursor(&self) -> usize {
         let tag = thread_tag();
-        for (i, owner) in self.owners.iter().enumerate() {
+        for (cursor, owner) in self.cursors.iter().zip(&self.owners) {
+            let current = owner.load(Ordering::Relaxed);
+            if current == tag {
+                let at = cursor.0.load(Ordering::Relaxed);
+                cursor.0.store(at.wrapping_add(1), Ordering::Relaxed);
+                return at;
+            }
+            if current == 0 {
+                return self.claim_cursor(tag);
+            }
+        }
+        self.cursors[usize::try_from(tag).unwrap_or(0) % CURSOR_SHARDS]
+            .0
+            .fetch_add(1, Ordering::Relaxed)
+    }
+
+    /// A thread's first pick: claims the first free cursor (or shares one by tag when none is
+    /// free) and advances it.
+    #[cold]
+    fn claim_cursor(&self, tag: u64) -> usize {
+        for (cursor, owner) in self.cursors.iter().zip(&self.owners) {
             let current = owner.load(Ordering::Relaxed);
             if current == tag
                 || (current == 0
@@ -812,10 +840,12 @@ impl Selector {
                         .compare_exchange(0, tag, Ordering::Relaxed, Ordering::Relaxed)
                         .is_ok())
             {
-                return i;
+                return cursor.0.fetch_add(1, Ordering::Relaxed);
             }
         }
-        usize::try_from(tag).unwrap_or(0) % CURSOR_SHARDS
+        self.cursors[usize::try_from(tag).unwrap_or(0) % CURSOR_SHARDS]
+            .0
+            .fetch_add(1, Ordering::Relaxed)
     }
 
     /// Sets how the next credential is chosen.
@@ -886,6 +916,7 @@ impl Selector {
     /// With `soft`, a pool whose every credential is out only for a transient backoff still
     /// yields the one that recovers first (what `execute_with_failover` wants); without it, the
     /// Go behaviour of `next_credential`: one failure is enough to skip a credential.
+    #[inline]
     pub(crate) fn select<R>(
         &self,
         now: &Now<'_>,
@@ -893,9 +924,23 @@ impl Selector {
         f: impl Fn(&Arc<Slot>) -> R,
     ) -> Result<R, NoneAvailable> {
         let selection = self.selection();
-        if let Some(r) = self.try_select(now, selection, soft, &f) {
-            return Ok(r);
+        match self.try_select(now, selection, soft, &f) {
+            Some(r) => Ok(r),
+            None => self.select_again(now, selection, soft, &f),
         }
+    }
+
+    /// [`select`](Self::select) after the snapshot had nothing to give: out of line, so that the
+    /// common case compiles to the few instructions of a pick.
+    #[cold]
+    #[inline(never)]
+    fn select_again<R>(
+        &self,
+        now: &Now<'_>,
+        selection: Selection,
+        soft: bool,
+        f: &impl Fn(&Arc<Slot>) -> R,
+    ) -> Result<R, NoneAvailable> {
         // The snapshot may be stale (a slot changed between its publication and our read):
         // rebuild, unless another caller is rebuilding right now (then its snapshot serves: an
         // exhausted pool must not serialize every caller on this lock).
@@ -918,7 +963,7 @@ impl Selector {
                 drop(self.rebuild.lock().unwrap_or_else(PoisonError::into_inner));
             }
         }
-        self.try_select(now, selection, soft, &f)
+        self.try_select(now, selection, soft, f)
             .ok_or_else(|| self.none_available(now.get()))
     }
 
@@ -943,6 +988,7 @@ impl Selector {
         }
     }
 
+    #[inline]
     fn try_select<R>(
         &self,
         now: &Now<'_>,
@@ -972,7 +1018,7 @@ impl Selector {
                 .filter(|slot| soft && slot.hard_at_ms.load(Ordering::Acquire) <= now.get())
                 .map(f);
         }
-        let start = self.cursors[self.shard()].0.fetch_add(1, Ordering::Relaxed);
+        let start = self.advance_cursor();
         let (first_index, first) = (0..n.min(4))
             .map(|k| start.wrapping_add(k) % n)
             .map(|i| (i, &list[i]))
@@ -1028,6 +1074,50 @@ mod tests {
 
     fn selector(slots: &[Arc<Slot>]) -> Selector {
         Selector::new(Pool::new(slots.to_vec()), T0)
+    }
+
+    /// Each of up to [`CURSOR_SHARDS`] threads owns a cursor advanced by plain stores: while
+    /// they pick at the same time, each one's successive picks still go round-robin exactly (a
+    /// shared or lost step would show as a repeat); threads beyond the cursors share one and
+    /// still get a credential on every pick.
+    #[test]
+    fn owned_cursors_go_round_robin_exactly_under_concurrency() {
+        let slots: Vec<Arc<Slot>> = (0..5).map(|i| slot(&format!("c{i}"))).collect();
+        let clock = crate::clock::Timeline::new(Arc::new(oauth_core::SystemClock));
+        let index = |s: &Arc<Slot>| slots.iter().position(|x| Arc::ptr_eq(x, s));
+        for threads in [CURSOR_SHARDS, CURSOR_SHARDS + 4] {
+            let sel = selector(&slots);
+            let barrier = std::sync::Barrier::new(threads);
+            let picks: Vec<Vec<usize>> = std::thread::scope(|s| {
+                let handles: Vec<_> = (0..threads)
+                    .map(|_| {
+                        s.spawn(|| {
+                            barrier.wait();
+                            (0..2_000)
+                                .map(|_| {
+                                    let now = Now::new(&clock);
+                                    sel.select(&now, false, |s| index(s))
+                                        .ok()
+                                        .flatten()
+                                        .expect("a credential on every pick")
+                                })
+                                .collect()
+                        })
+                    })
+                    .collect();
+                handles
+                    .into_iter()
+                    .map(|h| h.join().expect("joins"))
+                    .collect()
+            });
+            if threads <= CURSOR_SHARDS {
+                for thread in &picks {
+                    for pair in thread.windows(2) {
+                        assert_eq!(pair[1], (pair[0] + 1) % slots.len(), "{thread:?}");
+                    }
+                }
+            }
+        }
     }
 
     /// Two threads replacing the failover settings at once: the packed copy always ends on the
