@@ -44,6 +44,7 @@ mod error;
 mod event;
 mod failure;
 mod health;
+pub mod hint;
 mod id;
 pub mod secret;
 mod tokens;

@@ -12,7 +12,7 @@ use crate::clock::from_ms;
 use crate::error::{AttemptError, ExecuteError};
 use crate::manager::OAuthKeyManager;
 use crate::refreshing::RefreshNeed;
-use crate::selection::{InFlight, Now, Slot};
+use crate::selection::{Ahead, InFlight, Now, Slot};
 use crate::settings::{FailoverSettings, Settings};
 
 /// What a successful [`execute_with_failover`](OAuthKeyManager::execute_with_failover) returns.
@@ -153,7 +153,7 @@ impl OAuthKeyManager {
             let picked = self
                 .inner
                 .selection
-                .select(&clock, true, Arc::clone)
+                .select(&clock, true, Ahead::Targets, Arc::clone)
                 .and_then(|slot| {
                     if failed_on.iter().any(|f| Arc::ptr_eq(f, &slot))
                         && !slot.is_available_at(clock.get())

@@ -31,7 +31,7 @@ use crate::error::{
 use crate::provider::CredentialProvider;
 use crate::refreshing::Refreshing;
 use crate::rotating::Rotating;
-use crate::selection::{Now, Republished, Selector, Slot};
+use crate::selection::{Ahead, Now, Republished, Selector, Slot};
 use crate::settings::{FailoverSettings, Settings};
 use crate::telemetry::Telemetry;
 
@@ -115,7 +115,9 @@ impl OAuthKeyManager {
         let now = Now::new(&self.inner.time);
         self.inner
             .selection
-            .select(&now, false, |slot| CredentialLease(slot.lease()))
+            .select(&now, false, Ahead::Slots, |slot| {
+                CredentialLease(slot.lease())
+            })
             .map_err(|none| self.unavailable(none.next_available_at))
     }
 

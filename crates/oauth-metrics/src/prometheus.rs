@@ -590,6 +590,14 @@ impl MetricsRecorder for PrometheusRecorder {
 
 /// A credential's handle when its counters are per credential: the series itself.
 impl CredentialRecorder for CredentialSeries {
+    /// What a record reads (the provider's part, the detail) and its counters' inline lines.
+    #[inline]
+    fn prefetch(&self) {
+        oauth_core::hint::prefetch(&self.hot);
+        oauth_core::hint::prefetch(&self.detail);
+        self.counters.hot.prefetch();
+    }
+
     #[inline]
     fn record_request(
         &self,

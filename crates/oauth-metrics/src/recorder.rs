@@ -176,6 +176,12 @@ pub trait CredentialRecorder: Send + Sync + fmt::Debug {
         let _ = tokens;
     }
 
+    /// A hint that a request on this credential is about to be recorded: a recorder may ask
+    /// the CPU for the memory [`record_request`](Self::record_request) will touch (see
+    /// `oauth_core::hint`), so that a pool going round-robin over more credentials than the
+    /// caches hold does not wait for it. Must not record anything or block. Nothing by default.
+    fn prefetch(&self) {}
+
     /// **Superseded by [`GaugeSource`]**: gauges are read at scrape time, never pushed. Kept so
     /// existing callers compile; the recorders of this crate ignore it, and the default does
     /// nothing. (It will be deprecated once the manager no longer calls it.)
@@ -340,6 +346,12 @@ impl MetricsRecorder for Fanout {
 struct FanoutHandle(Box<[Arc<dyn CredentialRecorder>]>);
 
 impl CredentialRecorder for FanoutHandle {
+    fn prefetch(&self) {
+        for h in &self.0 {
+            h.prefetch();
+        }
+    }
+
     fn record_request(
         &self,
         tokens: u64,
