@@ -325,7 +325,7 @@ impl OAuthKeyManager {
             match result {
                 Ok((value, usage)) => {
                     let tokens = usage.as_ref().map_or(0, Usage::tokens);
-                    slot.record_request(tokens, latency, RequestOutcome::Success, now);
+                    slot.record_request(tokens, latency, RequestOutcome::Success, now, end_ms);
                     let (change, changed) = slot.record_success(now, end_ms);
                     if change.is_some() || changed != Default::default() {
                         self.after_health_change(slot, change, changed);
@@ -334,7 +334,7 @@ impl OAuthKeyManager {
                 }
                 Err(error) => {
                     let mut kind = error.failure_kind();
-                    slot.record_request(0, latency, RequestOutcome::Failure(kind), now);
+                    slot.record_request(0, latency, RequestOutcome::Failure(kind), now, end_ms);
                     if kind == FailureKind::Unauthorized
                         && !retried_unauthorized
                         && self.inner.refreshing.is_configured()

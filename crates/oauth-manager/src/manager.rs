@@ -208,7 +208,9 @@ impl OAuthKeyManager {
     ) {
         let now = self.now();
         match self.slot(id) {
-            Some(slot) => slot.record_request(tokens, latency, outcome, now),
+            Some(slot) => {
+                slot.record_request(tokens, latency, outcome, now, now.timestamp_millis());
+            }
             None => {
                 if let Ok(id) = CredentialId::new(id) {
                     self.inner

@@ -205,18 +205,20 @@ impl Slot {
         &self.usage
     }
 
-    /// Records one request in every recorder.
+    /// Records one request in every recorder; `now_ms` is `now` in milliseconds since the epoch.
     pub(crate) fn record_request(
         &self,
         tokens: u64,
         latency: Duration,
         outcome: RequestOutcome,
         now: DateTime<Utc>,
+        now_ms: i64,
     ) {
         if self.is_removed() {
             return; // its series are gone; a call still in flight must not bring them back
         }
-        self.usage.record_request(tokens, latency, outcome, now);
+        self.usage
+            .record_request_at(tokens, latency, outcome, now, now_ms);
         // EWMA with weight 1/8; a lost race between two updates only loses one sample.
         let sample = u64::try_from(latency.as_micros())
             .unwrap_or(u64::MAX)

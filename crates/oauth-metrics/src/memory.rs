@@ -472,28 +472,28 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
-impl CredentialRecorder for CredentialMetrics {
-    /// The handle's line (the lock a record takes first). The counters behind it are found
-    /// only under that lock, so they are not asked for.
+impl CredentialMetrics {
+    /// [`record_request`](CredentialRecorder::record_request) for a caller that also has `now`
+    /// in milliseconds since the epoch (`now_ms`, `now.timestamp_millis()`): the record then
+    /// does no calendar arithmetic, and no division while `now` is in the time slot of the
+    /// latest record.
     #[inline]
-    fn prefetch(&self) {
-        oauth_core::hint::prefetch_write(self);
-    }
-
-    fn record_request(
+    pub fn record_request_at(
         &self,
         tokens: u64,
         latency: Duration,
         outcome: RequestOutcome,
         now: DateTime<Utc>,
+        now_ms: i64,
     ) {
         let failed = !outcome.is_success();
         // The recent window drives health alerts: a request rejected for its own fault says
         // nothing about the credential, so it counts as a request but not as a failure there.
         let credential_fault =
             failed && !matches!(outcome, RequestOutcome::Failure(FailureKind::RequestScoped));
-        let slot = self.width.slot(now);
+        let width = self.width;
         self.with_mine(|c| {
+            let slot = c.recent.slot_of(now_ms, width);
             if failed {
                 c.error_count += 1;
             } else {
@@ -509,6 +509,25 @@ impl CredentialRecorder for CredentialMetrics {
             }
             c.recent.record(slot, credential_fault);
         });
+    }
+}
+
+impl CredentialRecorder for CredentialMetrics {
+    /// The handle's line (the lock a record takes first). The counters behind it are found
+    /// only under that lock, so they are not asked for.
+    #[inline]
+    fn prefetch(&self) {
+        oauth_core::hint::prefetch_write(self);
+    }
+
+    fn record_request(
+        &self,
+        tokens: u64,
+        latency: Duration,
+        outcome: RequestOutcome,
+        now: DateTime<Utc>,
+    ) {
+        self.record_request_at(tokens, latency, outcome, now, now.timestamp_millis());
     }
 
     fn record_refresh(&self, result: RefreshResult, _duration: Duration, now: DateTime<Utc>) {
@@ -554,7 +573,12 @@ impl Width {
 
     /// The bucket slot of `at` (`timestamp_ms / width`); defined for every `DateTime`.
     fn slot(self, at: DateTime<Utc>) -> i64 {
-        at.timestamp_millis().div_euclid(self.0)
+        self.slot_ms(at.timestamp_millis())
+    }
+
+    /// The bucket slot of `ms` milliseconds since the epoch.
+    fn slot_ms(self, ms: i64) -> i64 {
+        ms.div_euclid(self.0)
     }
 }
 
@@ -584,6 +608,20 @@ impl RecentWindow {
 
     fn index(slot: i64) -> usize {
         usize::try_from(slot.rem_euclid(Self::BUCKETS)).unwrap_or(0)
+    }
+
+    /// The slot of `ms` (see [`Width::slot_ms`]): the latest one recorded when `ms` is in it
+    /// (a multiplication and two comparisons), otherwise divided out.
+    #[inline]
+    fn slot_of(&self, ms: i64, width: Width) -> i64 {
+        if self.last != i64::MIN
+            && let Some(start) = self.last.checked_mul(width.0)
+            && ms >= start
+            && ms.abs_diff(start) < width.0.unsigned_abs()
+        {
+            return self.last;
+        }
+        width.slot_ms(ms)
     }
 
     fn record(&mut self, slot: i64, failed: bool) {
@@ -798,6 +836,30 @@ mod tests {
                     model.record(at.timestamp_millis().div_euclid(w.width.0), failed);
                 }
             }
+        }
+
+        /// The slot a record takes from the latest one recorded (without a division) is the one
+        /// the division gives, for any time, width and latest slot, near it or at the extremes.
+        #[test]
+        fn the_slot_kept_from_the_latest_record_is_the_divided_one(
+            window_ms in proptest::prop_oneof![1u64..100_000, proptest::strategy::Just(u64::MAX)],
+            last in proptest::prop_oneof![proptest::num::i64::ANY, -1_000i64..1_000],
+            far in proptest::num::i64::ANY,
+            near in -3i64..3,
+            offset in 0i64..10_000,
+            use_far in proptest::bool::ANY,
+        ) {
+            let width = Width::of(Duration::from_millis(window_ms));
+            let mut w = RecentWindow::new();
+            w.last = last;
+            let ms = if use_far {
+                far
+            } else {
+                last.saturating_add(near)
+                    .saturating_mul(width.0)
+                    .saturating_add(offset % width.0)
+            };
+            proptest::prop_assert_eq!(w.slot_of(ms, width), width.slot_ms(ms));
         }
 
         /// Time moving forward (as the pool's clock does), queried at or after the latest record:
