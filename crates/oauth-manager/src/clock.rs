@@ -167,6 +167,16 @@ pub(crate) fn shift(t: DateTime<Utc>, by: TimeDelta) -> DateTime<Utc> {
         })
 }
 
+/// The earliest and the latest millisecond a `DateTime<Utc>` holds (chrono's `MIN_UTC` and
+/// `MAX_UTC` in milliseconds; a test checks them against chrono).
+pub(crate) const MS_RANGE: std::ops::RangeInclusive<i64> =
+    -8_334_601_228_800_000..=8_210_266_876_799_999;
+
+/// `ms` saturated to [`MS_RANGE`]: `from_ms(clamp_ms(ms)).timestamp_millis() == clamp_ms(ms)`.
+pub(crate) fn clamp_ms(ms: i64) -> i64 {
+    ms.clamp(*MS_RANGE.start(), *MS_RANGE.end())
+}
+
 /// Milliseconds since the epoch as an instant, saturating.
 ///
 /// The same value as `DateTime::from_timestamp_millis`, without its calendar arithmetic on the
@@ -178,7 +188,7 @@ pub(crate) fn shift(t: DateTime<Utc>, by: TimeDelta) -> DateTime<Utc> {
 pub(crate) fn from_ms(ms: i64) -> DateTime<Utc> {
     thread_local! {
         /// The last millisecond converted on this thread, and its instant: calls finishing in
-        /// the same millisecond (most of them, under load) convert nothing.
+        /// the same millisecond convert nothing.
         static LAST: std::cell::Cell<Option<(i64, DateTime<Utc>)>> =
             const { std::cell::Cell::new(None) };
     }
@@ -230,6 +240,18 @@ fn convert_ms(ms: i64) -> DateTime<Utc> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_millisecond_range_is_chronos() {
+        assert_eq!(
+            MS_RANGE,
+            DateTime::<Utc>::MIN_UTC.timestamp_millis()
+                ..=DateTime::<Utc>::MAX_UTC.timestamp_millis()
+        );
+        for ms in [i64::MIN, -1, 0, i64::MAX] {
+            assert_eq!(from_ms(clamp_ms(ms)).timestamp_millis(), clamp_ms(ms));
+        }
+    }
 
     proptest::proptest! {
         /// The per-thread day cache gives what chrono's conversion gives, for any millisecond

@@ -320,7 +320,8 @@ impl OAuthKeyManager {
             let latency = self.inner.time.elapsed(started, self.inner.time.ticks());
             // One clock read per attempt: the end of the call is its start plus its latency.
             let latency_ms = i64::try_from(latency.as_millis()).unwrap_or(i64::MAX);
-            let end_ms = at_ms.saturating_add(latency_ms);
+            // Within what a `DateTime` holds, so that the milliseconds are `now`'s.
+            let end_ms = crate::clock::clamp_ms(at_ms.saturating_add(latency_ms));
             let now = from_ms(end_ms);
             match result {
                 Ok((value, usage)) => {

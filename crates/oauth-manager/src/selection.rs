@@ -11,9 +11,10 @@
 //!   own [`CredentialHealth`] (a per-credential mutex, taken only on state changes);
 //! - the available slots form an immutable [`Available`] snapshot, rebuilt when a slot's
 //!   availability changes or when the earliest backoff ends. Selection indexes into it with the
-//!   calling thread's own cursor (one of eight, claimed on first use), so its cost does not depend on
-//!   how many credentials are in backoff, threads do not write a shared line, and a skipped
-//!   credential's share is spread evenly over the others (the Go code gave it to the successor).
+//!   calling thread's own cursor (one of eight, claimed on first use by the first eight threads to
+//!   pick; later ones share a ninth), so its cost does not depend on how many credentials are in
+//!   backoff, the owning threads do not write a shared line, and a skipped credential's share is
+//!   spread evenly over the others (the Go code gave it to the successor).
 //! - when no credential is available but some are only in a transient backoff (soft), the one that
 //!   recovers first takes the call: transient backoff alone never empties the pool.
 
@@ -151,10 +152,12 @@ impl Slot {
         oauth_core::hint::prefetch(&self.weight);
     }
 
-    /// Asks for what a call reaches through the slot: the credential (whose reference count it
-    /// takes), the id's reference count (a [`Served`](crate::Served) clones it) and the
-    /// recorders' lines. It reads the slot's own lines for their addresses, so it is for a slot
-    /// whose lines were asked for a call before.
+    /// Asks for what a call reaches through the slot: the credential's first line and the id's
+    /// (a call takes a reference to the one, a [`Served`](crate::Served) clones the other; their
+    /// reference counts sit just before, on the same line unless the allocation straddles one)
+    /// and the recorders' lines. It reads the slot's own lines for their addresses, so it is
+    /// for a slot whose lines were asked for a call before; the credential's address costs an
+    /// `ArcSwap` load (a thread-local debt slot, no shared write).
     #[inline]
     fn prefetch_targets(&self) {
         if let Some(first) = self.id.as_str().as_bytes().first() {
@@ -637,8 +640,9 @@ pub(crate) enum Ahead {
 /// hints would only cost).
 const PREFETCH_FROM: usize = 64;
 
-/// Cursor shards: each thread advances its own cursor (no cache line shared by every caller), and
-/// one thread's successive calls still go round-robin exactly.
+/// Owned cursors: each of the first this many threads to pick advances its own cursor (no cache
+/// line shared by every caller), and its successive calls go round-robin exactly; the threads
+/// after them share one more cursor.
 const CURSOR_SHARDS: usize = 8;
 
 /// A cursor on its own cache line.
@@ -660,9 +664,12 @@ fn thread_tag() -> u64 {
 pub(crate) struct Selector {
     pool: ArcSwap<Pool>,
     available: ArcSwap<Available>,
-    cursors: [Cursor; CURSOR_SHARDS],
-    /// Which thread owns each cursor (its [`thread_tag`]; 0: free). The first thread to select
-    /// gets cursor 0, the next cursor 1, and so on; beyond the last, threads share by tag.
+    /// One per owning thread, then the one the threads beyond them share.
+    cursors: [Cursor; CURSOR_SHARDS + 1],
+    /// Which thread owns each of the first [`CURSOR_SHARDS`] cursors (its [`thread_tag`]; 0:
+    /// free). The first thread to select gets cursor 0, the next cursor 1, and so on, for the
+    /// selector's life (a thread that exits keeps its cursor); threads beyond them share the
+    /// last cursor.
     owners: [AtomicU64; CURSOR_SHARDS],
     /// Credentials in the pool (read on every call to bound its attempts).
     len: AtomicUsize,
@@ -844,13 +851,11 @@ impl Selector {
         }
     }
 
-    /// The next position of this thread's cursor (the one it owns, or the first free one it
-    /// claims). An owned cursor is advanced by a plain load and store, not a read-modify-write:
-    /// only its owner advances it, so one thread's successive picks go round-robin exactly at the
-    /// cost of an ordinary write. Beyond [`CURSOR_SHARDS`] threads, a thread shares a cursor by
-    /// its tag and advances it atomically; an owner's plain store may then overwrite a sharer's
-    /// step (two calls pick the same credential once: round-robin stays approximate, nothing
-    /// else depends on it).
+    /// The next position of this thread's cursor: the one it owns, or the first free one it
+    /// claims, or beyond [`CURSOR_SHARDS`] threads the shared one. An owned cursor has a single
+    /// writer, its owner, so it advances by a plain load and store, not a read-modify-write, and
+    /// one thread's successive picks go round-robin exactly; the shared cursor advances
+    /// atomically (its threads' picks interleave).
     #[inline]
     fn advance_cursor(&self) -> usize {
         let tag = thread_tag();
@@ -865,13 +870,11 @@ impl Selector {
                 return self.claim_cursor(tag);
             }
         }
-        self.cursors[usize::try_from(tag).unwrap_or(0) % CURSOR_SHARDS]
-            .0
-            .fetch_add(1, Ordering::Relaxed)
+        self.shared_cursor()
     }
 
-    /// A thread's first pick: claims the first free cursor (or shares one by tag when none is
-    /// free) and advances it.
+    /// A thread's first pick: claims the first free cursor (or, when none is free, uses the
+    /// shared one) and advances it.
     #[cold]
     fn claim_cursor(&self, tag: u64) -> usize {
         for (cursor, owner) in self.cursors.iter().zip(&self.owners) {
@@ -885,7 +888,12 @@ impl Selector {
                 return cursor.0.fetch_add(1, Ordering::Relaxed);
             }
         }
-        self.cursors[usize::try_from(tag).unwrap_or(0) % CURSOR_SHARDS]
+        self.shared_cursor()
+    }
+
+    /// The cursor of the threads beyond the owners, advanced atomically.
+    fn shared_cursor(&self) -> usize {
+        self.cursors[CURSOR_SHARDS]
             .0
             .fetch_add(1, Ordering::Relaxed)
     }
@@ -1160,10 +1168,10 @@ mod tests {
         }
     }
 
-    /// Each of up to [`CURSOR_SHARDS`] threads owns a cursor advanced by plain stores: while
-    /// they pick at the same time, each one's successive picks still go round-robin exactly (a
-    /// shared or lost step would show as a repeat); threads beyond the cursors share one and
-    /// still get a credential on every pick.
+    /// Each of the first [`CURSOR_SHARDS`] threads owns a cursor advanced by plain stores: while
+    /// they and the threads beyond them (sharing one more cursor) pick at the same time, each
+    /// owner's successive picks still go round-robin exactly (a shared or lost step would show as
+    /// a repeat), and every thread gets a credential on every pick.
     #[test]
     fn owned_cursors_go_round_robin_exactly_under_concurrency() {
         let slots: Vec<Arc<Slot>> = (0..5).map(|i| slot(&format!("c{i}"))).collect();
@@ -1194,13 +1202,18 @@ mod tests {
                     .map(|h| h.join().expect("joins"))
                     .collect()
             });
-            if threads <= CURSOR_SHARDS {
-                for thread in &picks {
-                    for pair in thread.windows(2) {
-                        assert_eq!(pair[1], (pair[0] + 1) % slots.len(), "{thread:?}");
-                    }
-                }
-            }
+            let exact = picks
+                .iter()
+                .filter(|thread| {
+                    thread
+                        .windows(2)
+                        .all(|pair| pair[1] == (pair[0] + 1) % slots.len())
+                })
+                .count();
+            assert!(
+                exact >= threads.min(CURSOR_SHARDS),
+                "{exact} of {threads} exact"
+            );
         }
     }
 

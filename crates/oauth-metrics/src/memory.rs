@@ -474,9 +474,10 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 
 impl CredentialMetrics {
     /// [`record_request`](CredentialRecorder::record_request) for a caller that also has `now`
-    /// in milliseconds since the epoch (`now_ms`, `now.timestamp_millis()`): the record then
-    /// does no calendar arithmetic, and no division while `now` is in the time slot of the
-    /// latest record.
+    /// in milliseconds since the epoch (`now_ms`, which must be `now.timestamp_millis()`): the
+    /// record then does no calendar arithmetic, and no division while `now` is in the time slot
+    /// of the latest record. (Any `now_ms` is safe: none panics; one that is not `now`'s only
+    /// files the request in another slot of the recent window.)
     #[inline]
     pub fn record_request_at(
         &self,
@@ -492,6 +493,8 @@ impl CredentialMetrics {
         let credential_fault =
             failed && !matches!(outcome, RequestOutcome::Failure(FailureKind::RequestScoped));
         let width = self.width;
+        // `i64::MIN` is the window's "nothing recorded"; no `DateTime` is that early.
+        let now_ms = now_ms.max(i64::MIN + 1);
         self.with_mine(|c| {
             let slot = c.recent.slot_of(now_ms, width);
             if failed {
@@ -611,7 +614,7 @@ impl RecentWindow {
     }
 
     /// The slot of `ms` (see [`Width::slot_ms`]): the latest one recorded when `ms` is in it
-    /// (a multiplication and two comparisons), otherwise divided out.
+    /// (a checked multiplication and comparisons), otherwise divided out.
     #[inline]
     fn slot_of(&self, ms: i64, width: Width) -> i64 {
         if self.last != i64::MIN
@@ -633,7 +636,7 @@ impl RecentWindow {
                 self.counts[Self::index(s)] = [0; 2];
             }
             self.last = slot;
-        } else if slot <= self.last - Self::BUCKETS {
+        } else if slot <= self.last.saturating_sub(Self::BUCKETS) {
             return; // older than the window already: nothing to count
         }
         let c = &mut self.counts[Self::index(slot)];
@@ -815,6 +818,27 @@ mod tests {
         }
     }
 
+    /// Milliseconds that are not the instant's, at the ends of `i64` and with the narrowest
+    /// window (1 ms buckets): nothing panics, and every request is counted.
+    #[test]
+    fn any_milliseconds_record_without_panicking() {
+        let m = CredentialMetrics::new(Duration::from_millis(30));
+        let ms = [
+            i64::MIN,
+            i64::MIN + 5,
+            i64::MIN + 3,
+            -1,
+            0,
+            i64::MAX - 3,
+            i64::MAX,
+            i64::MIN,
+        ];
+        for ms in ms {
+            m.record_request_at(1, Duration::ZERO, RequestOutcome::Success, t0(), ms);
+        }
+        assert_eq!(m.snapshot(t0()).request_count, 8);
+    }
+
     proptest::proptest! {
         /// Arbitrary records and queries (time going back and forth): the compact window gives
         /// exactly the model's counts.
@@ -860,6 +884,33 @@ mod tests {
                     .saturating_add(offset % width.0)
             };
             proptest::prop_assert_eq!(w.slot_of(ms, width), width.slot_ms(ms));
+        }
+
+        /// Recording with the milliseconds beside the instant gives the snapshot recording with
+        /// the instant alone gives, at any time chrono holds (its edges included).
+        #[test]
+        fn recording_with_milliseconds_is_recording_with_the_instant(
+            window_ms in 1u64..1_000_000,
+            steps in proptest::collection::vec((proptest::prop_oneof![
+                -8_334_601_228_800_000i64..=8_210_266_876_799_999,
+                proptest::strategy::Just(-8_334_601_228_800_000i64),
+                proptest::strategy::Just(8_210_266_876_799_999i64),
+                1_800_000_000_000i64..1_800_000_100_000,
+            ], proptest::bool::ANY), 1..40),
+        ) {
+            let with_instant = CredentialMetrics::new(Duration::from_millis(window_ms));
+            let with_ms = CredentialMetrics::new(Duration::from_millis(window_ms));
+            for (ms, failed) in &steps {
+                let now = DateTime::from_timestamp_millis(*ms).expect("in chrono's range");
+                let outcome = if *failed {
+                    RequestOutcome::Failure(FailureKind::Transient)
+                } else {
+                    RequestOutcome::Success
+                };
+                with_instant.record_request(1, Duration::from_millis(2), outcome, now);
+                with_ms.record_request_at(1, Duration::from_millis(2), outcome, now, *ms);
+                proptest::prop_assert_eq!(with_instant.snapshot(now), with_ms.snapshot(now));
+            }
         }
 
         /// Time moving forward (as the pool's clock does), queried at or after the latest record:

@@ -590,7 +590,9 @@ impl MetricsRecorder for PrometheusRecorder {
 
 /// A credential's handle when its counters are per credential: the series itself.
 impl CredentialRecorder for CredentialSeries {
-    /// What a record reads (the provider's part, the detail) and its counters' inline lines.
+    /// The line of the series' pointers to its provider's part and to its detail (a record reads
+    /// both) and its counters' inline lines. (Per-credential histograms, behind the detail, get
+    /// no hint: their address is not known without a load.)
     #[inline]
     fn prefetch(&self) {
         oauth_core::hint::prefetch(&self.hot);

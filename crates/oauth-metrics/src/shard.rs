@@ -88,8 +88,9 @@ impl<const N: usize> Sharded<N> {
         self.inline.iter().chain(self.rest.iter())
     }
 
-    /// Asks for the inline lines, to be written soon (see `oauth_core::hint`): their addresses
-    /// follow from `self` alone, so the hint does not wait for a load of the shard mask.
+    /// Asks for the two inline lines (shards 0 and 1), to be written soon (see
+    /// `oauth_core::hint`): their addresses follow from `self` alone, so the hint does not wait
+    /// for a load of the shard mask. A thread recording into a further shard gets no hint.
     #[inline]
     pub(crate) fn prefetch(&self) {
         for line in &self.inline {
