@@ -11,8 +11,8 @@
 //!   own [`CredentialHealth`] (a per-credential mutex, taken only on state changes);
 //! - the available slots form an immutable [`Available`] snapshot, rebuilt when a slot's
 //!   availability changes or when the earliest backoff ends. Selection indexes into it with the
-//!   calling thread's own cursor (one of eight, claimed on first use by the first eight threads to
-//!   pick; later ones share a ninth), so its cost does not depend on how many credentials are in
+//!   calling thread's own cursor (one of eight, claimed on first use, passed on when its thread
+//!   exits; threads beyond eight share a ninth), so its cost does not depend on how many credentials are in
 //!   backoff, the owning threads do not write a shared line, and a skipped credential's share is
 //!   spread evenly over the others (the Go code gave it to the successor).
 //! - when no credential is available but some are only in a transient backoff (soft), the one that
@@ -640,9 +640,9 @@ pub(crate) enum Ahead {
 /// hints would only cost).
 const PREFETCH_FROM: usize = 64;
 
-/// Owned cursors: each of the first this many threads to pick advances its own cursor (no cache
-/// line shared by every caller), and its successive calls go round-robin exactly; the threads
-/// after them share one more cursor.
+/// Owned cursors: each of this many threads advances its own cursor (no cache line shared by
+/// every caller), and its successive calls go round-robin exactly; further threads picking at
+/// the same time share one more cursor.
 const CURSOR_SHARDS: usize = 8;
 
 /// A cursor on its own cache line.
@@ -650,13 +650,59 @@ const CURSOR_SHARDS: usize = 8;
 #[repr(align(128))]
 struct Cursor(AtomicUsize);
 
-/// A small process-wide tag for the current thread (never 0).
-fn thread_tag() -> u64 {
-    static NEXT: AtomicU64 = AtomicU64::new(1);
-    thread_local! {
-        static TAG: u64 = NEXT.fetch_add(1, Ordering::Relaxed);
+/// Thread tags: a small number per live thread (never 0), given back when the thread exits and
+/// handed to the next new thread, which so inherits the cursors the exited thread owned (their
+/// only writer is gone). Without this, the first eight threads a process ever ran would own the
+/// cursors for good, and every later one (a pool that replaces its threads) would share.
+#[derive(Debug)]
+struct Tags {
+    next: AtomicU64,
+    free: Mutex<Vec<u64>>,
+}
+
+impl Tags {
+    const fn new() -> Self {
+        Self {
+            next: AtomicU64::new(1),
+            free: Mutex::new(Vec::new()),
+        }
     }
-    TAG.with(|t| *t)
+
+    /// A tag no live thread has: the latest given back, or a new one.
+    fn take(&self) -> u64 {
+        self.free
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .pop()
+            .unwrap_or_else(|| self.next.fetch_add(1, Ordering::Relaxed))
+    }
+
+    fn give_back(&self, tag: u64) {
+        self.free
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .push(tag);
+    }
+}
+
+static TAGS: Tags = Tags::new();
+
+/// This thread's tag, given back when the thread exits.
+struct ThreadTag(u64);
+
+impl Drop for ThreadTag {
+    fn drop(&mut self) {
+        TAGS.give_back(self.0);
+    }
+}
+
+/// The current thread's tag (see [`Tags`]); `u64::MAX`, which owns no cursor, while the thread
+/// is exiting and its tag is already given back.
+fn thread_tag() -> u64 {
+    thread_local! {
+        static TAG: ThreadTag = ThreadTag(TAGS.take());
+    }
+    TAG.try_with(|t| t.0).unwrap_or(u64::MAX)
 }
 
 /// Lock-free round-robin selection over the available slots.
@@ -667,9 +713,9 @@ pub(crate) struct Selector {
     /// One per owning thread, then the one the threads beyond them share.
     cursors: [Cursor; CURSOR_SHARDS + 1],
     /// Which thread owns each of the first [`CURSOR_SHARDS`] cursors (its [`thread_tag`]; 0:
-    /// free). The first thread to select gets cursor 0, the next cursor 1, and so on, for the
-    /// selector's life (a thread that exits keeps its cursor); threads beyond them share the
-    /// last cursor.
+    /// free). The first thread to select gets cursor 0, the next cursor 1, and so on; a thread
+    /// that exits passes its cursors on with its tag to the next new thread (see [`Tags`]);
+    /// threads beyond the owners share the last cursor.
     owners: [AtomicU64; CURSOR_SHARDS],
     /// Credentials in the pool (read on every call to bound its attempts).
     len: AtomicUsize,
@@ -866,7 +912,7 @@ impl Selector {
                 cursor.0.store(at.wrapping_add(1), Ordering::Relaxed);
                 return at;
             }
-            if current == 0 {
+            if current == 0 && tag != u64::MAX {
                 return self.claim_cursor(tag);
             }
         }
@@ -1166,6 +1212,54 @@ mod tests {
                 assert_eq!(pair[1], (pair[0] + 1) % slots.len());
             }
         }
+    }
+
+    /// A tag given back is the next one taken, and a tag is never taken twice while held.
+    #[test]
+    fn thread_tags_are_reused_once_given_back() {
+        let tags = Tags::new();
+        let (a, b) = (tags.take(), tags.take());
+        assert_ne!(a, b);
+        assert!(a != 0 && b != 0);
+        tags.give_back(a);
+        assert_eq!(tags.take(), a);
+        assert_ne!(tags.take(), b);
+    }
+
+    /// A thread that picks after the cursors' owners exited inherits a cursor (by their tags)
+    /// and goes round-robin exactly. Other tests' threads may take the tags given back
+    /// meanwhile, so this only checks that a later thread can own a cursor at all once every
+    /// cursor was taken by a thread that exited.
+    #[test]
+    fn cursors_of_exited_threads_pass_to_new_threads() {
+        let slots: Vec<Arc<Slot>> = (0..5).map(|i| slot(&format!("c{i}"))).collect();
+        let clock = crate::clock::Timeline::new(Arc::new(oauth_core::SystemClock));
+        let sel = selector(&slots);
+        let pick = || {
+            sel.select(&Now::new(&clock), false, Ahead::Slots, |s| {
+                slots.iter().position(|x| Arc::ptr_eq(x, s))
+            })
+            .ok()
+            .flatten()
+            .expect("a credential")
+        };
+        for _ in 0..CURSOR_SHARDS {
+            std::thread::scope(|s| {
+                s.spawn(&pick).join().expect("joins");
+            });
+        }
+        let owned = (0..64).any(|_| {
+            std::thread::scope(|s| {
+                s.spawn(|| {
+                    let tag = thread_tag();
+                    pick();
+                    sel.owners.iter().any(|o| o.load(Ordering::Relaxed) == tag)
+                })
+                .join()
+                .expect("joins")
+            })
+        });
+        assert!(owned, "no later thread inherited a cursor");
     }
 
     /// Each of the first [`CURSOR_SHARDS`] threads owns a cursor advanced by plain stores: while
