@@ -1245,7 +1245,7 @@ mod tests {
         };
         for _ in 0..CURSOR_SHARDS {
             std::thread::scope(|s| {
-                s.spawn(&pick).join().expect("joins");
+                s.spawn(pick).join().expect("joins");
             });
         }
         let owned = (0..64).any(|_| {
