@@ -12,9 +12,9 @@
 //! - the available slots form an immutable [`Available`] snapshot, rebuilt when a slot's
 //!   availability changes or when the earliest backoff ends. Selection indexes into it with the
 //!   calling thread's own cursor (one of eight, claimed on first use, passed on when its thread
-//!   exits; threads beyond eight share a ninth), so its cost does not depend on how many credentials are in
-//!   backoff, the owning threads do not write a shared line, and a skipped credential's share is
-//!   spread evenly over the others (the Go code gave it to the successor).
+//!   exits; threads beyond eight share a ninth), so its cost does not depend on how many
+//!   credentials are in backoff, the owning threads do not write a shared line, and a skipped
+//!   credential's share is spread evenly over the others (the Go code gave it to the successor).
 //! - when no credential is available but some are only in a transient backoff (soft), the one that
 //!   recovers first takes the call: transient backoff alone never empties the pool.
 
@@ -1226,10 +1226,10 @@ mod tests {
         assert_ne!(tags.take(), b);
     }
 
-    /// A thread that picks after the cursors' owners exited inherits a cursor (by their tags)
-    /// and goes round-robin exactly. Other tests' threads may take the tags given back
-    /// meanwhile, so this only checks that a later thread can own a cursor at all once every
-    /// cursor was taken by a thread that exited.
+    /// A thread that picks after the cursors' owners exited inherits a cursor (by their tags).
+    /// Other tests' threads may take the tags given back meanwhile, so this only checks that a
+    /// later thread can own a cursor at all once every cursor was taken by a thread that exited
+    /// (without the give-back, none ever does).
     #[test]
     fn cursors_of_exited_threads_pass_to_new_threads() {
         let slots: Vec<Arc<Slot>> = (0..5).map(|i| slot(&format!("c{i}"))).collect();
