@@ -9,19 +9,28 @@
 //!
 //! A hint changes nothing observable: the line is fetched or not, never written.
 
+#[cfg(all(
+    any(target_arch = "x86", target_arch = "x86_64"),
+    target_feature = "sse"
+))]
+use safe_arch::{prefetch_et0 as write_hint, prefetch_t0 as read_hint};
+
+#[cfg(not(all(
+    any(target_arch = "x86", target_arch = "x86_64"),
+    target_feature = "sse"
+)))]
+fn read_hint<T>(_: &T) {}
+
+#[cfg(not(all(
+    any(target_arch = "x86", target_arch = "x86_64"),
+    target_feature = "sse"
+)))]
+fn write_hint<T>(_: &T) {}
+
 /// Asks for the cache line holding `value`, to be read soon.
 #[inline(always)]
 pub fn prefetch<T>(value: &T) {
-    #[cfg(all(
-        any(target_arch = "x86", target_arch = "x86_64"),
-        target_feature = "sse"
-    ))]
-    safe_arch::prefetch_t0(value);
-    #[cfg(not(all(
-        any(target_arch = "x86", target_arch = "x86_64"),
-        target_feature = "sse"
-    )))]
-    let _ = value;
+    read_hint(value);
 }
 
 /// Asks for the cache line holding `value`, to be written soon (a reference count, a lock, a
@@ -29,14 +38,5 @@ pub fn prefetch<T>(value: &T) {
 /// read prefetch otherwise (a baseline x86-64 build, as measured).
 #[inline(always)]
 pub fn prefetch_write<T>(value: &T) {
-    #[cfg(all(
-        any(target_arch = "x86", target_arch = "x86_64"),
-        target_feature = "sse"
-    ))]
-    safe_arch::prefetch_et0(value);
-    #[cfg(not(all(
-        any(target_arch = "x86", target_arch = "x86_64"),
-        target_feature = "sse"
-    )))]
-    let _ = value;
+    write_hint(value);
 }

@@ -8,7 +8,7 @@ use tracing::Instrument as _;
 use oauth_core::{ClassifyFailure, Credential, CredentialId, FailureKind, Usage};
 use oauth_metrics::RequestOutcome;
 
-use crate::clock::from_ms;
+use crate::clock::{clamp_ms, from_ms};
 use crate::error::{AttemptError, ExecuteError};
 use crate::manager::OAuthKeyManager;
 use crate::refreshing::RefreshNeed;
@@ -321,7 +321,7 @@ impl OAuthKeyManager {
             // One clock read per attempt: the end of the call is its start plus its latency.
             let latency_ms = i64::try_from(latency.as_millis()).unwrap_or(i64::MAX);
             // Within what a `DateTime` holds, so that the milliseconds are `now`'s.
-            let end_ms = crate::clock::clamp_ms(at_ms.saturating_add(latency_ms));
+            let end_ms = clamp_ms(at_ms.saturating_add(latency_ms));
             let now = from_ms(end_ms);
             match result {
                 Ok((value, usage)) => {

@@ -446,6 +446,21 @@ mod extremes {
     use oauth_manager::{FailoverSettings, HealthPolicy};
     use proptest::prelude::*;
 
+    /// A call that ends past the last instant a `DateTime` holds (the health timeline runs on
+    /// after the wall clock saturated) is counted in the recent window at the instant the
+    /// recorders were given, so the usage snapshot shows it: the request's milliseconds are
+    /// saturated with its time, not filed a slot apart from it.
+    #[tokio::test]
+    async fn a_call_past_the_last_representable_instant_is_in_the_recent_window() {
+        let clock = ManualClock::new(DateTime::<Utc>::MAX_UTC - TimeDelta::hours(1));
+        let c = Credential::new("x", "access-x", t0()).expect("valid");
+        let manager = builder_of([c], &clock).build().await.expect("builds");
+        clock.advance(Duration::from_secs(5 * 3600));
+        call_ok(&manager).await.expect("served");
+        let usage = manager.credential_metrics("x").expect("recorded");
+        assert_eq!((usage.request_count, usage.recent_requests), (1, 1));
+    }
+
     fn instant(choice: u8) -> Option<DateTime<Utc>> {
         match choice % 8 {
             0 => None,
