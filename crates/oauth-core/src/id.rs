@@ -2,7 +2,8 @@
 
 use std::borrow::Borrow;
 use std::fmt;
-use std::sync::Arc;
+
+use smol_str::SmolStr;
 
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
@@ -12,9 +13,14 @@ use crate::error::CredentialError;
 ///
 /// Ids are the only per-credential value that appears in logs, events, metric labels and exports, so
 /// they must never be a token or an e-mail address. An id is non-empty, at most 128 bytes, and has no
-/// control characters; [`CredentialId::new`] enforces that. Cloning is cheap (a reference count).
+/// control characters; [`CredentialId::new`] enforces that.
+///
+/// Cloning is cheap and, for an id of up to 23 bytes, writes no shared memory: such an id is held
+/// inline ([`SmolStr`]), and a longer one behind a reference count. Every call a pool serves
+/// returns its credential's id (in `oauth_manager::Served`), so two threads serving
+/// from the same credential would otherwise write the same reference count on every call.
 #[derive(Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct CredentialId(Arc<str>);
+pub struct CredentialId(SmolStr);
 
 impl CredentialId {
     /// The longest id accepted, in bytes.
@@ -32,7 +38,7 @@ impl CredentialId {
                 max: Self::MAX_LEN,
             });
         }
-        Ok(Self(Arc::from(id)))
+        Ok(Self(SmolStr::new(id)))
     }
 
     /// The id as a string slice.

@@ -18,7 +18,7 @@
 //! - when no credential is available but some are only in a transient backoff (soft), the one that
 //!   recovers first takes the call: transient backoff alone never empties the pool.
 
-use std::collections::HashMap;
+use std::collections::HashSet;
 use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU32, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 
@@ -46,7 +46,7 @@ fn from_millis(ms: i64) -> Option<DateTime<Utc>> {
 
 /// One credential in the pool.
 ///
-/// `repr(C)`, with the fields a healthy call reads or writes first, in the slot's first 112 bytes
+/// `repr(C)`, with the fields a healthy call reads or writes first, in the slot's first 120 bytes
 /// (two or three cache lines, as the `Arc` places the slot, where the compiler's order spread them
 /// over the whole slot: over 10,000 credentials every call misses the cache for each line it
 /// touches); the small fields after them, so that the slot is no larger than in the compiler's
@@ -85,10 +85,13 @@ pub(crate) struct Slot {
     removed: AtomicBool,
     /// Being replaced by a rotation: selected only when no unmarked credential is available.
     marked: AtomicBool,
-    /// A refreshed credential that could not be persisted yet.
-    persist_pending: AtomicBool,
+    /// The recorder's handle has a second hint for a picked slot
+    /// ([`CredentialRecorder::prefetches_indirect`]).
+    indirect: bool,
     /// Relative share of the traffic (1 = an equal share; up to [`MAX_WEIGHT`]).
     weight: AtomicU32,
+    /// A refreshed credential that could not be persisted yet.
+    persist_pending: AtomicBool,
     /// Failed attempts to persist the pending credential.
     persist_attempts: AtomicU32,
     /// The store's version of this credential (0: not stored).
@@ -134,6 +137,7 @@ impl Slot {
                 latency_ewma_us: AtomicU64::new(0),
             },
             marked: AtomicBool::new(false),
+            indirect: recorder.prefetches_indirect(),
             weight: AtomicU32::new(1),
             persist_pending: AtomicBool::new(false),
             persist_attempts: AtomicU32::new(0),
@@ -143,7 +147,7 @@ impl Slot {
         }
     }
 
-    /// Asks for the slot's own hot lines (its first 112 bytes, see the type's layout): for a
+    /// Asks for the slot's own hot lines (its first 120 bytes, see the type's layout): for a
     /// slot a call will pick soon (see `oauth_core::hint`).
     #[inline]
     fn prefetch(&self) {
@@ -522,15 +526,42 @@ impl Drop for InFlight<'_> {
 #[derive(Debug, Default)]
 pub(crate) struct Pool {
     slots: Arc<Vec<Arc<Slot>>>,
-    by_id: HashMap<CredentialId, Arc<Slot>>,
+    /// The slots by id: keyed by the slot's own id, so the index holds no copy of it (one id
+    /// less per credential in a large pool).
+    by_id: HashSet<ById>,
+}
+
+/// A slot in [`Pool::by_id`]: hashed, compared and looked up as its id.
+#[derive(Debug)]
+struct ById(Arc<Slot>);
+
+impl PartialEq for ById {
+    fn eq(&self, other: &Self) -> bool {
+        self.0.id == other.0.id
+    }
+}
+
+impl Eq for ById {}
+
+impl std::hash::Hash for ById {
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        // As a `str` hashes, so that a lookup by `&str` finds it (see `Borrow`).
+        self.0.id.as_str().hash(state);
+    }
+}
+
+impl std::borrow::Borrow<str> for ById {
+    fn borrow(&self) -> &str {
+        self.0.id.as_str()
+    }
 }
 
 impl Pool {
+    // A `ById` hashes and compares by the slot's id, which never changes (the slot's interior
+    // mutability is elsewhere).
+    #[allow(clippy::mutable_key_type)]
     pub(crate) fn new(slots: Vec<Arc<Slot>>) -> Self {
-        let by_id = slots
-            .iter()
-            .map(|s| (s.id.clone(), Arc::clone(s)))
-            .collect();
+        let by_id = slots.iter().map(|s| ById(Arc::clone(s))).collect();
         Self {
             slots: Arc::new(slots),
             by_id,
@@ -538,7 +569,7 @@ impl Pool {
     }
 
     fn get(&self, id: &str) -> Option<&Arc<Slot>> {
-        self.by_id.get(id)
+        self.by_id.get(id).map(|s| &s.0)
     }
 }
 
@@ -1135,6 +1166,10 @@ impl Selector {
                 list[after].prefetch();
                 if ahead == Ahead::Targets {
                     list[next].prefetch_targets();
+                    // The picked slot's recorder lines were asked for on the previous pick.
+                    if first.indirect {
+                        first.recorder.prefetch_indirect();
+                    }
                 }
             }
             return Some(f(first));

@@ -175,7 +175,7 @@ pub(crate) struct HistogramSnapshot {
 impl DurationHistogram {
     pub(crate) fn new(buckets: &Buckets, shards: usize) -> Self {
         let shards = shard_count(shards);
-        let used = buckets.bounds().len() + 2;
+        let used = row_len(buckets);
         // Rows of whole 64-byte lines plus a line of padding when sharded, so two shards never
         // share a line whatever the alignment of the allocation.
         let stride = if shards > 1 {
@@ -193,46 +193,66 @@ impl DurationHistogram {
 
     #[inline]
     pub(crate) fn observe(&self, d: Duration) {
-        let nanos = u64::try_from(d.as_nanos()).unwrap_or(u64::MAX);
         let row = (thread_shard() & self.mask) * self.stride;
-        let bucket = row + self.buckets.index(nanos);
-        let sum = row + self.buckets.bounds().len() + 1;
-        if let Some(c) = self.cells.get(bucket) {
-            c.fetch_add(1, Ordering::Relaxed);
-        }
-        if let Some(c) = self.cells.get(sum) {
-            c.fetch_add(nanos, Ordering::Relaxed);
+        if let Some(row) = self.cells.get(row..) {
+            observe_row(&self.buckets, row, d);
         }
     }
 
     pub(crate) fn snapshot(&self) -> HistogramSnapshot {
-        let n = self.buckets.bounds().len() + 1;
-        let mut counts = vec![0u64; n];
-        let mut sum_nanos: u128 = 0;
-        for row in self.cells.chunks(self.stride) {
-            for (c, cell) in counts.iter_mut().zip(row) {
-                *c = c.wrapping_add(cell.load(Ordering::Relaxed));
-            }
-            if let Some(s) = row.get(n) {
-                sum_nanos += u128::from(s.load(Ordering::Relaxed));
-            }
+        snapshot_rows(&self.buckets, self.cells.chunks(self.stride))
+    }
+}
+
+/// The cells one row of a histogram over `buckets` uses: a count per bucket (`+Inf` included),
+/// then the sum in nanoseconds.
+pub(crate) fn row_len(buckets: &Buckets) -> usize {
+    buckets.bounds().len() + 2
+}
+
+/// Observes `d` into `row`, a histogram row over `buckets` (see [`row_len`]; cells beyond it are
+/// not touched): two relaxed additions.
+#[inline]
+pub(crate) fn observe_row(buckets: &Buckets, row: &[AtomicU64], d: Duration) {
+    let nanos = u64::try_from(d.as_nanos()).unwrap_or(u64::MAX);
+    if let Some(c) = row.get(buckets.index(nanos)) {
+        c.fetch_add(1, Ordering::Relaxed);
+    }
+    if let Some(c) = row.get(buckets.bounds().len() + 1) {
+        c.fetch_add(nanos, Ordering::Relaxed);
+    }
+}
+
+/// The sum of histogram rows over `buckets` (see [`row_len`]; cells beyond it are ignored).
+pub(crate) fn snapshot_rows<'a>(
+    buckets: &Buckets,
+    rows: impl IntoIterator<Item = &'a [AtomicU64]>,
+) -> HistogramSnapshot {
+    let n = buckets.bounds().len() + 1;
+    let mut counts = vec![0u64; n];
+    let mut sum_nanos: u128 = 0;
+    for row in rows {
+        for (c, cell) in counts.iter_mut().zip(row) {
+            *c = c.wrapping_add(cell.load(Ordering::Relaxed));
         }
-        #[allow(clippy::cast_precision_loss)]
-        let sum = sum_nanos as f64 / 1e9;
-        let count = counts.iter().sum();
-        let buckets = self
-            .buckets
-            .bounds()
-            .iter()
-            .copied()
-            .chain(std::iter::once(f64::INFINITY))
-            .zip(counts)
-            .collect();
-        HistogramSnapshot {
-            sum,
-            count,
-            buckets,
+        if let Some(s) = row.get(n) {
+            sum_nanos += u128::from(s.load(Ordering::Relaxed));
         }
+    }
+    #[allow(clippy::cast_precision_loss)]
+    let sum = sum_nanos as f64 / 1e9;
+    let count = counts.iter().sum();
+    let buckets = buckets
+        .bounds()
+        .iter()
+        .copied()
+        .chain(std::iter::once(f64::INFINITY))
+        .zip(counts)
+        .collect();
+    HistogramSnapshot {
+        sum,
+        count,
+        buckets,
     }
 }
 

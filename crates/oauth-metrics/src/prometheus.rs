@@ -14,7 +14,7 @@ use prometheus_client::encoding::{DescriptorEncoder, EncodeLabelSet, MetricEncod
 use prometheus_client::metrics::MetricType;
 use prometheus_client::registry::{Registry, Unit};
 
-use crate::histogram::{Buckets, DurationHistogram};
+use crate::histogram::{self, Buckets, DurationHistogram, HistogramSnapshot};
 use crate::recorder::{
     CredentialRecorder, GaugeRow, GaugeSource, MetricsRecorder, RefreshResult, RequestOutcome,
 };
@@ -46,6 +46,9 @@ const FAILURE_KINDS: [FailureKind; 6] = [
     FailureKind::Transient,
     FailureKind::RequestScoped,
 ];
+
+/// The failover counters of a credential's [`Detail`], one per kind in [`FAILURE_KINDS`].
+const FAILOVER_REASONS: usize = FAILURE_KINDS.len();
 
 /// Label values of `outcome` / `result`: `success`, then the failure kinds.
 const OUTCOMES: [&str; 7] = [
@@ -279,7 +282,7 @@ struct CredentialSeries {
     id: CredentialId,
     counters: Counters,
     /// [`Granularity::CredentialHistograms`] only.
-    detail: Option<Box<Detail>>,
+    detail: Option<Detail>,
     /// What a record needs of its provider (not the provider itself, which holds this series:
     /// no reference cycle).
     hot: Arc<ProviderHot>,
@@ -295,6 +298,11 @@ struct ProviderHot {
     other: Mutex<BTreeMap<OtherKey, u64>>,
     /// The shard mask of the credentials' counters (see [`Sharded::mine_masked`]).
     mask: usize,
+    /// The bounds of the histograms, and the length of their rows in a credential's [`Detail`].
+    request_buckets: Buckets,
+    refresh_buckets: Buckets,
+    request_row: usize,
+    refresh_row: usize,
 }
 
 impl ProviderHot {
@@ -306,11 +314,30 @@ impl ProviderHot {
     }
 }
 
+/// [`Granularity::CredentialHistograms`]: a credential's two histograms and its failovers by
+/// reason, in one allocation: the request histogram's row (see [`histogram::row_len`]), the
+/// refresh histogram's, then the six failover counters. (They were three allocations behind two
+/// pointers: over 10,000 credentials a record waited for memory at each.)
 #[derive(Debug)]
-struct Detail {
-    request_duration: DurationHistogram,
-    refresh_duration: DurationHistogram,
-    failovers: [AtomicU64; 6],
+struct Detail(Box<[AtomicU64]>);
+
+impl Detail {
+    fn new(hot: &ProviderHot) -> Self {
+        let len = hot.request_row + hot.refresh_row + FAILOVER_REASONS;
+        Self((0..len).map(|_| AtomicU64::new(0)).collect())
+    }
+
+    fn request(&self) -> &[AtomicU64] {
+        &self.0
+    }
+
+    fn refresh(&self, hot: &ProviderHot) -> &[AtomicU64] {
+        self.0.get(hot.request_row..).unwrap_or_default()
+    }
+
+    fn failover(&self, hot: &ProviderHot, i: usize) -> Option<&AtomicU64> {
+        self.0.get(hot.request_row + hot.refresh_row + i)
+    }
 }
 
 /// A side-table entry: family, credential (when per credential) and failure-kind label.
@@ -378,6 +405,10 @@ impl ProviderSeries {
                 refresh_duration: hist(&config.refresh_buckets),
                 other: Mutex::default(),
                 mask: shard_count(config.shards) - 1,
+                request_row: histogram::row_len(&config.request_buckets),
+                refresh_row: histogram::row_len(&config.refresh_buckets),
+                request_buckets: config.request_buckets.clone(),
+                refresh_buckets: config.refresh_buckets.clone(),
             }),
             gauges: RwLock::new(None),
             config,
@@ -398,13 +429,9 @@ impl ProviderSeries {
             Arc::new(CredentialSeries {
                 id: id.clone(),
                 counters: Counters::new(config.shards),
-                detail: config.credential_histograms().then(|| {
-                    Box::new(Detail {
-                        request_duration: DurationHistogram::new(&config.request_buckets, 1),
-                        refresh_duration: DurationHistogram::new(&config.refresh_buckets, 1),
-                        failovers: std::array::from_fn(|_| AtomicU64::new(0)),
-                    })
-                }),
+                detail: config
+                    .credential_histograms()
+                    .then(|| Detail::new(&self.hot)),
                 hot: Arc::clone(&self.hot),
             })
         }))
@@ -554,9 +581,12 @@ impl MetricsRecorder for PrometheusRecorder {
         };
         if p.config.credential_histograms() {
             let series = read(&p.credentials).get(from).map(Arc::clone);
-            match series.as_ref().and_then(|s| s.detail.as_ref()) {
-                Some(d) => {
-                    d.failovers[i].fetch_add(1, Ordering::Relaxed);
+            match series
+                .as_ref()
+                .and_then(|s| s.detail.as_ref()?.failover(&s.hot, i))
+            {
+                Some(c) => {
+                    c.fetch_add(1, Ordering::Relaxed);
                 }
                 // Not registered: counted in the side table, a series from its first failover.
                 None => p.count_other(Family::Failovers, Some(from), reason),
@@ -591,13 +621,34 @@ impl MetricsRecorder for PrometheusRecorder {
 /// A credential's handle when its counters are per credential: the series itself.
 impl CredentialRecorder for CredentialSeries {
     /// The line of the series' pointers to its provider's part and to its detail (a record reads
-    /// both) and its counters' inline lines. (Per-credential histograms, behind the detail, get
-    /// no hint: their address is not known without a load.)
+    /// both) and its counters' inline lines. (Per-credential histograms, behind the detail, are
+    /// asked for by [`prefetch_indirect`](CredentialRecorder::prefetch_indirect): their address
+    /// is not known without a load.)
     #[inline]
     fn prefetch(&self) {
         oauth_core::hint::prefetch(&self.hot);
         oauth_core::hint::prefetch(&self.detail);
         self.counters.hot.prefetch();
+    }
+
+    /// The request histogram's row in the detail (per-credential histograms only): every line
+    /// of it, since which bucket a record adds to depends on a latency not known yet.
+    #[inline]
+    fn prefetch_indirect(&self) {
+        if let Some(row) = self
+            .detail
+            .as_ref()
+            .and_then(|d| d.request().get(..self.hot.request_row))
+        {
+            // Elements 64 bytes apart, then the last: one hint per line the row spans.
+            for cell in row.iter().step_by(8).chain(row.last()) {
+                oauth_core::hint::prefetch_write(cell);
+            }
+        }
+    }
+
+    fn prefetches_indirect(&self) -> bool {
+        self.detail.is_some()
     }
 
     #[inline]
@@ -627,7 +678,7 @@ impl CredentialRecorder for CredentialSeries {
             line[TOKENS].fetch_add(tokens, Ordering::Relaxed);
         }
         match &self.detail {
-            Some(d) => d.request_duration.observe(latency),
+            Some(d) => histogram::observe_row(&self.hot.request_buckets, d.request(), latency),
             None => {
                 if let Some(h) = &self.hot.request_duration {
                     h.observe(latency);
@@ -647,7 +698,9 @@ impl CredentialRecorder for CredentialSeries {
             },
         }
         match &self.detail {
-            Some(d) => d.refresh_duration.observe(duration),
+            Some(d) => {
+                histogram::observe_row(&self.hot.refresh_buckets, d.refresh(&self.hot), duration);
+            }
             None => {
                 if let Some(h) = &self.hot.refresh_duration {
                     h.observe(duration);
@@ -819,9 +872,8 @@ fn gauge_f(m: &mut MetricEncoder<'_>, labels: &impl EncodeLabelSet, v: f64) -> f
 fn histogram(
     m: &mut MetricEncoder<'_>,
     labels: &impl EncodeLabelSet,
-    h: &DurationHistogram,
+    s: &HistogramSnapshot,
 ) -> fmt::Result {
-    let s = h.snapshot();
     m.encode_family(labels)?
         .encode_histogram::<NoLabelSet>(s.sum, s.count, &s.buckets, None)
 }
@@ -853,7 +905,7 @@ fn kinds_family(
                     Family::Refreshes => std::array::from_fn(|i| c.counters.cold(i)),
                     Family::Failovers => std::array::from_fn(|i| {
                         i.checked_sub(1)
-                            .and_then(|i| c.detail.as_ref().map(|d| &d.failovers[i]))
+                            .and_then(|i| c.detail.as_ref()?.failover(&c.hot, i))
                             .map_or(0, |a| a.load(Ordering::Relaxed))
                     }),
                 };
@@ -938,20 +990,20 @@ fn histogram_family(
     name: &str,
     help: &str,
     pick: fn(&ProviderSeries) -> Option<&DurationHistogram>,
-    pick_detail: fn(&Detail) -> &DurationHistogram,
+    pick_detail: fn(&CredentialSeries, &Detail) -> HistogramSnapshot,
 ) -> fmt::Result {
     let mut m = enc.encode_descriptor(name, help, Some(&Unit::Seconds), MetricType::Histogram)?;
     for v in views {
         let p = v.name();
         if let Some(h) = pick(&v.provider) {
-            histogram(&mut m, &[("provider", p)], h)?;
+            histogram(&mut m, &[("provider", p)], &h.snapshot())?;
         }
         for c in &v.credentials {
             if let Some(d) = &c.detail {
                 histogram(
                     &mut m,
                     &[("provider", p), ("credential", c.id.as_str())],
-                    pick_detail(d),
+                    &pick_detail(c, d),
                 )?;
             }
         }
@@ -1008,7 +1060,7 @@ impl Collector for PoolCollector {
             "request_duration",
             "Duration of requests made with a credential.",
             |p| p.hot.request_duration.as_ref(),
-            |d| &d.request_duration,
+            |c, d| histogram::snapshot_rows(&c.hot.request_buckets, [d.request()]),
         )?;
         histogram_family(
             &mut enc,
@@ -1016,7 +1068,7 @@ impl Collector for PoolCollector {
             "refresh_duration",
             "Duration of token refresh attempts.",
             |p| p.hot.refresh_duration.as_ref(),
-            |d| &d.refresh_duration,
+            |c, d| histogram::snapshot_rows(&c.hot.refresh_buckets, [d.refresh(&c.hot)]),
         )?;
         encode_gauges(&mut enc, &views)
     }
@@ -1144,5 +1196,42 @@ mod tests {
         let p = c.with_granularity(Granularity::Provider);
         assert_eq!(p.series_per_credential(), 0);
         assert_eq!(p.series_per_provider(), 73);
+    }
+
+    /// Only a handle with a detail behind a pointer asks for the second hint (the pool skips
+    /// the call for the others), and the hint records nothing.
+    #[test]
+    fn only_per_credential_histograms_take_the_second_hint() {
+        let id = CredentialId::new("acct").expect("valid");
+        for (granularity, wants) in [
+            (Granularity::Provider, false),
+            (Granularity::Credential, false),
+            (Granularity::CredentialHistograms, true),
+        ] {
+            let mut registry = Registry::default();
+            let config = PrometheusConfig::new().with_granularity(granularity);
+            let recorder = PrometheusRecorder::with_config(&mut registry, "p", config);
+            let handle = recorder.handle(&id);
+            assert_eq!(handle.prefetches_indirect(), wants, "{granularity:?}");
+            let fanout = crate::Fanout::new(vec![
+                Arc::new(crate::NoopRecorder) as Arc<dyn MetricsRecorder>,
+                Arc::new(recorder.clone()),
+            ]);
+            assert_eq!(
+                fanout.handle(&id).prefetches_indirect(),
+                wants,
+                "{granularity:?}"
+            );
+            handle.prefetch();
+            handle.prefetch_indirect();
+            let mut text = String::new();
+            prometheus_client::encoding::text::encode(&mut text, &registry).expect("encodes");
+            assert!(
+                text.lines()
+                    .filter(|l| !l.starts_with('#') && l.contains("acct"))
+                    .all(|l| l.ends_with(" 0") || l.ends_with(" 0.0")),
+                "{granularity:?}: the hints recorded something:\n{text}"
+            );
+        }
     }
 }

@@ -182,6 +182,21 @@ pub trait CredentialRecorder: Send + Sync + fmt::Debug {
     /// caches hold does not wait for it. Must not record anything or block. Nothing by default.
     fn prefetch(&self) {}
 
+    /// A second hint, for the credential a call has just picked, before its request runs: the
+    /// handle's own memory was asked for by [`prefetch`](Self::prefetch) on an earlier pick, so
+    /// it is likely cached now, and a recorder may read it to ask for what lies behind its
+    /// pointers (memory that `prefetch` could not name without waiting for a load). Must not
+    /// record anything or block. Nothing by default.
+    fn prefetch_indirect(&self) {}
+
+    /// Whether [`prefetch_indirect`](Self::prefetch_indirect) does anything for this handle. A
+    /// pool asks once, when it takes the handle, and calls the hint only if so: even an empty
+    /// call costs a pick over many credentials (measured: 10% of a call over 10,000). `false`
+    /// by default.
+    fn prefetches_indirect(&self) -> bool {
+        false
+    }
+
     /// **Superseded by [`GaugeSource`]**: gauges are read at scrape time, never pushed. Kept so
     /// existing callers compile; the recorders of this crate ignore it, and the default does
     /// nothing. (It will be deprecated once the manager no longer calls it.)
@@ -350,6 +365,16 @@ impl CredentialRecorder for FanoutHandle {
         for h in &self.0 {
             h.prefetch();
         }
+    }
+
+    fn prefetch_indirect(&self) {
+        for h in &self.0 {
+            h.prefetch_indirect();
+        }
+    }
+
+    fn prefetches_indirect(&self) -> bool {
+        self.0.iter().any(|h| h.prefetches_indirect())
     }
 
     fn record_request(

@@ -410,6 +410,42 @@ fn per_credential_histograms_are_an_option() {
     }
 }
 
+/// A credential's two histograms and its failovers share one block of cells: with bounds of
+/// different lengths, each still lands in its own row.
+#[test]
+fn per_credential_histograms_with_custom_buckets_keep_their_rows_apart() {
+    let request = [0.001, 0.1, 10.0];
+    let refresh = Buckets::exponential(0.05, 4.0, 5).expect("valid");
+    let config = PrometheusConfig::new()
+        .with_granularity(Granularity::CredentialHistograms)
+        .with_request_buckets(Buckets::new(request).expect("valid"))
+        .with_refresh_buckets(refresh.clone());
+    let (e, _pool) = encoded_with(config);
+    let req = format!("{P}_request_duration_seconds");
+    check_histogram(
+        &e,
+        &req,
+        &labels("acct-a", &[]),
+        &request,
+        &[0.04, 1.2, 0.3],
+    );
+    check_histogram(&e, &req, &labels("acct-b", &[]), &request, &[700.0]);
+    let rf = format!("{P}_refresh_duration_seconds");
+    check_histogram(&e, &rf, &labels("acct-a", &[]), refresh.bounds(), &[0.2]);
+    check_histogram(&e, &rf, &labels("acct-b", &[]), refresh.bounds(), &[0.06]);
+    let fo = format!("{P}_failovers_total");
+    for (cred, transient) in [("acct-a", 0.0), ("acct-b", 1.0)] {
+        assert_eq!(
+            e.value(&fo, &labels(cred, &[("reason", "transient")])),
+            transient
+        );
+        assert_eq!(
+            e.value(&fo, &labels(cred, &[("reason", "rate_limited")])),
+            0.0
+        );
+    }
+}
+
 #[test]
 fn custom_buckets_are_used() {
     let bounds = [0.001, 0.1, 10.0];
