@@ -16,9 +16,9 @@ use crate::error::CredentialError;
 /// control characters; [`CredentialId::new`] enforces that.
 ///
 /// Cloning is cheap and, for an id of up to 23 bytes, writes no shared memory: such an id is held
-/// inline ([`SmolStr`]), and a longer one behind a reference count. Every call a pool serves
-/// returns its credential's id (in `oauth_manager::Served`), so two threads serving
-/// from the same credential would otherwise write the same reference count on every call.
+/// inline ([`SmolStr`]), a longer one behind a reference count. Every call a pool serves returns
+/// its credential's id (in `oauth_manager::Served`): two threads serving from one credential
+/// would otherwise write the same reference count on every call.
 #[derive(Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct CredentialId(SmolStr);
 

@@ -327,12 +327,14 @@ impl Detail {
         Self((0..len).map(|_| AtomicU64::new(0)).collect())
     }
 
-    fn request(&self) -> &[AtomicU64] {
-        &self.0
+    fn request(&self, hot: &ProviderHot) -> &[AtomicU64] {
+        self.0.get(..hot.request_row).unwrap_or_default()
     }
 
     fn refresh(&self, hot: &ProviderHot) -> &[AtomicU64] {
-        self.0.get(hot.request_row..).unwrap_or_default()
+        self.0
+            .get(hot.request_row..hot.request_row + hot.refresh_row)
+            .unwrap_or_default()
     }
 
     fn failover(&self, hot: &ProviderHot, i: usize) -> Option<&AtomicU64> {
@@ -635,11 +637,8 @@ impl CredentialRecorder for CredentialSeries {
     /// of it, since which bucket a record adds to depends on a latency not known yet.
     #[inline]
     fn prefetch_indirect(&self) {
-        if let Some(row) = self
-            .detail
-            .as_ref()
-            .and_then(|d| d.request().get(..self.hot.request_row))
-        {
+        if let Some(d) = &self.detail {
+            let row = d.request(&self.hot);
             // Elements 64 bytes apart, then the last: one hint per line the row spans.
             for cell in row.iter().step_by(8).chain(row.last()) {
                 oauth_core::hint::prefetch_write(cell);
@@ -678,7 +677,9 @@ impl CredentialRecorder for CredentialSeries {
             line[TOKENS].fetch_add(tokens, Ordering::Relaxed);
         }
         match &self.detail {
-            Some(d) => histogram::observe_row(&self.hot.request_buckets, d.request(), latency),
+            Some(d) => {
+                histogram::observe_row(&self.hot.request_buckets, d.request(&self.hot), latency);
+            }
             None => {
                 if let Some(h) = &self.hot.request_duration {
                     h.observe(latency);
@@ -1060,7 +1061,7 @@ impl Collector for PoolCollector {
             "request_duration",
             "Duration of requests made with a credential.",
             |p| p.hot.request_duration.as_ref(),
-            |c, d| histogram::snapshot_rows(&c.hot.request_buckets, [d.request()]),
+            |c, d| histogram::snapshot_rows(&c.hot.request_buckets, [d.request(&c.hot)]),
         )?;
         histogram_family(
             &mut enc,

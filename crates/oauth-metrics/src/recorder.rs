@@ -191,8 +191,8 @@ pub trait CredentialRecorder: Send + Sync + fmt::Debug {
 
     /// Whether [`prefetch_indirect`](Self::prefetch_indirect) does anything for this handle. A
     /// pool asks once, when it takes the handle, and calls the hint only if so: even an empty
-    /// call costs a pick over many credentials (measured: 10% of a call over 10,000). `false`
-    /// by default.
+    /// call costs a pick over many credentials (measured: about 10% of a call over 10,000).
+    /// `false` by default.
     fn prefetches_indirect(&self) -> bool {
         false
     }
