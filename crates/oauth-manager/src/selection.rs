@@ -156,10 +156,11 @@ impl Slot {
         oauth_core::hint::prefetch(&self.weight);
     }
 
-    /// Asks for what a call reaches through the slot: the credential's first line and the id's
-    /// (a call takes a reference to the one, a [`Served`](crate::Served) clones the other; their
-    /// reference counts sit just before, on the same line unless the allocation straddles one)
-    /// and the recorders' lines. It reads the slot's own lines for their addresses, so it is
+    /// Asks for what a call reaches through the slot: the credential's first line (a call takes
+    /// a reference to it; the count sits just before, on the same line unless the allocation
+    /// straddles one), the id's bytes (a [`Served`](crate::Served) clones the id: an id longer
+    /// than fits inline is behind a reference count; a short one is in the slot itself, so its
+    /// hint costs nothing) and the recorders' lines. It reads the slot's own lines for their addresses, so it is
     /// for a slot whose lines were asked for a call before; the credential's address costs an
     /// `ArcSwap` load (a thread-local debt slot, no shared write).
     #[inline]
