@@ -298,14 +298,21 @@ struct ProviderHot {
     other: Mutex<BTreeMap<OtherKey, u64>>,
     /// The shard mask of the credentials' counters (see [`Sharded::mine_masked`]).
     mask: usize,
-    /// The bounds of the histograms, and the length of their rows in a credential's [`Detail`].
+    /// The bounds of the histograms (and so the length of their rows in a credential's
+    /// [`Detail`]).
     request_buckets: Buckets,
     refresh_buckets: Buckets,
-    request_row: usize,
-    refresh_row: usize,
 }
 
 impl ProviderHot {
+    fn request_row(&self) -> usize {
+        histogram::row_len(&self.request_buckets)
+    }
+
+    fn refresh_row(&self) -> usize {
+        histogram::row_len(&self.refresh_buckets)
+    }
+
     fn count_other(&self, family: Family, credential: Option<&CredentialId>, kind: FailureKind) {
         let mut other = self.other.lock().unwrap_or_else(PoisonError::into_inner);
         *other
@@ -323,22 +330,23 @@ struct Detail(Box<[AtomicU64]>);
 
 impl Detail {
     fn new(hot: &ProviderHot) -> Self {
-        let len = hot.request_row + hot.refresh_row + FAILOVER_REASONS;
+        let len = hot.request_row() + hot.refresh_row() + FAILOVER_REASONS;
         Self((0..len).map(|_| AtomicU64::new(0)).collect())
     }
 
     fn request(&self, hot: &ProviderHot) -> &[AtomicU64] {
-        self.0.get(..hot.request_row).unwrap_or_default()
+        self.0.get(..hot.request_row()).unwrap_or_default()
     }
 
     fn refresh(&self, hot: &ProviderHot) -> &[AtomicU64] {
+        let start = hot.request_row();
         self.0
-            .get(hot.request_row..hot.request_row + hot.refresh_row)
+            .get(start..start + hot.refresh_row())
             .unwrap_or_default()
     }
 
     fn failover(&self, hot: &ProviderHot, i: usize) -> Option<&AtomicU64> {
-        self.0.get(hot.request_row + hot.refresh_row + i)
+        self.0.get(hot.request_row() + hot.refresh_row() + i)
     }
 }
 
@@ -407,8 +415,6 @@ impl ProviderSeries {
                 refresh_duration: hist(&config.refresh_buckets),
                 other: Mutex::default(),
                 mask: shard_count(config.shards) - 1,
-                request_row: histogram::row_len(&config.request_buckets),
-                refresh_row: histogram::row_len(&config.refresh_buckets),
                 request_buckets: config.request_buckets.clone(),
                 refresh_buckets: config.refresh_buckets.clone(),
             }),
