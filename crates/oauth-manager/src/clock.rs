@@ -121,6 +121,7 @@ impl Timeline {
     }
 
     /// The health timeline now, in milliseconds (the hot path's one clock read).
+    #[inline]
     pub(crate) fn now_ms(&self) -> i64 {
         let elapsed = mono_ms(self.clock.monotonic()).saturating_sub(self.anchor_mono_ms);
         self.anchor_wall_ms.saturating_add(elapsed.max(0))

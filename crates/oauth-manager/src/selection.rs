@@ -10,14 +10,18 @@
 //! - each slot publishes when it is next available as an atomic (`available_at_ms`), derived from its
 //!   own [`CredentialHealth`] (a per-credential mutex, taken only on state changes);
 //! - the available slots form an immutable [`Available`] snapshot, rebuilt when a slot's
-//!   availability changes or when the earliest backoff ends. Selection indexes into it with the
-//!   calling thread's own cursor (one of eight, claimed on first use, passed on when its thread
-//!   exits; threads beyond eight share a ninth), so its cost does not depend on how many
+//!   availability changes or when the earliest backoff ends. Each thread keeps a copy of it
+//!   (thread-local, served while the selector's version is the one it was loaded at, so a pick
+//!   does not pay arc-swap's debt protocol; emptied at the thread's next pick once a pool is
+//!   dropped or a credential removed, and when the thread exits). Selection indexes into it with
+//!   the calling thread's own cursor (one of eight, claimed on first use, passed on when its
+//!   thread exits; threads beyond eight share a ninth), so its cost does not depend on how many
 //!   credentials are in backoff, the owning threads do not write a shared line, and a skipped
 //!   credential's share is spread evenly over the others (the Go code gave it to the successor).
 //! - when no credential is available but some are only in a transient backoff (soft), the one that
 //!   recovers first takes the call: transient backoff alone never empties the pool.
 
+use std::cell::{Cell, RefCell};
 use std::collections::HashSet;
 use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU32, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
@@ -294,6 +298,7 @@ impl Slot {
 
     /// The current credential without touching its reference count (a thread-local debt slot of
     /// arc-swap), for callers that hold it briefly.
+    #[inline]
     pub(crate) fn lease(&self) -> arc_swap::Guard<Arc<Credential>> {
         self.credential.load()
     }
@@ -329,6 +334,7 @@ impl Slot {
     }
 
     /// How loaded the slot looks to a load-aware selection: lower is better.
+    #[inline]
     fn load_score(&self, selection: Selection) -> u64 {
         let in_flight = u64::from(self.per_call.in_flight.load(Ordering::Relaxed));
         match selection {
@@ -339,12 +345,14 @@ impl Slot {
     }
 
     /// True when the slot can serve at `now_ms`.
+    #[inline]
     pub(crate) fn is_available_at(&self, now_ms: i64) -> bool {
         self.available_at_ms.load(Ordering::Acquire) <= now_ms
             && now_ms < self.available_until_ms.load(Ordering::Acquire)
     }
 
     /// True when the slot can serve now; reads the clock only if the slot has a time to compare.
+    #[inline]
     fn is_available(&self, now: &Now<'_>) -> bool {
         let from = match self.available_at_ms.load(Ordering::Acquire) {
             NOW => true,
@@ -623,6 +631,7 @@ impl<'a> Now<'a> {
     }
 
     /// The time, read on first use.
+    #[inline]
     pub(crate) fn get(&self) -> i64 {
         match self.ms.get() {
             Some(ms) => ms,
@@ -719,22 +728,104 @@ impl Tags {
 
 static TAGS: Tags = Tags::new();
 
-/// This thread's tag, given back when the thread exits.
-struct ThreadTag(u64);
+/// How many selectors' snapshots a thread keeps at once (direct-mapped by their [`Selector::uid`]:
+/// a thread picking from more pools than this in turn reloads some, it never serves a wrong one).
+const CACHED_SNAPSHOTS: usize = 16;
 
-impl Drop for ThreadTag {
-    fn drop(&mut self) {
-        TAGS.give_back(self.0);
+/// The next selector's [`Selector::uid`]: never reused (an address is, once its selector is
+/// dropped, and would let a new selector match a dropped one's cached snapshot).
+static NEXT_SELECTOR: AtomicU64 = AtomicU64::new(1);
+
+/// Moves when a selector is dropped or a slot leaves a pool: each thread empties its cached
+/// snapshots at its next pick (from any pool), so a removed credential or a dropped pool is not
+/// kept alive by the threads that picked from it. Not needed for correctness (a stale snapshot
+/// never matches, see [`Selector::version`]), only to give the memory back.
+static RELEASED: AtomicU64 = AtomicU64::new(0);
+
+/// A selector's available snapshot as this thread last loaded it.
+struct CachedSnapshot {
+    /// Its selector's [`Selector::uid`] (0: empty).
+    selector: u64,
+    /// The selector's [`Selector::version`] read before the snapshot was loaded.
+    version: u64,
+    snapshot: Option<Arc<Available>>,
+}
+
+impl CachedSnapshot {
+    const EMPTY: Self = Self {
+        selector: 0,
+        version: 0,
+        snapshot: None,
+    };
+}
+
+/// What a thread keeps for its picks: its tag (taken on first use, given back when the thread
+/// exits) and its cached snapshots. One thread-local, so a pick reads both in one access.
+struct ThreadState {
+    /// See [`Tags`]; 0 until the thread's first pick.
+    tag: Cell<u64>,
+    /// [`RELEASED`] when the snapshots were last emptied.
+    released_seen: Cell<u64>,
+    snapshots: RefCell<[CachedSnapshot; CACHED_SNAPSHOTS]>,
+}
+
+impl ThreadState {
+    /// The thread's tag, taken on first use.
+    #[inline]
+    fn tag(&self) -> u64 {
+        match self.tag.get() {
+            0 => {
+                let tag = TAGS.take();
+                self.tag.set(tag);
+                tag
+            }
+            tag => tag,
+        }
     }
+
+    /// Empties the snapshots if a selector was dropped or a slot removed since they were last
+    /// emptied.
+    #[inline]
+    fn release_if_due(&self, snapshots: &mut [CachedSnapshot; CACHED_SNAPSHOTS]) {
+        let released = RELEASED.load(Ordering::Acquire);
+        if released != self.released_seen.get() {
+            self.release(snapshots, released);
+        }
+    }
+
+    #[cold]
+    fn release(&self, snapshots: &mut [CachedSnapshot; CACHED_SNAPSHOTS], released: u64) {
+        self.released_seen.set(released);
+        for entry in snapshots {
+            *entry = CachedSnapshot::EMPTY;
+        }
+    }
+}
+
+impl Drop for ThreadState {
+    fn drop(&mut self) {
+        let tag = self.tag.get();
+        if tag != 0 {
+            TAGS.give_back(tag);
+        }
+    }
+}
+
+thread_local! {
+    static THREAD: ThreadState = const {
+        ThreadState {
+            tag: Cell::new(0),
+            released_seen: Cell::new(0),
+            snapshots: RefCell::new([CachedSnapshot::EMPTY; CACHED_SNAPSHOTS]),
+        }
+    };
 }
 
 /// The current thread's tag (see [`Tags`]); `u64::MAX`, which owns no cursor, while the thread
 /// is exiting and its tag is already given back.
+#[cfg(test)]
 fn thread_tag() -> u64 {
-    thread_local! {
-        static TAG: ThreadTag = ThreadTag(TAGS.take());
-    }
-    TAG.try_with(|t| t.0).unwrap_or(u64::MAX)
+    THREAD.try_with(ThreadState::tag).unwrap_or(u64::MAX)
 }
 
 /// Lock-free round-robin selection over the available slots.
@@ -742,6 +833,13 @@ fn thread_tag() -> u64 {
 pub(crate) struct Selector {
     pool: ArcSwap<Pool>,
     available: ArcSwap<Available>,
+    /// This selector's number, unique in the process: keys the threads' cached snapshots.
+    uid: u64,
+    /// Moves (after the store) each time `available` is replaced: a thread's cached snapshot
+    /// serves while the version it was loaded at is current. A hit costs a thread-local access
+    /// and two loads of lines no call writes, where an `ArcSwap` load costs arc-swap's debt-slot
+    /// protocol (two atomic read-modify-writes).
+    version: AtomicU64,
     /// One per owning thread, then the one the threads beyond them share.
     cursors: [Cursor; CURSOR_SHARDS + 1],
     /// Which thread owns each of the first [`CURSOR_SHARDS`] cursors (its [`thread_tag`]; 0:
@@ -775,6 +873,8 @@ impl Selector {
             len: AtomicUsize::new(pool.slots.len()),
             pool: ArcSwap::from_pointee(pool),
             available: ArcSwap::from_pointee(Available::default()),
+            uid: NEXT_SELECTOR.fetch_add(1, Ordering::Relaxed),
+            version: AtomicU64::new(0),
             // Cursor i starts at credential i: the first thread's first pick is the first
             // credential, and threads running in step do not all pick the same one.
             cursors: std::array::from_fn(|i| Cursor(AtomicUsize::new(i))),
@@ -833,6 +933,10 @@ impl Selector {
         self.modify_pool(now_ms, |slots| {
             slots.iter().filter(|s| &s.id != id).cloned().collect()
         });
+        if removed.is_some() {
+            // The threads' cached snapshots still hold the slot: have them let go.
+            RELEASED.fetch_add(1, Ordering::Release);
+        }
         removed
     }
 
@@ -914,6 +1018,39 @@ impl Selector {
         next.preferred = weighted(next.preferred);
         next.fallback = weighted(next.fallback);
         self.available.store(Arc::new(next));
+        self.version.fetch_add(1, Ordering::Release);
+    }
+
+    /// This thread's cached copy of the available snapshot, while it is current (see
+    /// [`version`](Self::version)); else the published one, loaded into the cache for the
+    /// thread's next picks.
+    #[inline(always)]
+    fn cached<'a>(
+        &self,
+        thread: &ThreadState,
+        snapshots: &'a mut [CachedSnapshot; CACHED_SNAPSHOTS],
+    ) -> &'a Available {
+        thread.release_if_due(snapshots);
+        // Read before the snapshot is loaded: a rebuild that stores after this read moves the
+        // version past it, so the copy is reloaded next time.
+        let version = self.version.load(Ordering::Acquire);
+        let entry = &mut snapshots[(self.uid % CACHED_SNAPSHOTS as u64) as usize];
+        if entry.selector != self.uid || entry.version != version {
+            Self::forget(entry, self.uid, version);
+        }
+        entry
+            .snapshot
+            .get_or_insert_with(|| self.available.load_full())
+    }
+
+    /// Empties a cached snapshot that is another selector's or stale, for `uid` at `version`.
+    #[cold]
+    fn forget(entry: &mut CachedSnapshot, uid: u64, version: u64) {
+        *entry = CachedSnapshot {
+            selector: uid,
+            version,
+            snapshot: None,
+        };
     }
 
     /// True when the snapshot has no available slot (a moved backoff then matters).
@@ -935,8 +1072,7 @@ impl Selector {
     /// one thread's successive picks go round-robin exactly; the shared cursor advances
     /// atomically (its threads' picks interleave).
     #[inline]
-    fn advance_cursor(&self) -> usize {
-        let tag = thread_tag();
+    fn advance_cursor(&self, tag: u64) -> usize {
         for (cursor, owner) in self.cursors.iter().zip(&self.owners) {
             let current = owner.load(Ordering::Relaxed);
             if current == tag {
@@ -1120,7 +1256,10 @@ impl Selector {
         }
     }
 
-    #[inline]
+    /// A pick from this thread's cached snapshot; when there is none to use (a backoff ended
+    /// and the snapshot must be rebuilt, the thread is exiting, or it is already inside a pick,
+    /// as a drop that picks would be), from the published one.
+    #[inline(always)]
     fn try_select<R>(
         &self,
         now: &Now<'_>,
@@ -1129,13 +1268,54 @@ impl Selector {
         ahead: Ahead,
         f: &impl Fn(&Arc<Slot>) -> R,
     ) -> Option<R> {
-        let mut avail = self.available.load();
-        // With no credential waiting out a backoff there is nothing to recheck: no clock read.
-        if avail.recheck_at_ms != i64::MAX && now.get() >= avail.recheck_at_ms {
-            drop(avail);
-            self.rebuild_if_due(now.get());
-            avail = self.available.load();
+        let picked = THREAD.try_with(|thread| {
+            let mut snapshots = thread.snapshots.try_borrow_mut().ok()?;
+            let avail = self.cached(thread, &mut snapshots);
+            // With no credential waiting out a backoff there is nothing to recheck: no clock read.
+            if avail.recheck_at_ms != i64::MAX && now.get() >= avail.recheck_at_ms {
+                return None;
+            }
+            Some(self.pick_from(avail, thread.tag(), now, selection, soft, ahead, f))
+        });
+        match picked {
+            Ok(Some(picked)) => picked,
+            _ => self.pick_uncached(now, selection, soft, ahead, f),
         }
+    }
+
+    /// [`try_select`](Self::try_select) from the published snapshot, rebuilt first if a backoff
+    /// ended (unless another caller just did).
+    #[cold]
+    #[inline(never)]
+    fn pick_uncached<R>(
+        &self,
+        now: &Now<'_>,
+        selection: Selection,
+        soft: bool,
+        ahead: Ahead,
+        f: &impl Fn(&Arc<Slot>) -> R,
+    ) -> Option<R> {
+        let recheck_at_ms = self.available.load().recheck_at_ms;
+        if recheck_at_ms != i64::MAX && now.get() >= recheck_at_ms {
+            self.rebuild_if_due(now.get());
+        }
+        let tag = THREAD.try_with(ThreadState::tag).unwrap_or(u64::MAX);
+        self.pick_from(&self.available.load(), tag, now, selection, soft, ahead, f)
+    }
+
+    /// The pick itself, from the snapshot `avail`, advancing the cursor of the thread tagged `tag`.
+    #[inline(always)]
+    #[allow(clippy::too_many_arguments)]
+    fn pick_from<R>(
+        &self,
+        avail: &Available,
+        tag: u64,
+        now: &Now<'_>,
+        selection: Selection,
+        soft: bool,
+        ahead: Ahead,
+        f: &impl Fn(&Arc<Slot>) -> R,
+    ) -> Option<R> {
         let list = if avail.preferred.is_empty() {
             &avail.fallback
         } else {
@@ -1151,11 +1331,18 @@ impl Selector {
                 .filter(|slot| soft && slot.hard_at_ms.load(Ordering::Acquire) <= now.get())
                 .map(f);
         }
-        let start = self.advance_cursor();
-        let (first_index, first) = (0..n.min(4))
-            .map(|k| start.wrapping_add(k) % n)
-            .map(|i| (i, &list[i]))
-            .find(|(_, slot)| slot.is_available(now))?;
+        let start = self.advance_cursor(tag);
+        // The cursor's slot, or the first available of the three after it (a slot whose state
+        // changed since the snapshot was built).
+        let mut found = None;
+        for k in 0..n.min(4) {
+            let i = start.wrapping_add(k) % n;
+            if list[i].is_available(now) {
+                found = Some((i, &list[i]));
+                break;
+            }
+        }
+        let (first_index, first) = found?;
         if selection == Selection::RoundRobin || n == 1 {
             if n >= PREFETCH_FROM {
                 let next = if first_index + 1 == n {
@@ -1203,6 +1390,13 @@ impl Selector {
             .map(|at| at.max(now_ms))
             .min()
             .and_then(from_millis)
+    }
+}
+
+impl Drop for Selector {
+    fn drop(&mut self) {
+        // The threads' cached snapshots still hold this pool's slots: have them let go.
+        RELEASED.fetch_add(1, Ordering::Release);
     }
 }
 
@@ -1413,5 +1607,165 @@ mod tests {
                 .select(&Now::new(&time), false, Ahead::Slots, |s| s.id.clone())
                 .is_err()
         );
+    }
+
+    /// A thread that runs the closures it is sent, one after another: its cached snapshots
+    /// persist between them, as a runtime's worker thread's do between calls.
+    fn worker() -> std::sync::mpsc::Sender<Box<dyn FnOnce() + Send>> {
+        let (send, jobs) = std::sync::mpsc::channel::<Box<dyn FnOnce() + Send>>();
+        std::thread::spawn(move || {
+            for job in jobs {
+                job();
+            }
+        });
+        send
+    }
+
+    /// Runs `job` on `worker` and waits for its result.
+    fn run_on<T: Send + 'static>(
+        worker: &std::sync::mpsc::Sender<Box<dyn FnOnce() + Send>>,
+        job: impl FnOnce() -> T + Send + 'static,
+    ) -> T {
+        let (send, result) = std::sync::mpsc::channel();
+        worker
+            .send(Box::new(move || {
+                let _ = send.send(job());
+            }))
+            .expect("the worker runs");
+        result.recv().expect("the job ran")
+    }
+
+    fn manual_time() -> Arc<crate::clock::Timeline> {
+        Arc::new(crate::clock::Timeline::new(Arc::new(
+            oauth_core::ManualClock::new(from_millis(T0).expect("in range")),
+        )))
+    }
+
+    /// A thread's cached snapshot never outlives a change another thread made before telling it:
+    /// over 200 rounds of credentials removed, added back, failed and recovered on this thread,
+    /// the worker's strict picks (which go round-robin over exactly the available credentials)
+    /// see exactly the credentials available after each change.
+    #[test]
+    fn a_cached_snapshot_follows_every_change_the_thread_has_seen() {
+        let time = manual_time();
+        let slots: Vec<Arc<Slot>> = (0..4).map(|i| slot(&format!("c{i}"))).collect();
+        let sel = Arc::new(selector(&slots));
+        let worker = worker();
+        let now = from_millis(T0).expect("in range");
+        let mut expected: HashSet<String> = slots.iter().map(|s| s.id.to_string()).collect();
+        for round in 0..200 {
+            let slot = &slots[round % 4];
+            match (round / 4) % 4 {
+                0 => {
+                    sel.remove(&slot.id, T0);
+                    expected.remove(slot.id.as_str());
+                }
+                1 => {
+                    sel.insert(Arc::clone(slot), T0);
+                    expected.insert(slot.id.to_string());
+                }
+                2 => {
+                    let (_, change) = slot.with_health(now, |h| {
+                        h.record_failure(FailureKind::Transient, &HealthPolicy::default(), now)
+                    });
+                    sel.republished(change, T0);
+                    expected.remove(slot.id.as_str());
+                }
+                _ => {
+                    let (_, change) = slot.with_health(now, |h| h.record_success(now));
+                    sel.republished(change, T0);
+                    expected.insert(slot.id.to_string());
+                }
+            }
+            let (sel, time) = (Arc::clone(&sel), Arc::clone(&time));
+            let seen: HashSet<String> = run_on(&worker, move || {
+                (0..8)
+                    .filter_map(|_| {
+                        sel.select(&Now::new(&time), false, Ahead::Slots, |s| s.id.to_string())
+                            .ok()
+                    })
+                    .collect()
+            });
+            assert_eq!(seen, expected, "round {round}");
+        }
+    }
+
+    /// A thread's cached snapshots let go of a removed credential's slot and of a dropped pool's
+    /// slots at its next pick, even when that pick is from another pool.
+    #[test]
+    fn cached_snapshots_release_removed_slots_and_dropped_pools() {
+        let time = manual_time();
+        let worker = worker();
+        let pick = |sel: &Arc<Selector>| {
+            let (sel, time) = (Arc::clone(sel), Arc::clone(&time));
+            run_on(&worker, move || {
+                sel.select(&Now::new(&time), false, Ahead::Slots, |s| s.id.to_string())
+                    .is_ok()
+            })
+        };
+        let unrelated = Arc::new(selector(&[slot("unrelated")]));
+
+        let gone = slot("gone");
+        let removed = Arc::downgrade(&gone);
+        let sel = Arc::new(selector(&[slot("kept"), gone]));
+        for _ in 0..2 {
+            assert!(pick(&sel));
+        }
+        drop(sel.remove(&CredentialId::new("gone").expect("valid"), T0));
+        assert!(pick(&unrelated));
+        assert!(removed.upgrade().is_none(), "a removed slot was kept alive");
+
+        let other = slot("other");
+        let dropped_slot = Arc::downgrade(&other);
+        let dropped = Arc::new(selector(&[other]));
+        assert!(pick(&dropped));
+        drop(dropped);
+        assert!(pick(&unrelated));
+        assert!(
+            dropped_slot.upgrade().is_none(),
+            "a dropped pool's slot was kept alive"
+        );
+    }
+
+    /// Under concurrency, no thread picks a credential whose removal was visible to it before
+    /// the pick: a writer removes the credentials one by one (publishing how many after each
+    /// removal), while three threads pick from their cached snapshots and check each pick against
+    /// the count they read first.
+    #[test]
+    fn no_thread_picks_a_credential_removed_before_its_pick() {
+        let time = manual_time();
+        for _ in 0..10 {
+            let slots: Vec<Arc<Slot>> = (0..64).map(|i| slot(&format!("c{i}"))).collect();
+            let sel = selector(&slots);
+            let removed = AtomicUsize::new(0);
+            let index = |s: &Arc<Slot>| slots.iter().position(|x| Arc::ptr_eq(x, s));
+            std::thread::scope(|scope| {
+                for _ in 0..3 {
+                    scope.spawn(|| {
+                        loop {
+                            let before = removed.load(Ordering::Acquire);
+                            if before == slots.len() - 1 {
+                                break;
+                            }
+                            let picked = sel
+                                .select(&Now::new(&time), false, Ahead::Slots, index)
+                                .ok()
+                                .flatten();
+                            if let Some(i) = picked {
+                                assert!(
+                                    i >= before,
+                                    "picked c{i} after c0..c{before} were removed"
+                                );
+                            }
+                        }
+                    });
+                }
+                for (k, slot) in slots.iter().enumerate().take(slots.len() - 1) {
+                    sel.remove(&slot.id, T0);
+                    removed.store(k + 1, Ordering::Release);
+                    std::thread::yield_now();
+                }
+            });
+        }
     }
 }
