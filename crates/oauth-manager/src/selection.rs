@@ -1768,4 +1768,67 @@ mod tests {
             });
         }
     }
+
+    /// A pick from inside a pick (the caller's closure picks again, as a drop that picks would)
+    /// finds the thread's snapshots in use: it picks from the published snapshot, and both serve.
+    #[test]
+    fn a_pick_inside_a_pick_serves_from_the_published_snapshot() {
+        let time = manual_time();
+        let slots = [slot("a"), slot("b"), slot("c")];
+        let sel = selector(&slots);
+        let now = Now::new(&time);
+        let picked = sel.select(&now, false, Ahead::Slots, |outer| {
+            let inner = sel.select(&now, false, Ahead::Slots, |inner| inner.id.clone());
+            (outer.id.clone(), inner.ok())
+        });
+        let (outer, inner) = picked.expect("the outer pick serves");
+        let inner = inner.expect("the inner pick serves");
+        assert_ne!(
+            outer, inner,
+            "the inner pick advanced the same thread's cursor"
+        );
+    }
+
+    /// A pick while the thread exits, after its thread-local state is gone (a thread-local's
+    /// destructor that picks), reads the published snapshot instead of failing or panicking.
+    #[test]
+    fn a_pick_while_the_thread_exits_still_serves() {
+        struct PickOnExit(
+            Arc<Selector>,
+            Arc<crate::clock::Timeline>,
+            std::sync::mpsc::Sender<bool>,
+        );
+        impl Drop for PickOnExit {
+            fn drop(&mut self) {
+                let picked = self
+                    .0
+                    .select(&Now::new(&self.1), false, Ahead::Slots, |_| ())
+                    .is_ok();
+                let _ = self.2.send(picked);
+            }
+        }
+        thread_local! {
+            static ON_EXIT: RefCell<Option<PickOnExit>> = const { RefCell::new(None) };
+        }
+        let sel = Arc::new(selector(&[slot("a")]));
+        let time = manual_time();
+        let (send, picked) = std::sync::mpsc::channel();
+        let (sel2, time2) = (Arc::clone(&sel), Arc::clone(&time));
+        std::thread::spawn(move || {
+            // Registered before the selection's thread-local (its first use is the pick below),
+            // so destroyed after it: its pick finds the selection's state gone (a pick through
+            // `LocalKey::with` there aborts the process).
+            ON_EXIT.with(|e| *e.borrow_mut() = Some(PickOnExit(sel2, time2, send)));
+            assert!(
+                sel.select(&Now::new(&time), false, Ahead::Slots, |_| ())
+                    .is_ok()
+            );
+        })
+        .join()
+        .expect("the thread exits cleanly");
+        assert!(
+            picked.recv().expect("the destructor ran"),
+            "the exiting pick found nothing"
+        );
+    }
 }
