@@ -616,6 +616,15 @@ struct Available {
     recheck_at_ms: i64,
 }
 
+impl Available {
+    /// Whether a backoff ended since the snapshot was built (it must be rebuilt). With no
+    /// credential waiting out a backoff there is nothing to recheck: no clock read.
+    #[inline]
+    fn rebuild_due(&self, now: &Now<'_>) -> bool {
+        self.recheck_at_ms != i64::MAX && now.get() >= self.recheck_at_ms
+    }
+}
+
 /// "Now" in milliseconds, read from the clock at most once and only if asked.
 pub(crate) struct Now<'a> {
     clock: &'a crate::clock::Timeline,
@@ -1271,8 +1280,7 @@ impl Selector {
         let picked = THREAD.try_with(|thread| {
             let mut snapshots = thread.snapshots.try_borrow_mut().ok()?;
             let avail = self.cached(thread, &mut snapshots);
-            // With no credential waiting out a backoff there is nothing to recheck: no clock read.
-            if avail.recheck_at_ms != i64::MAX && now.get() >= avail.recheck_at_ms {
+            if avail.rebuild_due(now) {
                 return None;
             }
             Some(self.pick_from(avail, thread.tag(), now, selection, soft, ahead, f))
@@ -1295,8 +1303,7 @@ impl Selector {
         ahead: Ahead,
         f: &impl Fn(&Arc<Slot>) -> R,
     ) -> Option<R> {
-        let recheck_at_ms = self.available.load().recheck_at_ms;
-        if recheck_at_ms != i64::MAX && now.get() >= recheck_at_ms {
+        if self.available.load().rebuild_due(now) {
             self.rebuild_if_due(now.get());
         }
         let tag = THREAD.try_with(ThreadState::tag).unwrap_or(u64::MAX);
