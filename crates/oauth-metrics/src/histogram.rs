@@ -8,7 +8,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
-use crate::shard::{shard_count, thread_shard};
+use crate::shard::{self, place, shard_count};
 
 /// Default histogram bucket upper bounds, in seconds, for request and refresh durations: from
 /// 10 ms (a cached answer, a local token endpoint) to 10 minutes (a long generation), about 2.5×
@@ -154,14 +154,18 @@ impl Buckets {
 
 /// A histogram of durations: per bucket a count, and the sum in nanoseconds, all atomics, in
 /// `shards` copies (1 for a per-credential histogram, more for one shared by a provider's
-/// credentials). Observing is two relaxed additions on the calling thread's shard.
+/// credentials). Observing is two additions on the calling thread's shard: plain ones into the
+/// row of the shard the thread owns (see the `shard` module), atomic ones into a shared row.
 #[derive(Debug)]
 pub(crate) struct DurationHistogram {
     buckets: Buckets,
-    /// `shards` rows of `stride` counters: `bounds + 1` bucket counts, then the sum.
+    /// `shards` owned rows (sharded only), then `shards` shared rows, of `stride` counters:
+    /// `bounds + 1` bucket counts, then the sum.
     cells: Box<[AtomicU64]>,
     stride: usize,
     mask: usize,
+    /// Whether there are owned rows (a histogram of one shard has only its shared row).
+    owned_rows: bool,
 }
 
 /// A snapshot for encoding: sum in seconds, count, and per-bucket (not cumulative) counts with
@@ -176,26 +180,34 @@ impl DurationHistogram {
     pub(crate) fn new(buckets: &Buckets, shards: usize) -> Self {
         let shards = shard_count(shards);
         let used = row_len(buckets);
-        // Rows of whole 64-byte lines plus a line of padding when sharded, so two shards never
+        // Rows of whole 64-byte lines plus a line of padding when sharded, so two rows never
         // share a line whatever the alignment of the allocation.
-        let stride = if shards > 1 {
-            used.div_ceil(8) * 8 + 8
+        let (stride, rows) = if shards > 1 {
+            (used.div_ceil(8) * 8 + 8, 2 * shards)
         } else {
-            used
+            (used, 1)
         };
         Self {
             buckets: buckets.clone(),
-            cells: (0..stride * shards).map(|_| AtomicU64::new(0)).collect(),
+            cells: (0..stride * rows).map(|_| AtomicU64::new(0)).collect(),
             stride,
             mask: shards - 1,
+            owned_rows: shards > 1,
         }
     }
 
     #[inline]
     pub(crate) fn observe(&self, d: Duration) {
-        let row = (thread_shard() & self.mask) * self.stride;
-        if let Some(row) = self.cells.get(row..) {
-            observe_row(&self.buckets, row, d);
+        let place = place();
+        let (row, owned) = match place.owned_in(self.mask).filter(|_| self.owned_rows) {
+            Some(k) => (k, true),
+            None => {
+                let shared = if self.owned_rows { self.mask + 1 } else { 0 };
+                (shared + (place.spread() & self.mask), false)
+            }
+        };
+        if let Some(row) = self.cells.get(row * self.stride..) {
+            observe_row(&self.buckets, row, d, owned);
         }
     }
 
@@ -211,15 +223,16 @@ pub(crate) fn row_len(buckets: &Buckets) -> usize {
 }
 
 /// Observes `d` into `row`, a histogram row over `buckets` (see [`row_len`]; cells beyond it are
-/// not touched): two relaxed additions.
+/// not touched): two relaxed additions, plain ones if the calling thread is the row's only
+/// writer (`owned`).
 #[inline]
-pub(crate) fn observe_row(buckets: &Buckets, row: &[AtomicU64], d: Duration) {
+pub(crate) fn observe_row(buckets: &Buckets, row: &[AtomicU64], d: Duration, owned: bool) {
     let nanos = u64::try_from(d.as_nanos()).unwrap_or(u64::MAX);
     if let Some(c) = row.get(buckets.index(nanos)) {
-        c.fetch_add(1, Ordering::Relaxed);
+        shard::add(c, 1, owned);
     }
     if let Some(c) = row.get(buckets.bounds().len() + 1) {
-        c.fetch_add(nanos, Ordering::Relaxed);
+        shard::add(c, nanos, owned);
     }
 }
 
@@ -315,6 +328,41 @@ mod tests {
             assert_eq!(counts, [2, 2, 2, 2], "le=0.01 holds 5 and 10 ms exactly");
             assert_eq!(s.buckets.last().map(|(b, _)| *b), Some(f64::INFINITY));
             assert!((s.sum - 703.126).abs() < 1e-9, "{}", s.sum);
+        }
+    }
+
+    /// More threads than shards observe at once (the owners of a shard with plain additions,
+    /// the others atomically): the count and the sum hold every observation.
+    #[test]
+    fn concurrent_observations_are_all_counted() {
+        let _serial = crate::shard::tests::OWNERSHIP
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        const THREADS: u64 = 40;
+        const OBSERVES: u64 = 5_000;
+        let b = Buckets::new([0.01, 0.1, 1.0]).expect("valid");
+        for shards in [1, 2, 16] {
+            let h = DurationHistogram::new(&b, shards);
+            std::thread::scope(|s| {
+                for t in 0..THREADS {
+                    let h = &h;
+                    s.spawn(move || {
+                        for _ in 0..OBSERVES {
+                            h.observe(Duration::from_millis(t * 50));
+                        }
+                    });
+                }
+            });
+            let snap = h.snapshot();
+            assert_eq!(snap.count, THREADS * OBSERVES, "{shards} shards");
+            let want_ms = OBSERVES * THREADS * (THREADS - 1) / 2 * 50;
+            #[allow(clippy::cast_precision_loss)]
+            let want = want_ms as f64 / 1000.0;
+            assert!(
+                (snap.sum - want).abs() < 1e-6,
+                "{shards} shards: {} != {want}",
+                snap.sum
+            );
         }
     }
 }

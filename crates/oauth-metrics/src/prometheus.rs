@@ -670,9 +670,7 @@ impl CredentialRecorder for CredentialSeries {
         };
         let line = self.counters.hot.mine_masked(self.hot.mask);
         match i {
-            Some(i) => {
-                line[i].fetch_add(1, Ordering::Relaxed);
-            }
+            Some(i) => line.add(i, 1),
             None => {
                 if let RequestOutcome::Failure(kind) = outcome {
                     self.hot.count_other(Family::Requests, Some(&self.id), kind);
@@ -680,11 +678,13 @@ impl CredentialRecorder for CredentialSeries {
             }
         }
         if tokens > 0 {
-            line[TOKENS].fetch_add(tokens, Ordering::Relaxed);
+            line.add(TOKENS, tokens);
         }
         match &self.detail {
             Some(d) => {
-                histogram::observe_row(&self.hot.request_buckets, d.request(&self.hot), latency);
+                // One row per credential, shared by the threads recording on it.
+                let row = d.request(&self.hot);
+                histogram::observe_row(&self.hot.request_buckets, row, latency, false);
             }
             None => {
                 if let Some(h) = &self.hot.request_duration {
@@ -706,7 +706,12 @@ impl CredentialRecorder for CredentialSeries {
         }
         match &self.detail {
             Some(d) => {
-                histogram::observe_row(&self.hot.refresh_buckets, d.refresh(&self.hot), duration);
+                histogram::observe_row(
+                    &self.hot.refresh_buckets,
+                    d.refresh(&self.hot),
+                    duration,
+                    false,
+                );
             }
             None => {
                 if let Some(h) = &self.hot.refresh_duration {
@@ -723,8 +728,10 @@ impl CredentialRecorder for CredentialSeries {
     #[inline]
     fn record_tokens(&self, tokens: u64) {
         if tokens > 0 {
-            self.counters.hot.mine_masked(self.hot.mask)[TOKENS]
-                .fetch_add(tokens, Ordering::Relaxed);
+            self.counters
+                .hot
+                .mine_masked(self.hot.mask)
+                .add(TOKENS, tokens);
         }
     }
 }
@@ -751,9 +758,7 @@ impl CredentialRecorder for ProviderHandle {
         };
         let line = p.totals.hot.mine();
         match i {
-            Some(i) => {
-                line[i].fetch_add(1, Ordering::Relaxed);
-            }
+            Some(i) => line.add(i, 1),
             None => {
                 if let RequestOutcome::Failure(kind) = outcome {
                     p.count_other(Family::Requests, None, kind);
@@ -761,7 +766,7 @@ impl CredentialRecorder for ProviderHandle {
             }
         }
         if tokens > 0 {
-            line[TOKENS].fetch_add(tokens, Ordering::Relaxed);
+            line.add(TOKENS, tokens);
         }
         if let Some(h) = &p.hot.request_duration {
             h.observe(latency);
@@ -789,7 +794,7 @@ impl CredentialRecorder for ProviderHandle {
     #[inline]
     fn record_tokens(&self, tokens: u64) {
         if tokens > 0 {
-            self.provider.totals.hot.mine()[TOKENS].fetch_add(tokens, Ordering::Relaxed);
+            self.provider.totals.hot.mine().add(TOKENS, tokens);
         }
     }
 }

@@ -5,12 +5,19 @@
 //! shard number once (round-robin, on its first record); with at least as many shards as cores,
 //! threads running at the same time mostly write different lines. The sum is exact: a shard is
 //! only ever added to, and a reader adds every shard.
+//!
+//! A shard has two lines. The first threads to record (one per shard, for as long as they run)
+//! each own a shard's first line: its only writer, it adds with a plain load and store, where an
+//! atomic addition is a locked instruction that waits for the line (a few nanoseconds each, a
+//! cache miss over a large pool). The other threads add atomically into the second lines, spread
+//! as before.
 
 // The Prometheus recorder (feature `prometheus`) is the only user of parts of this module.
 #![cfg_attr(not(feature = "prometheus"), allow(dead_code))]
 
 use std::cell::Cell;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::OnceLock;
+use std::sync::atomic::{AtomicU32, AtomicU64, AtomicUsize, Ordering};
 
 /// The most shards a sharded value has (a power of two).
 pub(crate) const MAX_SHARDS: usize = 16;
@@ -31,22 +38,132 @@ pub(crate) fn shard_count(requested: usize) -> usize {
 
 static NEXT_THREAD: AtomicUsize = AtomicUsize::new(0);
 
+/// Bit `k` set: a running thread owns the first line of every value's shard `k`.
+static OWNERS: AtomicU32 = AtomicU32::new(0);
+
+/// Every ownable shard's bit.
+const ALL_OWNED: u32 = if MAX_SHARDS >= 32 {
+    u32::MAX
+} else {
+    (1 << MAX_SHARDS) - 1
+};
+
+/// Where the calling thread adds into sharded values.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Place {
+    /// The thread's round-robin number (callers mask it with `shards - 1`).
+    spread: usize,
+    /// The shard whose first lines this thread alone writes, or [`Place::NOT_OWNED`].
+    owned: usize,
+}
+
+impl Place {
+    const NOT_OWNED: usize = usize::MAX;
+    /// Not assigned yet.
+    const UNSET: Self = Self {
+        spread: usize::MAX,
+        owned: Self::NOT_OWNED,
+    };
+
+    /// The thread's round-robin number (any `usize`; mask it with `shards - 1`).
+    pub(crate) fn spread(self) -> usize {
+        self.spread
+    }
+
+    /// The shard this thread owns in a value with `mask + 1` shards, if it owns one there.
+    #[inline]
+    pub(crate) fn owned_in(self, mask: usize) -> Option<usize> {
+        (self.owned <= mask).then_some(self.owned)
+    }
+}
+
 thread_local! {
-    static THREAD_SHARD: Cell<usize> = const { Cell::new(usize::MAX) };
+    static PLACE: Cell<Place> = const { Cell::new(Place::UNSET) };
+    /// Gives the thread's owned shard back when the thread exits (registered on the claim).
+    static RELEASE: Release = const { Release };
+}
+
+/// See [`RELEASE`].
+struct Release;
+
+impl Drop for Release {
+    fn drop(&mut self) {
+        let _ = PLACE.try_with(|cell| {
+            let place = cell.get();
+            if place.owned < MAX_SHARDS {
+                // From now on this thread (its later thread-local destructors) adds atomically.
+                cell.set(Place {
+                    owned: Place::NOT_OWNED,
+                    ..place
+                });
+                // Release: the next owner's claim sees every addition this thread made.
+                OWNERS.fetch_and(!(1 << place.owned), Ordering::Release);
+            }
+        });
+    }
+}
+
+/// The calling thread's place (assigned on its first call).
+#[inline]
+pub(crate) fn place() -> Place {
+    let place = PLACE.try_with(Cell::get).unwrap_or(Place::UNSET);
+    if place.spread == usize::MAX {
+        return assign();
+    }
+    place
+}
+
+/// The first call on a thread: its round-robin number, and the lowest free shard to own, if
+/// any (none once the thread's destructors run: nothing would give it back).
+#[cold]
+fn assign() -> Place {
+    let spread = NEXT_THREAD.fetch_add(1, Ordering::Relaxed) % (MAX_SHARDS * 64);
+    let mut owned = Place::NOT_OWNED;
+    if RELEASE.try_with(|_| ()).is_ok() {
+        let mut current = OWNERS.load(Ordering::Relaxed);
+        loop {
+            let free = !current & ALL_OWNED;
+            if free == 0 {
+                break;
+            }
+            let k = free.trailing_zeros();
+            // Acquire: what the shard's previous owner added is seen before this thread adds.
+            match OWNERS.compare_exchange_weak(
+                current,
+                current | (1 << k),
+                Ordering::Acquire,
+                Ordering::Relaxed,
+            ) {
+                Ok(_) => {
+                    owned = k as usize;
+                    break;
+                }
+                Err(now) => current = now,
+            }
+        }
+    }
+    let place = Place { spread, owned };
+    // Unset only when the thread-local is gone, in which case the next call assigns again
+    // (owning nothing).
+    let _ = PLACE.try_with(|cell| cell.set(place));
+    place
 }
 
 /// This thread's shard number (any `usize`; callers mask it with `shards - 1`).
 #[inline]
 pub(crate) fn thread_shard() -> usize {
-    THREAD_SHARD.with(|s| {
-        let v = s.get();
-        if v != usize::MAX {
-            return v;
-        }
-        let v = NEXT_THREAD.fetch_add(1, Ordering::Relaxed) % (MAX_SHARDS * 64);
-        s.set(v);
-        v
-    })
+    place().spread
+}
+
+/// Adds `v` to `c`: a plain load and store where the calling thread is the counter's only
+/// writer (`owned`), an atomic addition otherwise. Both wrap.
+#[inline]
+pub(crate) fn add(c: &AtomicU64, v: u64, owned: bool) {
+    if owned {
+        c.store(c.load(Ordering::Relaxed).wrapping_add(v), Ordering::Relaxed);
+    } else {
+        c.fetch_add(v, Ordering::Relaxed);
+    }
 }
 
 /// `N` counters on one cache line (64 bytes for `N = 8`).
@@ -60,14 +177,59 @@ impl<const N: usize> Default for Line<N> {
     }
 }
 
-/// `N` counters, sharded: `shards` lines of `N` counters each. The first two lines are inline
-/// (in the owner's own allocation, so a credential's counters and the rest of its series are one
-/// block of memory, which measured twice as fast as a separate allocation over 10,000
-/// credentials); further shards are in a separate allocation.
+/// A line of counters the calling thread adds to (see [`Sharded::mine_masked`]).
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Mine<'a, const N: usize> {
+    line: &'a [AtomicU64; N],
+    owned: bool,
+}
+
+impl<const N: usize> Mine<'_, N> {
+    /// Adds `v` to counter `i` (no counter beyond `N`).
+    #[inline]
+    pub(crate) fn add(self, i: usize, v: u64) {
+        if let Some(c) = self.line.get(i) {
+            add(c, v, self.owned);
+        }
+    }
+}
+
+/// The lines threads that own no shard add to, one per shard: the first, then the others.
+#[derive(Debug)]
+struct SharedLines<const N: usize>(Line<N>, Box<[Line<N>]>);
+
+impl<const N: usize> SharedLines<N> {
+    fn new(shards: usize) -> Self {
+        Self(
+            Line::default(),
+            (1..shards).map(|_| Line::default()).collect(),
+        )
+    }
+
+    /// Line `i`, the first for one beyond the last.
+    fn get(&self, i: usize) -> &Line<N> {
+        i.checked_sub(1)
+            .and_then(|i| self.1.get(i))
+            .unwrap_or(&self.0)
+    }
+
+    fn iter(&self) -> impl Iterator<Item = &Line<N>> {
+        std::iter::once(&self.0).chain(self.1.iter())
+    }
+}
+
+/// `N` counters, sharded: per shard, its owner's line and a line the other threads share (see
+/// the module doc). The first two shards' owned lines are inline (in the owner's own allocation,
+/// so a credential's counters and the rest of its series are one block of memory, which measured
+/// twice as fast as a separate allocation over 10,000 credentials); further shards' are in a
+/// separate allocation, and the shared lines in another, made on the first addition by a thread
+/// that owns none (behind a thin pointer: a value no such thread records into stays as small as
+/// before the shared lines).
 #[derive(Debug)]
 pub(crate) struct Sharded<const N: usize> {
     inline: [Line<N>; 2],
     rest: Box<[Line<N>]>,
+    shared: OnceLock<Box<SharedLines<N>>>,
     mask: usize,
 }
 
@@ -78,6 +240,7 @@ impl<const N: usize> Sharded<N> {
         Self {
             inline: [Line::default(), Line::default()],
             rest: (2..shards.max(2)).map(|_| Line::default()).collect(),
+            shared: OnceLock::new(),
             mask: shards - 1,
         }
     }
@@ -85,44 +248,71 @@ impl<const N: usize> Sharded<N> {
     /// Every line, both inline ones included even with one shard (the unused one stays zero
     /// unless a caller's mask sent a thread there: see [`mine_masked`](Self::mine_masked)).
     fn lines(&self) -> impl Iterator<Item = &Line<N>> {
-        self.inline.iter().chain(self.rest.iter())
+        self.inline
+            .iter()
+            .chain(self.rest.iter())
+            .chain(self.shared.get().into_iter().flat_map(|s| s.iter()))
     }
 
-    /// Asks for the two inline lines (shards 0 and 1), to be written soon (see
-    /// `oauth_core::hint`): their addresses follow from `self` alone, so the hint does not wait
-    /// for a load of the shard mask. A thread recording into a further shard gets no hint.
+    /// Shard `i`'s owned line, if there is a shard `i`.
+    #[inline]
+    fn owned(&self, i: usize) -> Option<&Line<N>> {
+        match self.inline.get(i) {
+            Some(line) => Some(line),
+            None => self.rest.get(i - 2),
+        }
+    }
+
+    /// Asks for the line the calling thread adds to if it owns one of the two inline shards, to
+    /// be written soon (see `oauth_core::hint`). The address follows from `self` and the
+    /// thread's place alone, so the hint does not wait for a load of the shard mask (with a mask
+    /// that leaves the shard out, the hint is wasted, not wrong).
     #[inline]
     pub(crate) fn prefetch(&self) {
-        for line in &self.inline {
+        if let Some(line) = place().owned_in(1).and_then(|k| self.inline.get(k)) {
             oauth_core::hint::prefetch_write(line);
         }
     }
 
     /// The calling thread's line.
     #[inline]
-    pub(crate) fn mine(&self) -> &[AtomicU64; N] {
+    pub(crate) fn mine(&self) -> Mine<'_, N> {
         self.mine_masked(self.mask)
     }
 
     /// The calling thread's line, with the shard mask (the shard count minus one) known to the
     /// caller: a series of a pool over many credentials then reads one cache line of its
     /// counters, not also the line holding its own mask. Any mask is safe: every line it can
-    /// pick is summed (a shard beyond the last falls back to the first).
+    /// pick is summed (a shard beyond the last falls back to the first), and a thread adds
+    /// without a locked instruction only to the line of the shard it owns.
     #[inline]
-    pub(crate) fn mine_masked(&self, mask: usize) -> &[AtomicU64; N] {
-        let i = thread_shard() & mask;
-        match self.inline.get(i) {
-            Some(line) => &line.0,
-            None => &self.rest.get(i - 2).unwrap_or(&self.inline[0]).0,
+    pub(crate) fn mine_masked(&self, mask: usize) -> Mine<'_, N> {
+        let place = place();
+        if let Some(line) = place.owned_in(mask).and_then(|k| self.owned(k)) {
+            return Mine {
+                line: &line.0,
+                owned: true,
+            };
+        }
+        self.shared_line(place.spread() & mask)
+    }
+
+    /// Shared line `i` (the first beyond the last).
+    #[cold]
+    fn shared_line(&self, i: usize) -> Mine<'_, N> {
+        let lines = self
+            .shared
+            .get_or_init(|| Box::new(SharedLines::new(self.mask + 1)));
+        Mine {
+            line: &lines.get(i).0,
+            owned: false,
         }
     }
 
     /// Adds `v` to counter `i` on the calling thread's shard.
     #[cfg(test)]
     pub(crate) fn add(&self, i: usize, v: u64) {
-        if let Some(c) = self.mine().get(i) {
-            c.fetch_add(v, Ordering::Relaxed);
-        }
+        self.mine().add(i, v);
     }
 
     /// The sum of counter `i` over every shard.
@@ -146,12 +336,12 @@ impl<const N: usize> Sharded<N> {
     /// The number of shards.
     #[cfg(test)]
     pub(crate) fn shards(&self) -> usize {
-        self.lines().count()
+        self.inline.len() + self.rest.len()
     }
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use std::sync::Arc;
 
     use proptest::prelude::*;
@@ -176,6 +366,121 @@ mod tests {
         assert_eq!(thread_shard(), thread_shard());
     }
 
+    /// Serializes the tests below that need a free owned shard (or take them all).
+    pub(crate) static OWNERSHIP: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+    /// More threads than shards add at once into values of 1, 2 and 16 shards: the owners with
+    /// plain additions, the others atomically. Every addition is counted: no two threads ever
+    /// write one line without a locked instruction (a claim that is not exclusive loses
+    /// additions here at once).
+    #[test]
+    fn owners_and_sharing_threads_together_lose_no_addition() {
+        let _serial = OWNERSHIP
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        const THREADS: u64 = 3 * MAX_SHARDS as u64;
+        const ADDS: u64 = 20_000;
+        for shards in [1, 2, MAX_SHARDS] {
+            let counters = Sharded::<2>::new(shards);
+            let owners = AtomicUsize::new(0);
+            let start = std::sync::Barrier::new(THREADS as usize);
+            std::thread::scope(|s| {
+                for t in 0..THREADS {
+                    let (counters, owners, start) = (&counters, &owners, &start);
+                    s.spawn(move || {
+                        // Every thread takes its place before any adds, so all of them run at once.
+                        if place().owned_in(shards - 1).is_some() {
+                            owners.fetch_add(1, Ordering::Relaxed);
+                        }
+                        start.wait();
+                        for _ in 0..ADDS {
+                            counters.add(0, 1);
+                            counters.add(1, t);
+                        }
+                    });
+                }
+            });
+            assert!(
+                owners.load(Ordering::Relaxed) >= 1,
+                "{shards} shards: some thread owns one"
+            );
+            assert_eq!(counters.get(0), THREADS * ADDS, "{shards} shards");
+            assert_eq!(
+                counters.get(1),
+                ADDS * THREADS * (THREADS - 1) / 2,
+                "{shards} shards"
+            );
+        }
+    }
+
+    /// A thread gives its shard back when it exits: one thread after another, many more than
+    /// there are shards, each owns one.
+    #[test]
+    fn an_exiting_thread_gives_its_shard_back() {
+        let _serial = OWNERSHIP
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let counters = Sharded::<1>::new(MAX_SHARDS);
+        for i in 0..4 * MAX_SHARDS {
+            let owned = std::thread::scope(|s| {
+                s.spawn(|| {
+                    counters.add(0, 1);
+                    place().owned_in(MAX_SHARDS - 1)
+                })
+                .join()
+                .expect("thread")
+            });
+            assert!(owned.is_some(), "thread {i} found every shard taken");
+        }
+        assert_eq!(counters.get(0), 4 * MAX_SHARDS as u64);
+    }
+
+    /// A thread still adds from its thread-local destructors, after its shard went back: into
+    /// the shared lines (it owns nothing any more), counted like any other addition.
+    #[test]
+    fn additions_from_thread_local_destructors_are_counted() {
+        let _serial = OWNERSHIP
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        static OWNED_AT_EXIT: AtomicUsize = AtomicUsize::new(0);
+        struct AddsOnExit(Arc<Sharded<1>>);
+        impl Drop for AddsOnExit {
+            fn drop(&mut self) {
+                if place().owned_in(MAX_SHARDS - 1).is_some() {
+                    OWNED_AT_EXIT.fetch_add(1, Ordering::Relaxed);
+                }
+                for _ in 0..1000 {
+                    self.0.add(0, 1);
+                }
+            }
+        }
+        thread_local! {
+            static ON_EXIT: std::cell::RefCell<Option<AddsOnExit>> =
+                const { std::cell::RefCell::new(None) };
+        }
+        let counters = Arc::new(Sharded::<1>::new(MAX_SHARDS));
+        let threads: Vec<_> = (0..8)
+            .map(|_| {
+                let counters = Arc::clone(&counters);
+                std::thread::spawn(move || {
+                    // Registered before the shard's release (which the first addition
+                    // registers), so destroyed after it (destructors run in reverse order).
+                    ON_EXIT.with(|e| *e.borrow_mut() = Some(AddsOnExit(Arc::clone(&counters))));
+                    counters.add(0, 1);
+                })
+            })
+            .collect();
+        for t in threads {
+            t.join().expect("thread");
+        }
+        assert_eq!(counters.get(0), 8 * 1001);
+        assert_eq!(
+            OWNED_AT_EXIT.load(Ordering::Relaxed),
+            0,
+            "a shard given back is not used"
+        );
+    }
+
     proptest! {
         /// Several threads adding concurrently into sharded counters: every counter sums to the
         /// total of what was added, whatever the shard count and thread count.
@@ -186,6 +491,7 @@ mod tests {
             work in proptest::collection::vec(
                 proptest::collection::vec((0usize..4, 0u64..1000), 0..200), 1..6),
         ) {
+            let _serial = OWNERSHIP.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
             let counters = Arc::new(Sharded::<4>::new(shards));
             prop_assert!(counters.shards().is_power_of_two());
             let mut want = [0u64; 4];
@@ -209,9 +515,7 @@ mod tests {
             // shards: the totals grow by exactly what was added.
             let mask = counters.shards() - 1;
             for (i, v) in work.iter().flatten() {
-                if let Some(c) = counters.mine_masked(mask).get(*i) {
-                    c.fetch_add(*v, std::sync::atomic::Ordering::Relaxed);
-                }
+                counters.mine_masked(mask).add(*i, *v);
                 want[*i] += v;
             }
             prop_assert_eq!(counters.totals(), want);
@@ -221,9 +525,7 @@ mod tests {
                     let counters = &counters;
                     s.spawn(move || {
                         for (i, v) in ops {
-                            if let Some(c) = counters.mine_masked(foreign_mask).get(*i) {
-                                c.fetch_add(*v, std::sync::atomic::Ordering::Relaxed);
-                            }
+                            counters.mine_masked(foreign_mask).add(*i, *v);
                         }
                     });
                 }
