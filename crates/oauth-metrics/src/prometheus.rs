@@ -498,8 +498,8 @@ impl Shared {
 /// them go with [`remove`](MetricsRecorder::remove). The provider's counters (failovers by
 /// default, and `token_response_quirks_total` for every [`TokenQuirk`]) exist at 0 from the
 /// recorder's creation. A handle holds its credential's counters
-/// directly: recording is a few relaxed atomic additions on the calling thread's shard, with no
-/// lock and no label lookup.
+/// directly: recording is a few additions on the calling thread's shard (plain ones on the line of
+/// a shard the thread owns, relaxed atomic ones otherwise), with no lock and no label lookup.
 ///
 /// **Gauges** are not recorded: they are read when scraped, from the [`GaugeSource`] the pool
 /// attached with [`attach_gauges`](MetricsRecorder::attach_gauges), so `/metrics` agrees with
@@ -629,7 +629,7 @@ impl MetricsRecorder for PrometheusRecorder {
 /// A credential's handle when its counters are per credential: the series itself.
 impl CredentialRecorder for CredentialSeries {
     /// The line of the series' pointers to its provider's part and to its detail (a record reads
-    /// both) and its counters' inline lines. (Per-credential histograms, behind the detail, are
+    /// both) and the counters' line the calling thread adds to (see `Sharded::prefetch`). (Per-credential histograms, behind the detail, are
     /// asked for by [`prefetch_indirect`](CredentialRecorder::prefetch_indirect): their address
     /// is not known without a load.)
     #[inline]
