@@ -473,6 +473,40 @@ pub(crate) mod tests {
         );
     }
 
+    /// A thread whose first record comes from a thread-local destructor may claim a shard then
+    /// (the release registers late); it still gives it back: threads doing so one after another,
+    /// many more than there are shards, leave the shards free.
+    #[test]
+    fn a_first_record_from_a_thread_local_destructor_gives_its_shard_back() {
+        let _serial = OWNERSHIP
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        struct FirstRecordOnExit(Arc<Sharded<1>>);
+        impl Drop for FirstRecordOnExit {
+            fn drop(&mut self) {
+                self.0.add(0, 1);
+            }
+        }
+        thread_local! {
+            static ON_EXIT: std::cell::RefCell<Option<FirstRecordOnExit>> =
+                const { std::cell::RefCell::new(None) };
+        }
+        let counters = Arc::new(Sharded::<1>::new(MAX_SHARDS));
+        for _ in 0..4 * MAX_SHARDS {
+            let counters = Arc::clone(&counters);
+            std::thread::spawn(move || {
+                ON_EXIT.with(|e| *e.borrow_mut() = Some(FirstRecordOnExit(counters)));
+            })
+            .join()
+            .expect("thread");
+        }
+        assert_eq!(counters.get(0), 4 * MAX_SHARDS as u64);
+        let owned = std::thread::spawn(|| place().owned_in(MAX_SHARDS - 1))
+            .join()
+            .expect("thread");
+        assert!(owned.is_some(), "the shards claimed on exit were kept");
+    }
+
     proptest! {
         /// Several threads adding concurrently into sharded counters: every counter sums to the
         /// total of what was added, whatever the shard count and thread count.
