@@ -335,9 +335,7 @@ mod tests {
     /// the others atomically): the count and the sum hold every observation.
     #[test]
     fn concurrent_observations_are_all_counted() {
-        let _serial = crate::shard::tests::OWNERSHIP
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let _serial = crate::shard::tests::serial();
         const THREADS: u64 = 40;
         const OBSERVES: u64 = 5_000;
         let b = Buckets::new([0.01, 0.1, 1.0]).expect("valid");

@@ -349,15 +349,38 @@ pub(crate) mod tests {
     /// Serializes the tests below that need a free owned shard (or take them all).
     pub(crate) static OWNERSHIP: std::sync::Mutex<()> = std::sync::Mutex::new(());
 
+    /// Holds [`OWNERSHIP`] for the caller's test.
+    pub(crate) fn serial() -> std::sync::MutexGuard<'static, ()> {
+        OWNERSHIP
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// Runs `f` in one of the calling thread's thread-local destructors, the ones registered
+    /// before this call running after it (destructors run in reverse order).
+    fn on_exit(f: impl FnOnce() + 'static) {
+        struct OnExit(Option<Box<dyn FnOnce()>>);
+        impl Drop for OnExit {
+            fn drop(&mut self) {
+                if let Some(f) = self.0.take() {
+                    f();
+                }
+            }
+        }
+        thread_local! {
+            static ON_EXIT: std::cell::RefCell<Vec<OnExit>> =
+                const { std::cell::RefCell::new(Vec::new()) };
+        }
+        ON_EXIT.with(|e| e.borrow_mut().push(OnExit(Some(Box::new(f)))));
+    }
+
     /// More threads than shards add at once into values of 1, 2 and 16 shards: the owners with
     /// plain additions, the others atomically. Every addition is counted: no two threads ever
     /// write one line without a locked instruction (with every thread owning shard 0, this test
     /// lost additions in each of ten runs).
     #[test]
     fn owners_and_sharing_threads_together_lose_no_addition() {
-        let _serial = OWNERSHIP
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let _serial = serial();
         const THREADS: u64 = 3 * MAX_SHARDS as u64;
         const ADDS: u64 = 20_000;
         for shards in [1, 2, MAX_SHARDS] {
@@ -409,9 +432,7 @@ pub(crate) mod tests {
     /// there are shards, each owns one.
     #[test]
     fn an_exiting_thread_gives_its_shard_back() {
-        let _serial = OWNERSHIP
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let _serial = serial();
         let counters = Sharded::<1>::new(MAX_SHARDS);
         for i in 0..4 * MAX_SHARDS {
             let owned = std::thread::scope(|s| {
@@ -431,33 +452,24 @@ pub(crate) mod tests {
     /// the shared lines (it owns nothing any more), counted like any other addition.
     #[test]
     fn additions_from_thread_local_destructors_are_counted() {
-        let _serial = OWNERSHIP
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let _serial = serial();
         static OWNED_AT_EXIT: AtomicUsize = AtomicUsize::new(0);
-        struct AddsOnExit(Arc<Sharded<1>>);
-        impl Drop for AddsOnExit {
-            fn drop(&mut self) {
-                if place().owned_in(MAX_SHARDS - 1).is_some() {
-                    OWNED_AT_EXIT.fetch_add(1, Ordering::Relaxed);
-                }
-                for _ in 0..1000 {
-                    self.0.add(0, 1);
-                }
-            }
-        }
-        thread_local! {
-            static ON_EXIT: std::cell::RefCell<Option<AddsOnExit>> =
-                const { std::cell::RefCell::new(None) };
-        }
         let counters = Arc::new(Sharded::<1>::new(MAX_SHARDS));
         let threads: Vec<_> = (0..8)
             .map(|_| {
                 let counters = Arc::clone(&counters);
                 std::thread::spawn(move || {
                     // Registered before the shard's release (which the first addition
-                    // registers), so destroyed after it (destructors run in reverse order).
-                    ON_EXIT.with(|e| *e.borrow_mut() = Some(AddsOnExit(Arc::clone(&counters))));
+                    // registers), so run after it.
+                    let at_exit = Arc::clone(&counters);
+                    on_exit(move || {
+                        if place().owned_in(MAX_SHARDS - 1).is_some() {
+                            OWNED_AT_EXIT.fetch_add(1, Ordering::Relaxed);
+                        }
+                        for _ in 0..1000 {
+                            at_exit.add(0, 1);
+                        }
+                    });
                     counters.add(0, 1);
                 })
             })
@@ -478,27 +490,13 @@ pub(crate) mod tests {
     /// many more than there are shards, leave the shards free.
     #[test]
     fn a_first_record_from_a_thread_local_destructor_gives_its_shard_back() {
-        let _serial = OWNERSHIP
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
-        struct FirstRecordOnExit(Arc<Sharded<1>>);
-        impl Drop for FirstRecordOnExit {
-            fn drop(&mut self) {
-                self.0.add(0, 1);
-            }
-        }
-        thread_local! {
-            static ON_EXIT: std::cell::RefCell<Option<FirstRecordOnExit>> =
-                const { std::cell::RefCell::new(None) };
-        }
+        let _serial = serial();
         let counters = Arc::new(Sharded::<1>::new(MAX_SHARDS));
         for _ in 0..4 * MAX_SHARDS {
             let counters = Arc::clone(&counters);
-            std::thread::spawn(move || {
-                ON_EXIT.with(|e| *e.borrow_mut() = Some(FirstRecordOnExit(counters)));
-            })
-            .join()
-            .expect("thread");
+            std::thread::spawn(move || on_exit(move || counters.add(0, 1)))
+                .join()
+                .expect("thread");
         }
         assert_eq!(counters.get(0), 4 * MAX_SHARDS as u64);
         let owned = std::thread::spawn(|| place().owned_in(MAX_SHARDS - 1))
@@ -517,7 +515,7 @@ pub(crate) mod tests {
             work in proptest::collection::vec(
                 proptest::collection::vec((0usize..4, 0u64..1000), 0..200), 1..6),
         ) {
-            let _serial = OWNERSHIP.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+            let _serial = serial();
             let counters = Arc::new(Sharded::<4>::new(shards));
             prop_assert!(counters.shards().is_power_of_two());
             let mut want = [0u64; 4];
