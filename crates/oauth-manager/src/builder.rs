@@ -335,7 +335,7 @@ impl OAuthKeyManagerBuilder {
         };
         let telemetry = Telemetry::new(self.provider.clone(), usage, self.metrics, monitor);
         let mut tracker = RotationTracker::new(self.rotation);
-        let mut slots = Vec::with_capacity(initial.len());
+        let mut parts = Vec::with_capacity(initial.len());
         for (cred, version) in initial {
             if tracker.track(cred.id.clone(), cred.created_at).is_err() {
                 return Err(BuildError::DuplicateId {
@@ -344,9 +344,15 @@ impl OAuthKeyManagerBuilder {
                 });
             }
             let (usage, recorder) = telemetry.register(&cred.id);
-            let seed = self.seed ^ seed_of(cred.id.as_str());
-            slots.push(Arc::new(Slot::new(cred, version, seed, usage, recorder)));
+            parts.push((cred, version, usage, recorder));
         }
+        let slots: Vec<Arc<Slot>> = parts
+            .into_iter()
+            .map(|(cred, version, usage, recorder)| {
+                let seed = self.seed ^ seed_of(cred.id.as_str());
+                Arc::new(Slot::new(cred, version, seed, usage, recorder))
+            })
+            .collect();
         for (id, weight) in &self.weights {
             check_weight(id, *weight)?;
             let slot = slots.iter().find(|s| s.id == id.as_str()).ok_or_else(|| {
