@@ -351,13 +351,13 @@ impl OAuthKeyManagerBuilder {
         // pool of 10,000 spans a few MiB of pages instead of 15 (pinned A/B on an Intel Xeon:
         // `next_credential` over 10,000 credentials 28 -> 24 ns, `execute_with_failover` with
         // Prometheus 207 -> 190 ns; fewer TLB misses, as huge pages showed).
-        let slots: Vec<Arc<Slot>> = parts
-            .into_iter()
-            .map(|(cred, version, usage, recorder)| {
-                let seed = self.seed ^ seed_of(cred.id.as_str());
-                Arc::new(Slot::new(cred, version, seed, usage, recorder))
-            })
-            .collect();
+        // A vector of its own: collecting from `parts` would reuse its allocation in place, 42
+        // times larger than the slots' pointers need (measured: 336 more bytes per credential).
+        let mut slots = Vec::with_capacity(parts.len());
+        for (cred, version, usage, recorder) in parts {
+            let seed = self.seed ^ seed_of(cred.id.as_str());
+            slots.push(Arc::new(Slot::new(cred, version, seed, usage, recorder)));
+        }
         for (id, weight) in &self.weights {
             check_weight(id, *weight)?;
             let slot = slots.iter().find(|s| s.id == id.as_str()).ok_or_else(|| {
