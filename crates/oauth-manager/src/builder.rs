@@ -523,3 +523,26 @@ impl CredentialStore for NoStore {
         Ok(BTreeMap::new())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The pool's list of slots holds no room beyond its slots: a list collected in place from
+    /// the builder's staging vector kept that vector's allocation, 336 bytes a credential
+    /// (measured by the `footprint` bench: 1,351 bytes per credential instead of 1,015).
+    #[tokio::test]
+    async fn the_pool_keeps_no_spare_room_for_its_slots() {
+        let now = chrono::Utc::now();
+        let pool = OAuthKeyManager::builder("p")
+            .credentials((0..100).map(|i| {
+                Credential::new(format!("c{i}"), format!("token-{i}"), now).expect("valid")
+            }))
+            .build()
+            .await
+            .expect("builds");
+        let slots = pool.inner.selection.slots();
+        assert_eq!(slots.len(), 100);
+        assert_eq!(slots.capacity(), 100);
+    }
+}

@@ -678,8 +678,8 @@ fn selection_index(selection: Selection) -> u8 {
 /// What a pick asks the caches for ahead of this thread's next picks, in a pool of at least
 /// [`PREFETCH_FROM`] credentials going round-robin: the slot after next (its own lines), and
 /// with [`Ahead::Targets`] the next slot's id and recorders, whose addresses are in the lines the
-/// previous pick asked for (not its credential: see `Slot::prefetch_targets`). Over 10,000 credentials each call otherwise waits for
-/// memory line after line.
+/// previous pick asked for (not its credential: see `Slot::prefetch_targets`). Over 10,000
+/// credentials each call otherwise waits for memory line after line.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Ahead {
     /// The slots' lines only (a lease reads nothing else).
