@@ -12,7 +12,7 @@ use crate::clock::{clamp_ms, from_ms};
 use crate::error::{AttemptError, ExecuteError};
 use crate::manager::OAuthKeyManager;
 use crate::refreshing::RefreshNeed;
-use crate::selection::{Ahead, InFlight, Now, Slot};
+use crate::selection::{Ahead, Held, InFlight, Now, Slot};
 use crate::settings::{FailoverSettings, Settings};
 
 /// What a successful [`execute_with_failover`](OAuthKeyManager::execute_with_failover) returns.
@@ -153,23 +153,25 @@ impl OAuthKeyManager {
             let picked = self
                 .inner
                 .selection
-                .select(&clock, true, Ahead::Targets, Arc::clone)
-                .and_then(|slot| {
-                    if failed_on.iter().any(|f| Arc::ptr_eq(f, &slot))
+                .select_held(&clock, true, Ahead::Targets)
+                .and_then(|held| {
+                    let slot = held.slot();
+                    if failed_on.iter().any(|f| Arc::ptr_eq(f, slot))
                         && !slot.is_available_at(clock.get())
                     {
                         self.inner
                             .selection
                             .soonest_except(clock.get(), &failed_on)
+                            .map(Held::Shared)
                             .ok_or_else(|| self.inner.selection.none_available(clock.get()))
                     } else {
-                        Ok(slot)
+                        Ok(held)
                     }
                 });
-            let slot = match picked {
-                Ok(slot) => {
+            let held = match picked {
+                Ok(held) => {
                     self.inner.telemetry.served();
-                    slot
+                    held
                 }
                 Err(none) => {
                     let now = self.inner.time.health();
@@ -195,6 +197,7 @@ impl OAuthKeyManager {
                 }
             };
             attempts += 1;
+            let slot = held.slot();
             let now_ms = clock.get();
             let attempt_span = tracing::info_span!(
                 "oauth.attempt",
@@ -204,11 +207,11 @@ impl OAuthKeyManager {
             );
             let traced = !attempt_span.is_disabled();
             let result = if traced {
-                self.attempt(&slot, &mut operation, now_ms)
+                self.attempt(&held, &mut operation, now_ms)
                     .instrument(attempt_span.clone())
                     .await
             } else {
-                self.attempt(&slot, &mut operation, now_ms).await
+                self.attempt(&held, &mut operation, now_ms).await
             };
             if traced {
                 attempt_span.record(
@@ -254,7 +257,7 @@ impl OAuthKeyManager {
                         self.inner.telemetry.record_failover(&slot.id, failed.kind);
                     }
                     last = Some((slot.id.clone(), failed));
-                    failed_on.push(slot);
+                    failed_on.push(Arc::clone(slot));
                 }
             }
         }
@@ -277,7 +280,7 @@ impl OAuthKeyManager {
     /// same credential after an unauthorized answer and a refresh.
     async fn attempt<T, E, F, Fut>(
         &self,
-        slot: &Arc<Slot>,
+        held: &Held,
         operation: &mut F,
         now_ms: i64,
     ) -> Result<(T, Option<Usage>), Failed<E>>
@@ -286,6 +289,7 @@ impl OAuthKeyManager {
         Fut: Future<Output = Result<(T, Option<Usage>), E>>,
         E: ClassifyFailure,
     {
+        let slot = held.slot();
         // The selection's clock read (the health timeline, in milliseconds) serves the whole
         // attempt; calendar time is made once, for the recorders, when the call ends.
         let mut at_ms = now_ms;
@@ -295,7 +299,7 @@ impl OAuthKeyManager {
         let usable = slot.usable_until_ms();
         let (mut credential, mut generation) =
             if usable != i64::MIN && self.inner.time.wall_ms() < usable {
-                slot.credential_and_generation()
+                held.credential_and_generation()
             } else {
                 let (credential, refreshed) = Box::pin(self.credential_for_use(slot))
                     .await

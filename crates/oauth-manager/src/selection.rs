@@ -73,6 +73,10 @@ pub(crate) struct Slot {
     /// can tell later whether the credential it used is still the current one without keeping a
     /// second reference to it.
     generation: AtomicU64,
+    /// Counts credential replacements too, but moved after the new credential is stored: a
+    /// thread's private copy of the credential (see [`Held`]), made after reading `installed` at
+    /// `i`, is current while `installed` is still `i`.
+    installed: AtomicU64,
     /// Fields written on every call. (Giving them a cache line of their own was measured: it
     /// helped two threads sharing three credentials by 8% and cost a single thread over 10,000
     /// credentials 19%, so they stay packed.)
@@ -135,6 +139,7 @@ impl Slot {
             troubled: AtomicBool::new(false),
             usable_until_ms: AtomicI64::new(i64::MIN),
             generation: AtomicU64::new(0),
+            installed: AtomicU64::new(0),
             per_call: PerCall {
                 last_success_ms: AtomicI64::new(i64::MIN),
                 in_flight: AtomicU32::new(0),
@@ -310,6 +315,7 @@ impl Slot {
         self.generation.fetch_add(1, Ordering::SeqCst);
         self.credential.store(Arc::new(credential));
         self.usable_until_ms.store(i64::MIN, Ordering::SeqCst);
+        self.installed.fetch_add(1, Ordering::SeqCst);
     }
 
     /// Until when (wall milliseconds) the current credential is usable without a decision; see
@@ -760,6 +766,9 @@ struct CachedSnapshot {
     /// The selector's [`Selector::version`] read before the snapshot was loaded.
     version: u64,
     snapshot: Option<Arc<Available>>,
+    /// The thread's private handles on the slots of a pool of at most [`COPIED_CREDENTIALS`]
+    /// (see [`Held::Copied`]); allocated on first use, kept while the snapshot is reloaded.
+    copies: Option<Box<Copies>>,
 }
 
 impl CachedSnapshot {
@@ -767,7 +776,109 @@ impl CachedSnapshot {
         selector: 0,
         version: 0,
         snapshot: None,
+        copies: None,
     };
+}
+
+/// The largest pool whose calls take a thread's private handle on the slot and its credential
+/// (see [`Held::Copied`]); each thread keeps one per credential it called on, so larger pools
+/// take a reference on the shared slot and load the shared credential.
+pub(crate) const COPIED_CREDENTIALS: usize = 8;
+
+/// A thread's private handles on one small pool's slots: entries in the order they were filled,
+/// then the next to replace once all are (a pool that replaced a credential).
+#[derive(Default)]
+struct Copies {
+    entries: [Option<Arc<Copied>>; COPIED_CREDENTIALS],
+    victim: usize,
+}
+
+/// A thread's private handle on a slot, with a copy of its credential: allocations of their
+/// own, whose references only this thread (and the calls it hands them to) counts.
+pub(crate) struct Copied {
+    /// The slot: kept alive, so a pointer comparison identifies it.
+    slot: Arc<Slot>,
+    /// The slot's [`Slot::installed`], read before the credential was loaded.
+    installed: u64,
+    /// The slot's generation, read after the credential was loaded.
+    generation: u64,
+    credential: Arc<Credential>,
+}
+
+impl Copies {
+    /// The handle on `slot` with a copy of its current credential: the one kept if its copy is
+    /// current, else a new one, made from the shared credential and kept.
+    fn get(&mut self, slot: &Arc<Slot>) -> Arc<Copied> {
+        // Before the credential is loaded: a replacement stored after this read moves it on.
+        let installed = slot.installed.load(Ordering::SeqCst);
+        let mut at = None;
+        for (i, entry) in self.entries.iter().enumerate() {
+            match entry {
+                Some(c) if Arc::ptr_eq(&c.slot, slot) => {
+                    if c.installed == installed {
+                        return Arc::clone(c);
+                    }
+                    at = Some(i);
+                    break;
+                }
+                None if at.is_none() => at = Some(i),
+                _ => {}
+            }
+        }
+        let i = at.unwrap_or_else(|| {
+            let i = self.victim % COPIED_CREDENTIALS;
+            self.victim = i + 1;
+            i
+        });
+        let (shared, generation) = slot.credential_and_generation();
+        let copied = Arc::new(Copied {
+            slot: Arc::clone(slot),
+            installed,
+            generation,
+            credential: Arc::new((*shared).clone()),
+        });
+        if let Some(entry) = self.entries.get_mut(i) {
+            *entry = Some(Arc::clone(&copied));
+        }
+        copied
+    }
+}
+
+/// The slot a call picked, held for the call.
+pub(crate) enum Held {
+    /// A reference on the shared slot.
+    Shared(Arc<Slot>),
+    /// The calling thread's private handle (a pool of at most [`COPIED_CREDENTIALS`]): taking
+    /// and dropping it writes no line that another thread's calls write, where the slot's
+    /// reference count is written twice by every call on the slot.
+    Copied(Arc<Copied>),
+}
+
+impl Held {
+    /// The slot.
+    #[inline]
+    pub(crate) fn slot(&self) -> &Arc<Slot> {
+        match self {
+            Self::Shared(slot) => slot,
+            Self::Copied(copied) => &copied.slot,
+        }
+    }
+
+    /// The slot's current credential and its generation (see [`Slot::generation`]). From a
+    /// private handle, its copy while that is current (made after reading the slot's
+    /// [`installed`](Slot::installed) count, it is while the count has not moved, so a
+    /// replacement stored before this read is always seen): a reference only this thread
+    /// counts, where loading the shared credential takes three locked instructions (arc-swap's
+    /// debt slot and the reference count) and writes a count every call on it writes.
+    #[inline]
+    pub(crate) fn credential_and_generation(&self) -> (Arc<Credential>, u64) {
+        match self {
+            Self::Copied(c) if c.slot.installed.load(Ordering::SeqCst) == c.installed => {
+                (Arc::clone(&c.credential), c.generation)
+            }
+            _ => self.slot().credential_and_generation(),
+        }
+    }
 }
 
 /// What a thread keeps for its picks: its tag (taken on first use, given back when the thread
@@ -1040,7 +1151,7 @@ impl Selector {
         &self,
         thread: &ThreadState,
         snapshots: &'a mut [CachedSnapshot; CACHED_SNAPSHOTS],
-    ) -> &'a Available {
+    ) -> (&'a Available, &'a mut Option<Box<Copies>>) {
         thread.release_if_due(snapshots);
         // Read before the snapshot is loaded: a rebuild that stores after this read moves the
         // version past it, so the copy is reloaded next time.
@@ -1049,18 +1160,30 @@ impl Selector {
         if entry.selector != self.uid || entry.version != version {
             Self::forget(entry, self.uid, version);
         }
-        entry
-            .snapshot
-            .get_or_insert_with(|| self.available.load_full())
+        let CachedSnapshot {
+            snapshot, copies, ..
+        } = entry;
+        (
+            snapshot.get_or_insert_with(|| self.available.load_full()),
+            copies,
+        )
     }
 
     /// Empties a cached snapshot that is another selector's or stale, for `uid` at `version`.
     #[cold]
     fn forget(entry: &mut CachedSnapshot, uid: u64, version: u64) {
+        // The handles stay across a reload of the same selector's snapshot (each copy is
+        // checked against its slot when used).
+        let copies = if entry.selector == uid {
+            entry.copies.take()
+        } else {
+            None
+        };
         *entry = CachedSnapshot {
             selector: uid,
             version,
             snapshot: None,
+            copies,
         };
     }
 
@@ -1208,6 +1331,36 @@ impl Selector {
         }
     }
 
+    /// [`select`](Self::select) for a call that runs an operation on the slot: in a pool of at
+    /// most [`COPIED_CREDENTIALS`], the calling thread's private handle on the slot and its
+    /// credential (see [`Held::Copied`]); otherwise, or when the thread's cached snapshot cannot
+    /// serve, a reference on the shared slot.
+    #[inline]
+    pub(crate) fn select_held(
+        &self,
+        now: &Now<'_>,
+        soft: bool,
+        ahead: Ahead,
+    ) -> Result<Held, NoneAvailable> {
+        if self.len() <= COPIED_CREDENTIALS
+            && let Ok(Some(held)) = THREAD.try_with(|thread| {
+                let mut snapshots = thread.snapshots.try_borrow_mut().ok()?;
+                let (avail, copies) = self.cached(thread, &mut snapshots);
+                if avail.rebuild_due(now) {
+                    return None;
+                }
+                let selection = self.selection();
+                let slot = self.pick_from(avail, thread.tag(), now, selection, soft, ahead)?;
+                Some(Held::Copied(
+                    copies.get_or_insert_with(Box::default).get(slot),
+                ))
+            })
+        {
+            return Ok(held);
+        }
+        self.select(now, soft, ahead, |slot| Held::Shared(Arc::clone(slot)))
+    }
+
     /// [`select`](Self::select) after the snapshot had nothing to give: out of line, so that the
     /// common case compiles to the few instructions of a pick.
     #[cold]
@@ -1281,11 +1434,14 @@ impl Selector {
     ) -> Option<R> {
         let picked = THREAD.try_with(|thread| {
             let mut snapshots = thread.snapshots.try_borrow_mut().ok()?;
-            let avail = self.cached(thread, &mut snapshots);
+            let (avail, _) = self.cached(thread, &mut snapshots);
             if avail.rebuild_due(now) {
                 return None;
             }
-            Some(self.pick_from(avail, thread.tag(), now, selection, soft, ahead, f))
+            Some(
+                self.pick_from(avail, thread.tag(), now, selection, soft, ahead)
+                    .map(f),
+            )
         });
         match picked {
             Ok(Some(picked)) => picked,
@@ -1309,22 +1465,22 @@ impl Selector {
             self.rebuild_if_due(now.get());
         }
         let tag = THREAD.try_with(ThreadState::tag).unwrap_or(u64::MAX);
-        self.pick_from(&self.available.load(), tag, now, selection, soft, ahead, f)
+        self.pick_from(&self.available.load(), tag, now, selection, soft, ahead)
+            .map(f)
     }
 
     /// The pick itself, from the snapshot `avail`, advancing the cursor of the thread tagged `tag`.
     #[inline(always)]
     #[allow(clippy::too_many_arguments)]
-    fn pick_from<R>(
+    fn pick_from<'a>(
         &self,
-        avail: &Available,
+        avail: &'a Available,
         tag: u64,
         now: &Now<'_>,
         selection: Selection,
         soft: bool,
         ahead: Ahead,
-        f: &impl Fn(&Arc<Slot>) -> R,
-    ) -> Option<R> {
+    ) -> Option<&'a Arc<Slot>> {
         let list = if avail.preferred.is_empty() {
             &avail.fallback
         } else {
@@ -1337,8 +1493,7 @@ impl Selector {
             return avail
                 .soonest
                 .as_ref()
-                .filter(|slot| soft && slot.hard_at_ms.load(Ordering::Acquire) <= now.get())
-                .map(f);
+                .filter(|slot| soft && slot.hard_at_ms.load(Ordering::Acquire) <= now.get());
         }
         let start = self.advance_cursor(tag);
         // The cursor's slot, or the first available of the three after it (a slot whose state
@@ -1369,7 +1524,7 @@ impl Selector {
                     }
                 }
             }
-            return Some(f(first));
+            return Some(first);
         }
         // Power of two choices: a second, different candidate picked by a multiplicative hash of
         // the cursor; the less loaded of the two wins (ties keep round-robin order).
@@ -1385,7 +1540,7 @@ impl Selector {
         } else {
             first
         };
-        Some(f(pick))
+        Some(pick)
     }
 
     /// The earliest time any credential becomes available (`None`: none ever will by itself).
@@ -1707,9 +1862,12 @@ mod tests {
         let worker = worker();
         let pick = |sel: &Arc<Selector>| {
             let (sel, time) = (Arc::clone(sel), Arc::clone(&time));
+            // A call's pick: it also keeps the thread's private handles on the small pool's slots.
             run_on(&worker, move || {
-                sel.select(&Now::new(&time), false, Ahead::Slots, |s| s.id.to_string())
-                    .is_ok()
+                matches!(
+                    sel.select_held(&Now::new(&time), false, Ahead::Slots),
+                    Ok(Held::Copied(_))
+                )
             })
         };
         let unrelated = Arc::new(selector(&[slot("unrelated")]));
@@ -1734,6 +1892,93 @@ mod tests {
             dropped_slot.upgrade().is_none(),
             "a dropped pool's slot was kept alive"
         );
+    }
+
+    /// A thread's private handle on a slot serves its copy of the credential until the slot's
+    /// credential is replaced; then the handle a call already holds gives the new credential,
+    /// and the thread's next pick makes a new copy (and keeps that one).
+    #[test]
+    fn a_thread_s_copy_of_a_credential_gives_way_to_its_replacement() {
+        let s = slot("c");
+        let token = |held: &Held| {
+            let (credential, _) = held.credential_and_generation();
+            oauth_core::ExposeSecret::expose_secret(&credential.access_token).to_owned()
+        };
+        let mut copies = Copies::default();
+        let first = copies.get(&s);
+        assert!(Arc::ptr_eq(&first, &copies.get(&s)), "the copy is kept");
+        let held = Held::Copied(Arc::clone(&first));
+        assert_eq!(token(&held), "access");
+        let (copy, _) = held.credential_and_generation();
+        assert!(
+            !Arc::ptr_eq(&copy, &s.credential()),
+            "the copy is not the shared credential"
+        );
+
+        let replaced =
+            Credential::new("c", "replaced", from_millis(T0).expect("in range")).expect("valid");
+        s.set_credential(replaced);
+        assert_eq!(
+            token(&held),
+            "replaced",
+            "a handle held across the replacement"
+        );
+        let (_, generation) = held.credential_and_generation();
+        assert_eq!(generation, s.generation());
+        let second = copies.get(&s);
+        assert!(
+            !Arc::ptr_eq(&first, &second),
+            "a new copy after the replacement"
+        );
+        assert_eq!(token(&Held::Copied(Arc::clone(&second))), "replaced");
+        assert!(Arc::ptr_eq(&second, &copies.get(&s)), "and it is kept");
+        assert_eq!(
+            copies.entries.iter().flatten().count(),
+            1,
+            "the new copy took the old one's entry"
+        );
+    }
+
+    /// Under concurrency, no thread's copy serves a credential older than one whose replacement
+    /// had finished before the thread asked: a writer replaces the credential 100,000 times
+    /// (publishing each version once stored), while two threads take handles from their own
+    /// copies and check each token against the version they read first.
+    #[test]
+    fn no_copy_serves_a_credential_replaced_before_it_was_asked_for() {
+        const VERSIONS: u64 = 100_000;
+        let s = slot("c");
+        let version = |credential: &Credential| -> u64 {
+            let token = oauth_core::ExposeSecret::expose_secret(&credential.access_token);
+            token
+                .strip_prefix('v')
+                .and_then(|v| v.parse().ok())
+                .unwrap_or(0)
+        };
+        let stored = AtomicU64::new(0);
+        std::thread::scope(|scope| {
+            for _ in 0..2 {
+                scope.spawn(|| {
+                    let mut copies = Copies::default();
+                    loop {
+                        let before = stored.load(Ordering::SeqCst);
+                        if before == VERSIONS {
+                            break;
+                        }
+                        let held = Held::Copied(copies.get(&s));
+                        let (credential, _) = held.credential_and_generation();
+                        let got = version(&credential);
+                        assert!(got >= before, "asked after v{before}, served v{got}");
+                    }
+                });
+            }
+            for v in 1..=VERSIONS {
+                let next =
+                    Credential::new("c", format!("v{v}"), from_millis(T0).expect("in range"))
+                        .expect("valid");
+                s.set_credential(next);
+                stored.store(v, Ordering::SeqCst);
+            }
+        });
     }
 
     /// Under concurrency, no thread picks a credential whose removal was visible to it before

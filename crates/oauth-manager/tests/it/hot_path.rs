@@ -125,3 +125,92 @@ async fn a_token_installed_by_reauthorization_is_decided_again() {
     );
     assert_eq!(token, "access-a-1");
 }
+
+/// `a`'s credential at version `v`: its access token says which.
+fn versioned(v: u64) -> oauth_manager::Credential {
+    oauth_manager::Credential::new("a", format!("access-a-{v}"), crate::support::t0())
+        .expect("valid credential")
+        .with_refresh_token(format!("refresh-a-{v}"))
+        .with_expires_at(crate::support::t0() + TimeDelta::hours(1))
+}
+
+/// In a small pool each thread hands its calls a private copy of the credential (issue 16: two
+/// threads on three credentials no longer write the same reference counts). The copies never
+/// serve a credential older than one whose replacement had finished when the call began: a
+/// writer re-authorizes `a` 2,000 times, publishing each version once it is installed, while
+/// two threads call and check every token `a` gives against the version they read first.
+#[test]
+fn no_call_gets_a_credential_older_than_a_replacement_finished_before_it() {
+    use std::sync::atomic::AtomicU64;
+    const VERSIONS: u64 = 2_000;
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_time()
+        .build()
+        .expect("runtime");
+    let clock = ManualClock::new(crate::support::t0());
+    let manager = runtime
+        .block_on(
+            builder_of(
+                [
+                    versioned(0),
+                    cred("b", TimeDelta::hours(1)),
+                    cred("c", TimeDelta::hours(1)),
+                ],
+                &clock,
+            )
+            .build(),
+        )
+        .expect("builds");
+    let installed = AtomicU64::new(0);
+    let served_a = AtomicU64::new(0);
+    std::thread::scope(|scope| {
+        for _ in 0..2 {
+            scope.spawn(|| {
+                let runtime = tokio::runtime::Builder::new_current_thread()
+                    .enable_time()
+                    .build()
+                    .expect("runtime");
+                while installed.load(Ordering::SeqCst) < VERSIONS {
+                    let before = installed.load(Ordering::SeqCst);
+                    let served = runtime.block_on(call_token(&manager)).expect("served");
+                    if served.credential.as_str() != "a" {
+                        continue;
+                    }
+                    let version: u64 = served
+                        .value
+                        .strip_prefix("access-a-")
+                        .and_then(|v| v.parse().ok())
+                        .expect("a versioned token");
+                    assert!(
+                        version >= before,
+                        "a call begun after version {before} was installed got version {version}"
+                    );
+                    served_a.fetch_add(1, Ordering::Relaxed);
+                }
+            });
+        }
+        // Should the writer fail, the callers stop too, and the scope reports the failure.
+        struct StopCallers<'a>(&'a AtomicU64);
+        impl Drop for StopCallers<'_> {
+            fn drop(&mut self) {
+                self.0.store(VERSIONS, Ordering::SeqCst);
+            }
+        }
+        let _stop = StopCallers(&installed);
+        for v in 1..=VERSIONS {
+            runtime
+                .block_on(manager.reauthorize(versioned(v)))
+                .expect("installed");
+            installed.store(v, Ordering::SeqCst);
+            // Let the callers see some versions more than once (their copies then serve).
+            if v % 4 == 0 {
+                std::thread::yield_now();
+            }
+        }
+    });
+    assert!(
+        served_a.load(Ordering::Relaxed) > VERSIONS / 4,
+        "the callers called on `a` while it was replaced: {}",
+        served_a.load(Ordering::Relaxed)
+    );
+}
