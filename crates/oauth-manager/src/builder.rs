@@ -45,7 +45,8 @@ pub struct OAuthKeyManagerBuilder {
     metrics: Arc<dyn MetricsRecorder>,
     notifier: Option<Arc<dyn Notifier>>,
     monitoring: Option<MonitoringConfig>,
-    clock: Arc<dyn Clock>,
+    /// `None`: the default [`CoarseClock`](crate::CoarseClock), read without dynamic dispatch.
+    clock: Option<Arc<dyn Clock>>,
     failover: FailoverSettings,
     max_concurrent_refreshes: Option<usize>,
     refresh_timeout: Option<Duration>,
@@ -82,7 +83,7 @@ impl OAuthKeyManagerBuilder {
             metrics: Arc::new(NoopRecorder),
             notifier: None,
             monitoring: None,
-            clock: Arc::new(crate::CoarseClock),
+            clock: None,
             failover: FailoverSettings::default(),
             max_concurrent_refreshes: None,
             refresh_timeout: None,
@@ -240,7 +241,7 @@ impl OAuthKeyManagerBuilder {
 
     /// [`clock`](Self::clock) with a shared clock.
     pub fn clock_arc(mut self, clock: Arc<dyn Clock>) -> Self {
-        self.clock = clock;
+        self.clock = Some(clock);
         self
     }
 
@@ -382,7 +383,7 @@ impl OAuthKeyManagerBuilder {
         } else {
             StoreOutage::RefreshInMemory
         });
-        let time = Timeline::new(self.clock);
+        let time = self.clock.map_or_else(Timeline::coarse, Timeline::new);
         let selection = Selector::new(Pool::new(slots), time.now_ms());
         selection.set_failover(&settings.failover);
         let inner = Inner {

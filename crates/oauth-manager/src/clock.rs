@@ -20,15 +20,8 @@ impl Clock for CoarseClock {
         SystemClock.now()
     }
 
-    #[cfg(target_os = "linux")]
     fn now_millis(&self) -> i64 {
-        let t = rustix::time::clock_gettime(rustix::time::ClockId::RealtimeCoarse);
-        t.tv_sec.saturating_mul(1000) + t.tv_nsec / 1_000_000
-    }
-
-    #[cfg(not(target_os = "linux"))]
-    fn now_millis(&self) -> i64 {
-        SystemClock.now_millis()
+        Self::wall_ms()
     }
 
     #[cfg(target_os = "linux")]
@@ -37,6 +30,38 @@ impl Clock for CoarseClock {
         let secs = u64::try_from(t.tv_sec).unwrap_or(0);
         let nanos = u32::try_from(t.tv_nsec).unwrap_or(0);
         Duration::new(secs, nanos.min(999_999_999))
+    }
+}
+
+impl CoarseClock {
+    /// [`now_millis`](Clock::now_millis): `CLOCK_REALTIME_COARSE` on Linux.
+    #[cfg(target_os = "linux")]
+    #[inline]
+    fn wall_ms() -> i64 {
+        let t = rustix::time::clock_gettime(rustix::time::ClockId::RealtimeCoarse);
+        t.tv_sec
+            .saturating_mul(1000)
+            .saturating_add(t.tv_nsec / 1_000_000)
+    }
+
+    #[cfg(not(target_os = "linux"))]
+    fn wall_ms() -> i64 {
+        SystemClock.now_millis()
+    }
+
+    /// [`monotonic`](Clock::monotonic) in milliseconds, without the `Duration` in between.
+    #[cfg(target_os = "linux")]
+    #[inline]
+    fn monotonic_ms() -> i64 {
+        let t = rustix::time::clock_gettime(rustix::time::ClockId::MonotonicCoarse);
+        t.tv_sec
+            .saturating_mul(1000)
+            .saturating_add(t.tv_nsec / 1_000_000)
+    }
+
+    #[cfg(not(target_os = "linux"))]
+    fn monotonic_ms() -> i64 {
+        mono_ms(CoarseClock.monotonic())
     }
 }
 
@@ -81,6 +106,9 @@ impl Clock for TokioClock {
 #[derive(Debug, Clone)]
 pub(crate) struct Timeline {
     clock: Arc<dyn Clock>,
+    /// The clock is the default [`CoarseClock`]: its hot-path readings are made directly (no
+    /// dynamic dispatch, no `Duration`), which measured 4 ns a pick less than through `clock`.
+    coarse: bool,
     anchor_wall_ms: i64,
     anchor_mono_ms: i64,
     /// Request latency: the CPU's time-stamp counter where it is usable (a few nanoseconds a
@@ -95,10 +123,20 @@ fn mono_ms(d: Duration) -> i64 {
 
 impl Timeline {
     pub(crate) fn new(clock: Arc<dyn Clock>) -> Self {
+        Self::with(clock, false)
+    }
+
+    /// The timeline of the default [`CoarseClock`].
+    pub(crate) fn coarse() -> Self {
+        Self::with(Arc::new(CoarseClock), true)
+    }
+
+    fn with(clock: Arc<dyn Clock>, coarse: bool) -> Self {
         let anchor_wall_ms = clock.now().timestamp_millis();
         let anchor_mono_ms = mono_ms(clock.monotonic());
         Self {
             clock,
+            coarse,
             anchor_wall_ms,
             anchor_mono_ms,
             ticks: quanta::Clock::new(),
@@ -123,7 +161,12 @@ impl Timeline {
     /// The health timeline now, in milliseconds (the hot path's one clock read).
     #[inline]
     pub(crate) fn now_ms(&self) -> i64 {
-        let elapsed = mono_ms(self.clock.monotonic()).saturating_sub(self.anchor_mono_ms);
+        let mono = if self.coarse {
+            CoarseClock::monotonic_ms()
+        } else {
+            mono_ms(self.clock.monotonic())
+        };
+        let elapsed = mono.saturating_sub(self.anchor_mono_ms);
         self.anchor_wall_ms.saturating_add(elapsed.max(0))
     }
 
@@ -136,12 +179,16 @@ impl Timeline {
     /// stepped).
     pub(crate) fn skew(&self) -> TimeDelta {
         // Millisecond readings (the clock's cheap ones): no calendar arithmetic on this path.
-        TimeDelta::milliseconds(self.now_ms().saturating_sub(self.clock.now_millis()))
+        TimeDelta::milliseconds(self.now_ms().saturating_sub(self.wall_ms()))
     }
 
     /// Wall time as milliseconds since the epoch, from the clock's cheap reading.
     pub(crate) fn wall_ms(&self) -> i64 {
-        self.clock.now_millis()
+        if self.coarse {
+            CoarseClock::wall_ms()
+        } else {
+            self.clock.now_millis()
+        }
     }
 
     /// A health-timeline instant as wall time.
@@ -325,6 +372,29 @@ mod tests {
         assert_eq!(from_ms(i64::MAX), DateTime::<Utc>::MAX_UTC);
         assert_eq!(from_ms(min - 1), DateTime::<Utc>::MIN_UTC);
         assert_eq!(from_ms(max + 1), DateTime::<Utc>::MAX_UTC);
+    }
+
+    #[test]
+    fn the_default_timeline_reads_the_coarse_clock_directly_in_the_same_units() {
+        let before = mono_ms(CoarseClock.monotonic());
+        let direct = CoarseClock::monotonic_ms();
+        let after = mono_ms(CoarseClock.monotonic());
+        assert!(
+            before <= direct && direct <= after,
+            "{before} {direct} {after}"
+        );
+        let before = CoarseClock.now().timestamp_millis();
+        let direct = CoarseClock::wall_ms();
+        assert!((direct - before).abs() < 1_000, "{before} {direct}");
+
+        let (fast, dispatched) = (Timeline::coarse(), Timeline::new(Arc::new(CoarseClock)));
+        assert!(fast.coarse && !dispatched.coarse);
+        for (a, b) in [
+            (fast.now_ms(), dispatched.now_ms()),
+            (fast.wall_ms(), dispatched.wall_ms()),
+        ] {
+            assert!((a - b).abs() < 1_000, "{a} {b}");
+        }
     }
 
     #[test]

@@ -703,10 +703,32 @@ const PREFETCH_FROM: usize = 64;
 /// the same time share one more cursor.
 const CURSOR_SHARDS: usize = 8;
 
-/// A cursor on its own cache line.
+/// A cursor on its own cache line: how many picks it made, and (owned cursors) where the next
+/// one starts in the list it last picked from, so that a pick from a list of unchanged length
+/// needs no division.
 #[derive(Debug)]
 #[repr(align(128))]
-struct Cursor(AtomicUsize);
+struct Cursor {
+    count: AtomicUsize,
+    at: AtomicUsize,
+}
+
+impl Cursor {
+    fn new(start: usize) -> Self {
+        Self {
+            count: AtomicUsize::new(start),
+            at: AtomicUsize::new(start),
+        }
+    }
+}
+
+/// Where a pick starts in a list, and the cursor's count of picks (a seed for the power of two
+/// choices).
+#[derive(Debug, Clone, Copy)]
+struct Start {
+    index: usize,
+    count: usize,
+}
 
 /// Thread tags: a small number per live thread (never 0), given back when the thread exits and
 /// handed to the next new thread, which so inherits the cursors the exited thread owned (their
@@ -999,7 +1021,7 @@ impl Selector {
             version: AtomicU64::new(0),
             // Cursor i starts at credential i: the first thread's first pick is the first
             // credential, and threads running in step do not all pick the same one.
-            cursors: std::array::from_fn(|i| Cursor(AtomicUsize::new(i))),
+            cursors: std::array::from_fn(Cursor::new),
             owners: std::array::from_fn(|_| AtomicU64::new(0)),
             selection: std::sync::atomic::AtomicU8::new(0),
             failover: AtomicU64::new(0),
@@ -1206,25 +1228,30 @@ impl Selector {
     /// one thread's successive picks go round-robin exactly; the shared cursor advances
     /// atomically (its threads' picks interleave).
     #[inline]
-    fn advance_cursor(&self, tag: u64) -> usize {
+    fn advance_cursor(&self, tag: u64, n: usize) -> Start {
         for (cursor, owner) in self.cursors.iter().zip(&self.owners) {
             let current = owner.load(Ordering::Relaxed);
             if current == tag {
-                let at = cursor.0.load(Ordering::Relaxed);
-                cursor.0.store(at.wrapping_add(1), Ordering::Relaxed);
-                return at;
+                let count = cursor.count.load(Ordering::Relaxed);
+                cursor.count.store(count.wrapping_add(1), Ordering::Relaxed);
+                let at = cursor.at.load(Ordering::Relaxed);
+                // The list is as long as on the previous pick (or longer): no division.
+                let index = if at < n { at } else { at % n.max(1) };
+                let next = if index + 1 >= n { 0 } else { index + 1 };
+                cursor.at.store(next, Ordering::Relaxed);
+                return Start { index, count };
             }
             if current == 0 && tag != u64::MAX {
-                return self.claim_cursor(tag);
+                return self.claim_cursor(tag, n);
             }
         }
-        self.shared_cursor()
+        self.shared_cursor(n)
     }
 
     /// A thread's first pick: claims the first free cursor (or, when none is free, uses the
     /// shared one) and advances it.
     #[cold]
-    fn claim_cursor(&self, tag: u64) -> usize {
+    fn claim_cursor(&self, tag: u64, n: usize) -> Start {
         for (cursor, owner) in self.cursors.iter().zip(&self.owners) {
             let current = owner.load(Ordering::Relaxed);
             if current == tag
@@ -1233,17 +1260,25 @@ impl Selector {
                         .compare_exchange(0, tag, Ordering::Relaxed, Ordering::Relaxed)
                         .is_ok())
             {
-                return cursor.0.fetch_add(1, Ordering::Relaxed);
+                let count = cursor.count.fetch_add(1, Ordering::Relaxed);
+                let index = count % n.max(1);
+                let next = if index + 1 >= n { 0 } else { index + 1 };
+                cursor.at.store(next, Ordering::Relaxed);
+                return Start { index, count };
             }
         }
-        self.shared_cursor()
+        self.shared_cursor(n)
     }
 
     /// The cursor of the threads beyond the owners, advanced atomically.
-    fn shared_cursor(&self) -> usize {
-        self.cursors[CURSOR_SHARDS]
-            .0
-            .fetch_add(1, Ordering::Relaxed)
+    fn shared_cursor(&self, n: usize) -> Start {
+        let count = self.cursors[CURSOR_SHARDS]
+            .count
+            .fetch_add(1, Ordering::Relaxed);
+        Start {
+            index: count % n.max(1),
+            count,
+        }
     }
 
     /// Sets how the next credential is chosen.
@@ -1495,16 +1530,19 @@ impl Selector {
                 .as_ref()
                 .filter(|slot| soft && slot.hard_at_ms.load(Ordering::Acquire) <= now.get());
         }
-        let start = self.advance_cursor(tag);
+        let start = self.advance_cursor(tag, n);
         // The cursor's slot, or the first available of the three after it (a slot whose state
         // changed since the snapshot was built).
         let mut found = None;
-        for k in 0..n.min(4) {
-            let i = start.wrapping_add(k) % n;
-            if list[i].is_available(now) {
-                found = Some((i, &list[i]));
+        let mut i = start.index;
+        for _ in 0..n.min(4) {
+            if let Some(slot) = list.get(i)
+                && slot.is_available(now)
+            {
+                found = Some((i, slot));
                 break;
             }
+            i = if i + 1 >= n { 0 } else { i + 1 };
         }
         let (first_index, first) = found?;
         if selection == Selection::RoundRobin || n == 1 {
@@ -1528,7 +1566,7 @@ impl Selector {
         }
         // Power of two choices: a second, different candidate picked by a multiplicative hash of
         // the cursor; the less loaded of the two wins (ties keep round-robin order).
-        let mut j = start.wrapping_mul(0x9E37_79B9).rotate_right(7) % (n - 1);
+        let mut j = start.count.wrapping_mul(0x9E37_79B9).rotate_right(7) % (n - 1);
         if j >= first_index {
             j += 1;
         }
@@ -1581,6 +1619,33 @@ mod tests {
 
     fn selector(slots: &[Arc<Slot>]) -> Selector {
         Selector::new(Pool::new(slots.to_vec()), T0)
+    }
+
+    /// An owned cursor starts each pick where the last one left off, without a division while
+    /// the list keeps its length; a shorter list (a snapshot with fewer available slots) wraps
+    /// the cursor into it, a longer one continues from where it was, and no index falls outside
+    /// the list (nor divides by zero for an empty one).
+    #[test]
+    fn an_owned_cursor_follows_lists_whose_length_changes() {
+        let sel = selector(&[slot("a")]);
+        let tag = 7;
+        let mut seen = Vec::new();
+        for n in [5, 5, 5, 5, 5, 5, 3, 3, 3, 3, 8, 8, 1, 1, 0, 2, 2] {
+            let Start { index, count } = sel.advance_cursor(tag, n);
+            assert!(index < n.max(1), "index {index} in a list of {n}");
+            seen.push((n, index, count));
+        }
+        let indices: Vec<usize> = seen.iter().map(|&(_, index, _)| index).collect();
+        assert_eq!(
+            indices,
+            [0, 1, 2, 3, 4, 0, 1, 2, 0, 1, 2, 3, 0, 0, 0, 0, 1],
+            "{seen:?}"
+        );
+        let counts: Vec<usize> = seen.iter().map(|&(_, _, count)| count).collect();
+        assert!(
+            counts.windows(2).all(|w| w[1] == w[0] + 1),
+            "the count moves by one a pick: {counts:?}"
+        );
     }
 
     /// A pool large enough to prefetch goes round-robin exactly across the end of its list,
