@@ -1180,7 +1180,7 @@ impl Selector {
         let version = self.version.load(Ordering::Acquire);
         let entry = &mut snapshots[(self.uid % CACHED_SNAPSHOTS as u64) as usize];
         if entry.selector != self.uid || entry.version != version {
-            Self::forget(entry, self.uid, version);
+            Self::forget(entry, self.uid, version, self.len() <= COPIED_CREDENTIALS);
         }
         let CachedSnapshot {
             snapshot, copies, ..
@@ -1192,11 +1192,12 @@ impl Selector {
     }
 
     /// Empties a cached snapshot that is another selector's or stale, for `uid` at `version`.
+    /// The private handles stay across a reload of the same selector's snapshot (each copy is
+    /// checked against its slot when used) while its pool is still small (`small`): a pool that
+    /// grew past [`COPIED_CREDENTIALS`] takes no more copies, so none would ever replace them.
     #[cold]
-    fn forget(entry: &mut CachedSnapshot, uid: u64, version: u64) {
-        // The handles stay across a reload of the same selector's snapshot (each copy is
-        // checked against its slot when used).
-        let copies = if entry.selector == uid {
+    fn forget(entry: &mut CachedSnapshot, uid: u64, version: u64, small: bool) {
+        let copies = if entry.selector == uid && small {
             entry.copies.take()
         } else {
             None
@@ -1377,23 +1378,29 @@ impl Selector {
         soft: bool,
         ahead: Ahead,
     ) -> Result<Held, NoneAvailable> {
+        let shared = |slot: &Arc<Slot>| Held::Shared(Arc::clone(slot));
         if self.len() <= COPIED_CREDENTIALS
-            && let Ok(Some(held)) = THREAD.try_with(|thread| {
+            && let Ok(Some((picked, selection))) = THREAD.try_with(|thread| {
                 let mut snapshots = thread.snapshots.try_borrow_mut().ok()?;
                 let (avail, copies) = self.cached(thread, &mut snapshots);
                 if avail.rebuild_due(now) {
                     return None;
                 }
                 let selection = self.selection();
-                let slot = self.pick_from(avail, thread.tag(), now, selection, soft, ahead)?;
-                Some(Held::Copied(
-                    copies.get_or_insert_with(Box::default).get(slot),
-                ))
+                let picked = self
+                    .pick_from(avail, thread.tag(), now, selection, soft, ahead)
+                    .map(|slot| Held::Copied(copies.get_or_insert_with(Box::default).get(slot)));
+                Some((picked, selection))
             })
         {
-            return Ok(held);
+            // Nothing in the thread's snapshot: straight to the retry (another pick from the
+            // same snapshot would only advance the cursor again).
+            return match picked {
+                Some(held) => Ok(held),
+                None => self.select_again(now, selection, soft, ahead, &shared),
+            };
         }
-        self.select(now, soft, ahead, |slot| Held::Shared(Arc::clone(slot)))
+        self.select(now, soft, ahead, shared)
     }
 
     /// [`select`](Self::select) after the snapshot had nothing to give: out of line, so that the
@@ -1956,6 +1963,70 @@ mod tests {
         assert!(
             dropped_slot.upgrade().is_none(),
             "a dropped pool's slot was kept alive"
+        );
+    }
+
+    /// A call's pick that finds nothing in the thread's snapshot (its slots went out since it
+    /// was built) goes straight to the retry, which rebuilds: the cursor moves once, as a
+    /// single pick does, not once more for a second pick from the same stale snapshot.
+    #[test]
+    fn a_pick_that_finds_nothing_moves_the_cursor_once() {
+        let time = manual_time();
+        let slots = [slot("a"), slot("b"), slot("c")];
+        let sel = selector(&slots);
+        let moved = |sel: &Selector| -> usize {
+            sel.cursors
+                .iter()
+                .map(|c| c.count.load(Ordering::Relaxed))
+                .sum()
+        };
+        std::thread::scope(|scope| {
+            scope.spawn(|| {
+                assert!(matches!(
+                    sel.select_held(&Now::new(&time), false, Ahead::Slots),
+                    Ok(Held::Copied(_))
+                ));
+                for s in &slots {
+                    s.available_at_ms.store(NEVER, Ordering::Release);
+                }
+                let before = moved(&sel);
+                assert!(
+                    sel.select_held(&Now::new(&time), false, Ahead::Slots)
+                        .is_err()
+                );
+                assert_eq!(moved(&sel) - before, 1, "cursor steps for one pick");
+            });
+        });
+    }
+
+    /// A pool that grows past [`COPIED_CREDENTIALS`] takes no more private handles, and a
+    /// thread's next pick from it lets go of the copies it kept (nothing would replace them when
+    /// their credentials are refreshed).
+    #[test]
+    fn a_pool_that_outgrows_private_handles_lets_go_of_its_copies() {
+        let time = manual_time();
+        let worker = worker();
+        let sel = Arc::new(selector(&[slot("a"), slot("b"), slot("c")]));
+        let pick = |sel: &Arc<Selector>| {
+            let (sel, time) = (Arc::clone(sel), Arc::clone(&time));
+            run_on(&worker, move || {
+                match sel.select_held(&Now::new(&time), false, Ahead::Slots) {
+                    Ok(Held::Copied(c)) => Some(Arc::downgrade(&c.credential)),
+                    _ => None,
+                }
+            })
+        };
+        let copies: Vec<_> = (0..3)
+            .map(|_| pick(&sel).expect("a small pool's pick holds a private handle"))
+            .collect();
+        assert!(copies.iter().all(|c| c.upgrade().is_some()), "kept");
+        for i in 0..COPIED_CREDENTIALS {
+            sel.insert(slot(&format!("more{i}")), T0);
+        }
+        assert!(pick(&sel).is_none(), "a large pool's pick shares the slot");
+        assert!(
+            copies.iter().all(|c| c.upgrade().is_none()),
+            "a thread kept copies of a pool that outgrew them"
         );
     }
 
