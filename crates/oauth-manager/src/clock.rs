@@ -34,14 +34,21 @@ impl Clock for CoarseClock {
 }
 
 impl CoarseClock {
+    /// A coarse clock's reading in milliseconds.
+    #[cfg(target_os = "linux")]
+    #[inline]
+    fn read_ms(clock: rustix::time::ClockId) -> i64 {
+        let t = rustix::time::clock_gettime(clock);
+        t.tv_sec
+            .saturating_mul(1000)
+            .saturating_add(t.tv_nsec / 1_000_000)
+    }
+
     /// [`now_millis`](Clock::now_millis): `CLOCK_REALTIME_COARSE` on Linux.
     #[cfg(target_os = "linux")]
     #[inline]
     fn wall_ms() -> i64 {
-        let t = rustix::time::clock_gettime(rustix::time::ClockId::RealtimeCoarse);
-        t.tv_sec
-            .saturating_mul(1000)
-            .saturating_add(t.tv_nsec / 1_000_000)
+        Self::read_ms(rustix::time::ClockId::RealtimeCoarse)
     }
 
     #[cfg(not(target_os = "linux"))]
@@ -53,10 +60,7 @@ impl CoarseClock {
     #[cfg(target_os = "linux")]
     #[inline]
     fn monotonic_ms() -> i64 {
-        let t = rustix::time::clock_gettime(rustix::time::ClockId::MonotonicCoarse);
-        t.tv_sec
-            .saturating_mul(1000)
-            .saturating_add(t.tv_nsec / 1_000_000)
+        Self::read_ms(rustix::time::ClockId::MonotonicCoarse)
     }
 
     #[cfg(not(target_os = "linux"))]

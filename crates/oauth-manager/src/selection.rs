@@ -720,6 +720,20 @@ impl Cursor {
             at: AtomicUsize::new(start),
         }
     }
+
+    /// Advances the cursor for a pick from a list of `n`, by plain loads and stores: only its
+    /// owner writes it. The start needs no division while the list is as long as on the
+    /// previous pick (or longer).
+    #[inline]
+    fn advance_owned(&self, n: usize) -> Start {
+        let count = self.count.load(Ordering::Relaxed);
+        self.count.store(count.wrapping_add(1), Ordering::Relaxed);
+        let at = self.at.load(Ordering::Relaxed);
+        let index = if at < n { at } else { at % n.max(1) };
+        let next = if index + 1 >= n { 0 } else { index + 1 };
+        self.at.store(next, Ordering::Relaxed);
+        Start { index, count }
+    }
 }
 
 /// Where a pick starts in a list, and the cursor's count of picks (a seed for the power of two
@@ -1233,14 +1247,7 @@ impl Selector {
         for (cursor, owner) in self.cursors.iter().zip(&self.owners) {
             let current = owner.load(Ordering::Relaxed);
             if current == tag {
-                let count = cursor.count.load(Ordering::Relaxed);
-                cursor.count.store(count.wrapping_add(1), Ordering::Relaxed);
-                let at = cursor.at.load(Ordering::Relaxed);
-                // The list is as long as on the previous pick (or longer): no division.
-                let index = if at < n { at } else { at % n.max(1) };
-                let next = if index + 1 >= n { 0 } else { index + 1 };
-                cursor.at.store(next, Ordering::Relaxed);
-                return Start { index, count };
+                return cursor.advance_owned(n);
             }
             if current == 0 && tag != u64::MAX {
                 return self.claim_cursor(tag, n);
@@ -1261,11 +1268,8 @@ impl Selector {
                         .compare_exchange(0, tag, Ordering::Relaxed, Ordering::Relaxed)
                         .is_ok())
             {
-                let count = cursor.count.fetch_add(1, Ordering::Relaxed);
-                let index = count % n.max(1);
-                let next = if index + 1 >= n { 0 } else { index + 1 };
-                cursor.at.store(next, Ordering::Relaxed);
-                return Start { index, count };
+                // Owned now (a cursor passes on only once its owner has exited).
+                return cursor.advance_owned(n);
             }
         }
         self.shared_cursor(n)
